@@ -11,14 +11,18 @@ zero-copy on a node; :meth:`Event.from_payload` rebuilds it without copying.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trkx_ray.events.schema import OPTIONAL_COLUMNS, PARTS, SCHEMAS
 
-__all__ = ["Event", "EventFormatError", "Table"]
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["Event", "EventFormatError", "Table", "locate_ids"]
 
 Table = dict[str, np.ndarray]
 
@@ -28,6 +32,43 @@ class EventFormatError(ValueError):
 
     The message names the file (or event) and what is wrong with it.
     """
+
+
+def locate_ids(ref_ids: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Find each of ``ids`` among ``ref_ids`` (unique), vectorised.
+
+    Args:
+        ref_ids: unique reference ids (e.g. ``hits["hit_id"]``), any order.
+        ids: ids to look up (e.g. ``truth["hit_id"]``).
+
+    Returns:
+        ``(index, found)``: for each id, its row in ``ref_ids`` (0 where not
+        found) and whether it was found.
+    """
+    ref_ids = np.asarray(ref_ids)
+    ids = np.asarray(ids)
+    if len(ref_ids) == 0:
+        return np.zeros(len(ids), dtype=np.int64), np.zeros(len(ids), dtype=bool)
+    order = np.argsort(ref_ids, kind="stable")
+    pos = np.searchsorted(ref_ids, ids, sorter=order)
+    pos = np.minimum(pos, len(ref_ids) - 1)
+    index = order[pos].astype(np.int64, copy=False)
+    found = ref_ids[index] == ids
+    return np.where(found, index, 0), found
+
+
+def _first(mask: np.ndarray) -> int:
+    """Index of the first ``True`` in ``mask``."""
+    return int(np.argmax(mask))
+
+
+def _first_duplicate(ids: np.ndarray) -> int | None:
+    """The smallest id that occurs more than once, or ``None`` (no sort if ids ascend)."""
+    if len(ids) < 2 or bool((ids[1:] > ids[:-1]).all()):
+        return None
+    ordered = np.sort(ids)
+    dup = ordered[1:] == ordered[:-1]
+    return int(ordered[1:][_first(dup)]) if dup.any() else None
 
 
 def _num_rows(table: Table | None) -> int:
@@ -147,7 +188,7 @@ class Event:
         return payload
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "Event":
+    def from_payload(cls, payload: dict[str, Any]) -> Event:
         """Rebuild an event from :meth:`to_payload` output (no copies)."""
         parts: dict[str, Table] = {}
         for key, arr in payload.items():
@@ -156,9 +197,7 @@ class Event:
             name, col = key.split("/", 1)
             parts.setdefault(name, {})[col] = arr
         if "hits" not in parts:
-            raise EventFormatError(
-                f"event {payload.get('event_id')}: payload has no hits columns"
-            )
+            raise EventFormatError(f"event {payload.get('event_id')}: payload has no hits columns")
         return cls(
             event_id=int(payload["event_id"]),
             hits=parts["hits"],
@@ -168,45 +207,106 @@ class Event:
             source=str(payload.get("source", "")),
         )
 
+    # -- tables ---------------------------------------------------------------
+    def to_frame(self, name: str) -> pd.DataFrame:
+        """Return part ``name`` as a pandas DataFrame (columns are not copied).
+
+        Useful for :func:`trkx_ray.metrics.trackml_score`, which takes the
+        trackml-library's DataFrames.
+        """
+        import pandas as pd
+
+        table = self.part(name)
+        if table is None:
+            raise EventFormatError(f"{self.source or f'event {self.event_id}'}: has no {name} part")
+        return pd.DataFrame(dict(table), copy=False)
+
     # -- checks ---------------------------------------------------------------
-    def validate(self) -> "Event":
+    def validate(self, files: Mapping[str, str] | None = None) -> Event:
         """Check columns, dtypes, lengths and values; raise :class:`EventFormatError`.
 
-        Returns the event itself so calls chain.
+        Checks: every schema column present with the right dtype kind and
+        length; finite hit coordinates; unique, non-negative hit ids; truth
+        row-aligned with hits (same ``hit_id`` in the same order); cells only
+        for known hits; unique particle ids.
+
+        Args:
+            files: optional part name -> file name, used in messages instead of
+                the event's ``source``.
+
+        Returns:
+            The event itself, so calls chain.
         """
-        where = self.source or f"event {self.event_id}"
+        base = self.source or f"event {self.event_id}"
+        files = dict(files or {})
+
+        def where(name: str) -> str:
+            return files[name] if name in files else f"{base}: {name}"
+
         for name in PARTS:
             table = getattr(self, name)
             if table is None:
                 if name == "hits":
-                    raise EventFormatError(f"{where}: no hits")
+                    raise EventFormatError(f"{base}: no hits")
                 continue
             schema = SCHEMAS[name]
             missing = [c for c in schema if c not in table]
             if missing:
-                raise EventFormatError(f"{where}: {name} lacks column(s) {missing}")
+                raise EventFormatError(f"{where(name)}: lacks column(s) {missing}")
             n = len(table[next(iter(schema))])
             for col, arr in table.items():
-                if len(arr) != n:
+                if np.ndim(arr) != 1 or len(arr) != n:
                     raise EventFormatError(
-                        f"{where}: {name} column {col!r} has {len(arr)} rows, expected {n}"
+                        f"{where(name)}: column {col!r} has shape {np.shape(arr)}, expected ({n},)"
                     )
                 want = schema.get(col, OPTIONAL_COLUMNS[name].get(col))
                 if want is not None and arr.dtype.kind != want.kind:
                     raise EventFormatError(
-                        f"{where}: {name} column {col!r} has dtype {arr.dtype}, expected {want}"
+                        f"{where(name)}: column {col!r} has dtype {arr.dtype}, expected {want}"
                     )
+        hid = self.hits["hit_id"]
         for col in ("x", "y", "z"):
             bad = ~np.isfinite(self.hits[col])
             if bad.any():
-                i = int(np.flatnonzero(bad)[0])
+                i = _first(bad)
                 raise EventFormatError(
-                    f"{where}: hits column {col!r} has a non-finite value at row {i} "
-                    f"(hit_id {int(self.hits['hit_id'][i])})"
+                    f"{where('hits')}: column {col!r} has a non-finite value "
+                    f"({self.hits[col][i]}) at row {i} (hit_id {int(hid[i])})"
                 )
-        hid = self.hits["hit_id"]
-        if len(np.unique(hid)) != len(hid):
-            sorted_ids = np.sort(hid)
-            dup = int(sorted_ids[np.flatnonzero(np.diff(sorted_ids) == 0)[0]])
-            raise EventFormatError(f"{where}: hits has duplicate hit_id {dup}")
+        neg = hid < 0
+        if neg.any():
+            i = _first(neg)
+            raise EventFormatError(
+                f"{where('hits')}: column 'hit_id' has a negative id {int(hid[i])} at row {i}"
+            )
+        dup_id = _first_duplicate(hid)
+        if dup_id is not None:
+            raise EventFormatError(f"{where('hits')}: column 'hit_id' has duplicate id {dup_id}")
+        if self.truth is not None:
+            tid = self.truth["hit_id"]
+            if len(tid) != len(hid):
+                raise EventFormatError(
+                    f"{where('truth')}: has {len(tid)} rows for {len(hid)} hits "
+                    "(expected exactly one row per hit)"
+                )
+            off = tid != hid
+            if off.any():
+                i = _first(off)
+                raise EventFormatError(
+                    f"{where('truth')}: row {i} has hit_id {int(tid[i])} but hit row {i} is "
+                    f"hit_id {int(hid[i])} (truth must be in the hits' order)"
+                )
+        if self.cells is not None and len(self.cells["hit_id"]):
+            _, found = locate_ids(hid, self.cells["hit_id"])
+            if not found.all():
+                i = _first(~found)
+                raise EventFormatError(
+                    f"{where('cells')}: row {i} is for unknown hit_id {int(self.cells['hit_id'][i])}"
+                )
+        if self.particles is not None:
+            dup_id = _first_duplicate(self.particles["particle_id"])
+            if dup_id is not None:
+                raise EventFormatError(
+                    f"{where('particles')}: column 'particle_id' has duplicate id {dup_id}"
+                )
         return self
