@@ -1,0 +1,294 @@
+"""Tests of trkx_ray.pipeline.labeling: every backend, identical partitions, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trkx_ray.pipeline.labeling import (
+    LABEL_BACKENDS,
+    canonical_labels,
+    label_hits,
+    synthetic_scored_graph,
+    time_backends,
+    torch_connected_components,
+)
+
+CC_BACKENDS = ["scipy", "sknetwork", "torch"]
+HAS_CUGRAPH = importlib.util.find_spec("cugraph") is not None
+
+
+def reference_components(
+    num_hits: int, edges: np.ndarray, scores: np.ndarray, cut: float
+) -> np.ndarray:
+    """Independent union-find (test-only, loops are fine here), canonical labels."""
+    parent = list(range(num_hits))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for (u, v), s in zip(edges.T.tolist(), scores.tolist()):
+        if s > cut:
+            ru, rv = find(u), find(v)
+            if ru != rv:
+                parent[max(ru, rv)] = min(ru, rv)
+    roots = [find(a) for a in range(num_hits)]
+    out, seen = [], {}
+    for r in roots:
+        out.append(seen.setdefault(r, len(seen)))
+    return np.asarray(out, dtype=np.int64)
+
+
+def random_graph(rng: np.random.Generator, n: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+    edges = rng.integers(0, max(n, 1), size=(2, e), dtype=np.int64)
+    scores = rng.random(e).astype(np.float32)
+    return edges, scores
+
+
+def test_backends_registered() -> None:
+    assert set(LABEL_BACKENDS) == {"scipy", "sknetwork", "torch", "cugraph", "dbscan"}
+
+
+def test_canonical_labels_first_appearance() -> None:
+    got = canonical_labels(np.array([7, 7, 3, 9, 3, 7]))
+    np.testing.assert_array_equal(got, [0, 0, 1, 2, 1, 0])
+    assert got.dtype == np.int64
+    assert canonical_labels(np.array([], dtype=np.int64)).shape == (0,)
+
+
+@pytest.mark.parametrize("backend", CC_BACKENDS + ["dbscan"])
+def test_hand_built_components(backend: str) -> None:
+    # 0-1-2 chain, 3 isolated, 4-5 joined, 6-7 joined below cut
+    edges = np.array([[1, 0, 5, 6], [2, 1, 4, 7]])
+    scores = np.array([0.9, 0.8, 0.99, 0.3])
+    opts = {"eps": 0.5, "min_samples": 1} if backend == "dbscan" else {}
+    labels = label_hits(8, edges, scores, cut=0.5, backend=backend, **opts)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1, 2, 2, 3, 4])
+    assert labels.dtype == np.int64
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    e=st.integers(0, 150),
+    cut=st.sampled_from([0.0, 0.3, 0.5, 0.9]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_all_cc_backends_agree_on_random_graphs(n: int, e: int, cut: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    edges, scores = random_graph(rng, n, e)
+    want = reference_components(n, edges, scores, cut)
+    for backend in CC_BACKENDS:
+        got = label_hits(n, edges, scores, cut=cut, backend=backend)
+        np.testing.assert_array_equal(got, want, err_msg=backend)
+    # DBSCAN with every kept edge inside eps and min_samples=1 is CC
+    got = label_hits(
+        n, edges, scores, cut=cut, backend="dbscan", eps=1.0 - cut + 1e-6, min_samples=1
+    )
+    np.testing.assert_array_equal(got, want, err_msg="dbscan")
+    got = label_hits(n, edges, scores, cut=cut, backend="dbscan", eps=1.0, min_samples=2)
+    np.testing.assert_array_equal(got, want, err_msg="dbscan min_samples=2")
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed", "shuffled"])
+def test_long_chain_100k(order: str) -> None:
+    n = 100_000
+    nodes = np.arange(n)
+    if order == "reversed":
+        nodes = nodes[::-1].copy()
+    elif order == "shuffled":
+        nodes = np.random.default_rng(1).permutation(n)
+    edges = np.stack([nodes[:-1], nodes[1:]])
+    scores = np.ones(n - 1)
+    for backend in CC_BACKENDS:
+        labels = label_hits(n, edges, scores, backend=backend)
+        assert (labels == 0).all(), backend
+    # cut one link in the middle of the chain: two components
+    scores[n // 2] = 0.0
+    want = label_hits(n, edges, scores, backend="scipy")
+    assert want.max() == 1
+    for backend in CC_BACKENDS:
+        np.testing.assert_array_equal(label_hits(n, edges, scores, backend=backend), want)
+
+
+def test_torch_cc_iterations_are_logarithmic(caplog: pytest.LogCaptureFixture) -> None:
+    n = 100_000
+    nodes = np.random.default_rng(2).permutation(n)
+    edges = torch.as_tensor(np.stack([nodes[:-1], nodes[1:]]))
+    with caplog.at_level("DEBUG", logger="trkx_ray.pipeline.labeling"):
+        roots = torch_connected_components(n, edges)
+    assert (roots == 0).all()
+    msg = [r.getMessage() for r in caplog.records if "torch CC" in r.getMessage()]
+    iterations = int(msg[-1].split(",")[-1].split()[0])
+    assert iterations <= 4 * int(np.ceil(np.log2(n))), iterations
+
+
+@pytest.mark.parametrize("backend", CC_BACKENDS + ["dbscan"])
+def test_special_graphs(backend: str) -> None:
+    opts = {"eps": 1.0, "min_samples": 1} if backend == "dbscan" else {}
+    # star
+    n = 1000
+    edges = np.stack([np.zeros(n - 1, np.int64), np.arange(1, n)])
+    assert (label_hits(n, edges, np.ones(n - 1), backend=backend, **opts) == 0).all()
+    # reversed star centred on the last hit
+    edges = np.stack([np.arange(n - 1), np.full(n - 1, n - 1)])
+    assert (label_hits(n, edges, np.ones(n - 1), backend=backend, **opts) == 0).all()
+    # isolated nodes only, self loops, duplicates
+    edges = np.array([[3, 3, 2, 1, 1], [3, 3, 2, 4, 4]])
+    labels = label_hits(6, edges, np.ones(5), backend=backend, **opts)
+    np.testing.assert_array_equal(labels, [0, 1, 2, 3, 1, 4])
+    # no edges, no hits, one hit
+    empty = np.zeros((2, 0), np.int64)
+    np.testing.assert_array_equal(
+        label_hits(4, empty, np.zeros(0), backend=backend, **opts), [0, 1, 2, 3]
+    )
+    assert label_hits(0, empty, np.zeros(0), backend=backend, **opts).shape == (0,)
+    np.testing.assert_array_equal(label_hits(1, empty, np.zeros(0), backend=backend, **opts), [0])
+    np.testing.assert_array_equal(
+        label_hits(1, np.array([[0], [0]]), np.ones(1), backend=backend, **opts), [0]
+    )
+
+
+def test_torch_backend_on_device(device: str) -> None:
+    rng = np.random.default_rng(3)
+    edges, scores = random_graph(rng, 500, 600)
+    want = label_hits(500, edges, scores, backend="scipy")
+    te = torch.as_tensor(edges, device=device)
+    ts = torch.as_tensor(scores, device=device)
+    got = label_hits(500, te, ts, backend="torch")
+    assert isinstance(got, np.ndarray) and got.dtype == np.int64
+    np.testing.assert_array_equal(got, want)
+    # the other backends take tensors too (copied to the host)
+    for backend in ("scipy", "sknetwork", "dbscan"):
+        opts = {"eps": 1.0, "min_samples": 1} if backend == "dbscan" else {}
+        np.testing.assert_array_equal(label_hits(500, te, ts, backend=backend, **opts), want)
+    # int32 edges and half-precision scores
+    got = label_hits(500, te.to(torch.int32), ts.half(), cut=0.5, backend="torch")
+    want_half = label_hits(500, edges, ts.half().float().cpu().numpy(), backend="scipy")
+    np.testing.assert_array_equal(got, want_half)
+
+
+def test_dbscan_options_and_noise() -> None:
+    # 0-1 score 0.6 (distance 0.4), 1-2 score 0.9 (0.1), 3-4 score 0.95, 5 alone
+    edges = np.array([[0, 1, 3], [1, 2, 4]])
+    scores = np.array([0.6, 0.9, 0.95])
+    # default eps 0.25 drops the 0-1 link; min_samples 2 keeps pairs together
+    np.testing.assert_array_equal(
+        label_hits(6, edges, scores, backend="dbscan"), [0, 1, 1, 2, 2, 3]
+    )
+    np.testing.assert_array_equal(
+        label_hits(6, edges, scores, backend="dbscan", eps=0.5), [0, 0, 0, 1, 1, 2]
+    )
+    # min_samples 3: only hit 1 is core (itself + 0 + 2); the 3-4 pair is noise -> singletons
+    np.testing.assert_array_equal(
+        label_hits(6, edges, scores, backend="dbscan", eps=0.5, min_samples=3), [0, 0, 0, 1, 2, 3]
+    )
+    # a duplicated edge keeps its best score, it is not summed into a larger distance
+    dup = np.array([[0, 1, 0], [1, 0, 1]])
+    np.testing.assert_array_equal(
+        label_hits(2, dup, np.array([0.9, 0.9, 0.6]), backend="dbscan"), [0, 0]
+    )
+    # score 1 (distance 0) still links
+    np.testing.assert_array_equal(
+        label_hits(2, np.array([[0], [1]]), np.ones(1), backend="dbscan"), [0, 0]
+    )
+    with pytest.raises(ValueError, match="eps"):
+        label_hits(2, dup, np.ones(3), backend="dbscan", eps=-1.0)
+    with pytest.raises(ValueError, match="min_samples"):
+        label_hits(2, dup, np.ones(3), backend="dbscan", min_samples=0)
+
+
+def test_dbscan_equals_cc_on_synthetic_event() -> None:
+    edges, scores = synthetic_scored_graph(num_hits=20_000, num_edges=150_000, seed=4)
+    want = label_hits(20_000, edges, scores, cut=0.5, backend="scipy")
+    got = label_hits(20_000, edges, scores, cut=0.5, backend="dbscan", eps=0.5, min_samples=1)
+    np.testing.assert_array_equal(got, want)
+    for backend in ("sknetwork", "torch"):
+        np.testing.assert_array_equal(label_hits(20_000, edges, scores, backend=backend), want)
+
+
+@pytest.mark.parametrize(
+    ("num_hits", "edges", "scores", "match"),
+    [
+        (3, np.array([[0, 3], [1, 2]]), np.ones(2), "out of range"),
+        (3, np.array([[0, -1], [1, 2]]), np.ones(2), "out of range"),
+        (3, np.array([0, 1, 2]), np.ones(3), "shape"),
+        (3, np.zeros((3, 2), np.int64), np.ones(2), "shape"),
+        (3, np.array([[0, 1], [1, 2]]), np.ones(3), "scores length"),
+        (3, np.array([[0, 1], [1, 2]]), np.array([0.9, np.nan]), "NaN"),
+        (3, np.array([[0.0, 1.0], [1.0, 2.0]]), np.ones(2), "integer"),
+        (-1, np.zeros((2, 0), np.int64), np.zeros(0), "num_hits"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["scipy", "torch", "dbscan"])
+def test_bad_input(num_hits, edges, scores, match, backend) -> None:
+    with pytest.raises(ValueError, match=match):
+        label_hits(num_hits, edges, scores, backend=backend)
+
+
+def test_bad_backend_and_option() -> None:
+    edges, scores = np.array([[0], [1]]), np.ones(1)
+    with pytest.raises(ValueError, match="unknown labeling backend 'nope'"):
+        label_hits(2, edges, scores, backend="nope")
+    with pytest.raises(ValueError, match="'scipy' has no option"):
+        label_hits(2, edges, scores, backend="scipy", eps=0.1)
+    with pytest.raises(ValueError, match="cut"):
+        label_hits(2, edges, scores, cut=float("nan"))
+
+
+@pytest.mark.skipif(HAS_CUGRAPH, reason="cugraph is installed")
+def test_cugraph_missing_names_the_extra() -> None:
+    with pytest.raises(ImportError, match=r"pip install trkx_ray\[gpu\]"):
+        label_hits(2, np.array([[0], [1]]), np.ones(1), backend="cugraph")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not (HAS_CUGRAPH and torch.cuda.is_available()), reason="needs cugraph and CUDA"
+)
+def test_cugraph_agrees() -> None:  # pragma: no cover - GPU only
+    rng = np.random.default_rng(5)
+    edges, scores = random_graph(rng, 1000, 1500)
+    want = label_hits(1000, edges, scores, backend="scipy")
+    np.testing.assert_array_equal(label_hits(1000, edges, scores, backend="cugraph"), want)
+    te, ts = torch.as_tensor(edges, device="cuda"), torch.as_tensor(scores, device="cuda")
+    np.testing.assert_array_equal(label_hits(1000, te, ts, backend="cugraph"), want)
+
+
+def test_time_backends() -> None:
+    edges, scores = synthetic_scored_graph(num_hits=5_000, num_edges=30_000, seed=6)
+    out = time_backends(
+        5_000,
+        edges,
+        scores,
+        0.5,
+        backends=("scipy", "dbscan"),
+        repeats=2,
+        options={"dbscan": {"eps": 0.5, "min_samples": 1}},
+    )
+    assert set(out) == {"scipy", "dbscan"}
+    for stats in out.values():
+        assert stats["mean_s"] > 0 and stats["std_s"] >= 0 and stats["min_s"] <= stats["mean_s"]
+    assert out["scipy"]["num_components"] == out["dbscan"]["num_components"]
+    with pytest.raises(ValueError, match="repeats"):
+        time_backends(5_000, edges, scores, 0.5, backends=("scipy",), repeats=0)
+
+
+def test_synthetic_graph_shape() -> None:
+    edges, scores = synthetic_scored_graph(
+        num_hits=1_000, num_edges=8_000, hits_per_track=10, seed=0
+    )
+    assert edges.shape == (2, 8_000) and scores.shape == (8_000,)
+    assert edges.min() >= 0 and edges.max() < 1_000
+    # 100 tracks of 10 hits: 900 true edges above the cut, most fakes below
+    assert 900 <= (scores > 0.5).sum() < 1_100
+    labels = label_hits(1_000, edges[:, :900], scores[:900])
+    assert labels.max() + 1 == 100
