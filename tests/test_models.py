@@ -1,0 +1,270 @@
+"""Tests of trkx_ray.pipeline.models: shapes, AMP dtypes, aggregation, weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trkx_ray.pipeline.config import ConfigError, EmbeddingConfig, FilterConfig, GNNConfig
+from trkx_ray.pipeline.models import (
+    EmbeddingMLP,
+    FilterMLP,
+    InteractionGNN,
+    load_weights,
+    make_mlp,
+)
+
+
+def _graph(n: int = 30, e: int = 80, seed: int = 0, device: str = "cpu"):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    edges = torch.randint(0, n, (2, e), generator=g)
+    return x.to(device), edges.to(device)
+
+
+def test_make_mlp_structure():
+    mlp = make_mlp(5, 16, 3, layers=2, layer_norm=True, activation="relu")
+    kinds = [type(m) for m in mlp]
+    assert kinds == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Linear, nn.LayerNorm, nn.ReLU, nn.Linear]
+    assert mlp(torch.zeros(4, 5)).shape == (4, 3)
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        make_mlp(5, 16, 3, 2, activation="swish")
+
+
+def test_embedding_shape_and_unit_norm(device):
+    model = EmbeddingMLP.from_config(EmbeddingConfig(output_dim=12), in_dim=5).to(device)
+    x, _ = _graph(device=device)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.shape == (30, 12)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(30, device=device))
+
+
+def test_filter_and_gnn_shapes(device):
+    x, edges = _graph(device=device)
+    flt = FilterMLP.from_config(FilterConfig(), node_dim=5).to(device)
+    gnn = InteractionGNN.from_config(GNNConfig(iterations=3), in_dim=5).to(device)
+    with torch.inference_mode():
+        assert flt(x, edges).shape == (80,)
+        assert gnn(x, edges).shape == (80,)
+        empty = torch.zeros((2, 0), dtype=torch.int64, device=device)
+        assert flt(x, empty).shape == (0,)
+        assert gnn(x, empty).shape == (0,)
+
+
+def test_seeded_init_is_deterministic_and_keeps_global_rng():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = InteractionGNN.from_config(GNNConfig(seed=7), 5)
+    after = torch.rand(1)
+    assert torch.equal(before, after)  # the global RNG stream is untouched
+    b = InteractionGNN.from_config(GNNConfig(seed=7), 5)
+    c = InteractionGNN.from_config(GNNConfig(seed=8), 5)
+    for (ka, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    assert any(
+        not torch.equal(va, vc) for va, vc in zip(a.state_dict().values(), c.state_dict().values())
+    )
+
+
+def test_shared_weights_option():
+    shared = InteractionGNN(5, hidden=16, iterations=4, shared_weights=True)
+    separate = InteractionGNN(5, hidden=16, iterations=4, shared_weights=False)
+    assert len(shared.edge_networks) == 1 and len(shared.node_networks) == 1
+    assert len(separate.edge_networks) == 4 and len(separate.node_networks) == 4
+    n_shared = sum(p.numel() for p in shared.parameters())
+    n_sep = sum(p.numel() for p in separate.parameters())
+    assert n_sep > n_shared
+
+
+def test_aggregate_matches_dense_reference(device):
+    x, edges = _graph(n=7, e=20, seed=3, device=device)
+    edges = torch.cat([edges, torch.tensor([[2, 2], [2, 2]], device=device)], 1)  # self loops
+    msg = torch.randn(edges.shape[1], 4, device=device)
+    incoming, outgoing = InteractionGNN.aggregate(msg, edges, 7)
+    dst_onehot = nn.functional.one_hot(edges[1], 7).float()  # E x N
+    src_onehot = nn.functional.one_hot(edges[0], 7).float()
+    torch.testing.assert_close(incoming, dst_onehot.T @ msg)
+    torch.testing.assert_close(outgoing, src_onehot.T @ msg)
+
+
+def _dense_gnn_reference(
+    model: InteractionGNN, x: torch.Tensor, edges: torch.Tensor
+) -> torch.Tensor:
+    """The interaction network written with dense incidence matrices and plain concatenation."""
+
+    def edge_block(block, h, e):
+        w = [block.src.weight, block.dst.weight]
+        parts = [h[edges[0]], h[edges[1]]]
+        if block.edge is not None and e is not None:
+            w.append(block.edge.weight)
+            parts.append(e)
+        pre = torch.cat(parts, 1) @ torch.cat(w, 1).T + block.src.bias
+        return block.rest(pre)
+
+    n = x.shape[0]
+    a_in = nn.functional.one_hot(edges[1], n).float().T  # N x E
+    a_out = nn.functional.one_hot(edges[0], n).float().T
+    h = model.node_encoder(x)
+    e = edge_block(model.edge_encoder, h, None)
+    for it in range(model.iterations):
+        k = 0 if model.shared_weights else it
+        e = e + edge_block(model.edge_networks[k], h, e)
+        h = h + model.node_networks[k](torch.cat([h, a_in @ e, a_out @ e], 1))
+    return edge_block(model.classifier, h, e).squeeze(-1)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_gnn_matches_dense_reference(shared):
+    x, edges = _graph(n=12, e=40, seed=5)
+    model = InteractionGNN(5, hidden=8, iterations=3, shared_weights=shared).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, edges), _dense_gnn_reference(model, x, edges))
+
+
+def test_filter_matches_concat_reference():
+    x, edges = _graph(seed=9)
+    model = FilterMLP(5, hidden=16, layers=2).eval()
+    with torch.inference_mode():
+        ref = model.net(torch.cat([x[edges[0]], x[edges[1]]], 1)).squeeze(-1)
+        torch.testing.assert_close(model(x, edges), ref)
+
+
+def test_gnn_is_direction_aware():
+    x, edges = _graph(seed=11)
+    model = InteractionGNN(5, hidden=8, iterations=2).eval()
+    with torch.inference_mode():
+        assert not torch.allclose(model(x, edges), model(x, edges.flip(0)))
+
+
+def _linear_output_dtypes(model: nn.Module, run) -> set[torch.dtype]:
+    seen: set[torch.dtype] = set()
+    hooks = [
+        m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["embedding", "filter", "gnn"])
+def test_autocast_dtypes(device, kind):
+    x, edges = _graph(device=device)
+    if kind == "embedding":
+        model = EmbeddingMLP(5, hidden=16).to(device).eval()
+        run = lambda: model(x)  # noqa: E731
+    elif kind == "filter":
+        model = FilterMLP(5, hidden=16).to(device).eval()
+        run = lambda: model(x, edges)  # noqa: E731
+    else:
+        model = InteractionGNN(5, hidden=16, iterations=2).to(device).eval()
+        run = lambda: model(x, edges)  # noqa: E731
+    dtypes = [torch.bfloat16] + ([torch.float16] if device == "cuda" else [])
+    with torch.inference_mode():
+        ref = run()
+        assert _linear_output_dtypes(model, run) == {torch.float32}
+        for dtype in dtypes:
+            with torch.autocast(device_type=torch.device(device).type, dtype=dtype):
+                assert _linear_output_dtypes(model, run) == {dtype}
+                out = run()
+            assert out.dtype == torch.float32  # models hand back float32
+            assert torch.isfinite(out).all()
+            # reduced precision stays close to fp32 for these small random models
+            assert (out - ref).abs().max().item() < 0.1 * max(ref.abs().max().item(), 1.0)
+
+
+def test_weights_roundtrip(tmp_path):
+    cfg = GNNConfig(hidden=16, iterations=2, seed=3)
+    trained = InteractionGNN.from_config(cfg, 5)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.5)  # differ from any seeded init
+    path = tmp_path / "gnn.pt"
+    torch.save(trained.state_dict(), path)
+    loaded = InteractionGNN.from_config(GNNConfig(hidden=16, iterations=2, weights=str(path)), 5)
+    x, edges = _graph()
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(x, edges), trained(x, edges))
+    # {"state_dict": ...} checkpoints too
+    torch.save({"state_dict": trained.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    again = InteractionGNN.from_config(
+        GNNConfig(hidden=16, iterations=2, weights=str(tmp_path / "ckpt.pt")), 5
+    )
+    with torch.inference_mode():
+        torch.testing.assert_close(again(x, edges), trained(x, edges))
+
+
+def test_weights_errors(tmp_path):
+    path = tmp_path / "emb.pt"
+    torch.save(EmbeddingMLP(5, hidden=16).state_dict(), path)
+    with pytest.raises(ConfigError, match=r"embedding\.weights.*does not match"):
+        EmbeddingMLP.from_config(EmbeddingConfig(hidden=32, weights=str(path)), 5)
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(ConfigError, match=r"cannot load weights file.*junk\.pt"):
+        load_weights(EmbeddingMLP(5), str(junk), "embedding.weights")
+    tensor_only = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor_only)
+    with pytest.raises(ConfigError, match="does not hold a state dict"):
+        load_weights(EmbeddingMLP(5), str(tensor_only))
+
+
+def test_weights_only_refuses_pickled_objects(tmp_path):
+    """torch.load(weights_only=True): arbitrary pickled objects are refused."""
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": object()}}, path)
+    with pytest.raises(ConfigError, match="cannot load weights file"):
+        load_weights(EmbeddingMLP(5), str(path))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_gnn_onnx_export_matches_torch(tmp_path):
+    """The GNN exports to ONNX (TorchScript exporter) and onnxruntime agrees,
+    including repeated target hits (the scatter-add must accumulate)."""
+    ort = pytest.importorskip("onnxruntime")
+    model = InteractionGNN(5, hidden=16, iterations=2).eval()
+    x, edges = _graph(n=20, e=50, seed=1)
+    path = tmp_path / "gnn.onnx"
+    torch.onnx.export(
+        model,
+        (x, edges),
+        str(path),
+        dynamo=False,
+        input_names=["x", "edges"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "hits"}, "edges": {1: "edges"}, "logits": {0: "edges"}},
+        opset_version=17,
+    )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x2, edges2 = _graph(n=33, e=90, seed=2)  # other sizes: dynamic axes work
+    assert torch.bincount(edges2[1]).max() > 1  # repeated targets exercised
+    got = session.run(None, {"x": x2.numpy(), "edges": edges2.numpy()})[0]
+    with torch.inference_mode():
+        want = model(x2, edges2).numpy()
+    assert abs(got - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("chunk", [3, 16, 1000])
+def test_chunking_does_not_change_results(chunk):
+    x, edges = _graph(n=40, e=100, seed=4)
+    emb = EmbeddingMLP(5, hidden=16).eval()
+    flt = FilterMLP(5, hidden=16).eval()
+    gnn = InteractionGNN(5, hidden=16, iterations=3).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(emb(x, chunk_size=chunk), emb(x))
+        torch.testing.assert_close(flt(x, edges, chunk_size=chunk), flt(x, edges))
+        torch.testing.assert_close(gnn(x, edges, chunk_size=chunk), gnn(x, edges))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a = gnn(x, edges, chunk_size=chunk)
+            b = gnn(x, edges)
+        assert (a - b).abs().max().item() < 0.05

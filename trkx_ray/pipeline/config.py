@@ -1,0 +1,494 @@
+"""Typed pipeline configuration: YAML -> frozen dataclasses.
+
+A pipeline configuration is one YAML file in ``configs/pipeline/`` (shipped as
+package data under ``trkx_ray/configs/pipeline/``), read with
+``yaml.safe_load`` and turned into a :class:`PipelineConfig`. Every key is
+checked when the file is loaded, before any work: unknown keys, wrong types,
+out-of-range values, unknown backend names and missing weights files raise
+:class:`ConfigError` naming the offending key (``filter.chunk_size``) and file.
+
+Sources accepted by :func:`load_config`: a path to a YAML file, a bare name
+(``"default"`` -> ``trkx_ray/configs/pipeline/default.yaml``), a ``dict`` with
+the same structure, or an existing :class:`PipelineConfig`. ``overrides`` (a
+nested dict) is merged on top, key by key, before validation; this is how the
+bench's five configurations are defined from ``default``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+__all__ = [
+    "CONFIG_DIR",
+    "ConfigError",
+    "EdgesConfig",
+    "EmbeddingConfig",
+    "FeaturesConfig",
+    "FilterConfig",
+    "GNNConfig",
+    "LabelingConfig",
+    "PipelineConfig",
+    "available_configs",
+    "load_config",
+    "merge_overrides",
+    "resolve_weights",
+]
+
+#: Directory of the shipped pipeline configurations (package data).
+CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs" / "pipeline"
+#: Directory of the shipped model weights (package data).
+WEIGHTS_DIR: Path = Path(__file__).resolve().parent.parent / "weights"
+
+Activation = Literal["relu", "tanh", "silu", "gelu"]
+Precision = Literal["fp32", "bf16", "fp16"]
+
+
+class ConfigError(ValueError):
+    """A pipeline configuration is invalid; the message names the key and file."""
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    """Hit features (stage ``data_loading``).
+
+    Attributes:
+        cell_features: add two cell features per hit (number of cells / 10 and
+            summed cell charge); zeros for events without a cells part.
+    """
+
+    cell_features: bool = True
+
+    @property
+    def num_features(self) -> int:
+        """Number of features per hit: (r/1000 mm, phi/pi, z/1000 mm) [+ 2 cell]."""
+        return 3 + (2 if self.cell_features else 0)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    """Metric-learning embedding MLP (stage ``embedding``).
+
+    Attributes:
+        hidden: hidden width.
+        layers: number of hidden layers (>= 1).
+        output_dim: embedding dimension (the output is L2-normalised).
+        layer_norm: LayerNorm after each hidden linear layer.
+        activation: hidden activation.
+        chunk_size: hits per inference chunk (small chunks keep intermediates
+            cache-resident; the result does not depend on it).
+        weights: ``None`` (random initialisation with ``seed``), a name under
+            ``trkx_ray/weights/<name>.pt`` or a path to a ``.pt`` state dict.
+        seed: seed of the random initialisation.
+    """
+
+    hidden: int = 128
+    layers: int = 3
+    output_dim: int = 8
+    layer_norm: bool = True
+    activation: Activation = "tanh"
+    chunk_size: int = 16384
+    weights: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EdgesConfig:
+    """Radius graph in the embedding space (stage ``build_edges``).
+
+    Attributes:
+        backend: name in :data:`trkx_ray.pipeline.EDGE_BACKENDS`.
+        radius: neighbourhood radius in embedding units (the embedding lives on
+            the unit sphere, so 0 < radius <= 2).
+        k_max: cap on neighbours per hit passed to the backend (``None``: all).
+        max_edges_per_hit: guard against degenerate (e.g. random-weight)
+            embeddings: the mean number of neighbours per hit is estimated on a
+            sample before building, and a graph denser than this is refused
+            with a clear error instead of exhausting memory.
+        options: extra keyword arguments for the backend.
+    """
+
+    backend: str = "frnn"
+    radius: float = 0.1
+    k_max: int | None = None
+    max_edges_per_hit: int = 64
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Edge filter MLP (stage ``filtering``).
+
+    Attributes:
+        hidden: hidden width.
+        layers: number of hidden layers.
+        layer_norm: LayerNorm after each hidden linear layer.
+        activation: hidden activation.
+        use_embedding: also feed both hits' embeddings to the filter.
+        cut: keep edges with sigmoid score > cut.
+        chunk_size: edges per inference chunk (bounds memory; small chunks keep
+            intermediates cache-resident; the result does not depend on it).
+        weights: as :attr:`EmbeddingConfig.weights`.
+        seed: seed of the random initialisation.
+    """
+
+    hidden: int = 64
+    layers: int = 3
+    layer_norm: bool = True
+    activation: Activation = "relu"
+    use_embedding: bool = False
+    cut: float = 0.5
+    chunk_size: int = 16384
+    weights: str | None = None
+    seed: int = 1
+
+
+@dataclass(frozen=True)
+class GNNConfig:
+    """Interaction-network GNN (stage ``gnn``).
+
+    Attributes:
+        hidden: node and edge latent width.
+        iterations: message-passing iterations.
+        mlp_layers: linear layers per node / edge network.
+        shared_weights: one node and one edge network for all iterations.
+        layer_norm: LayerNorm in the node networks and encoders.
+        edge_layer_norm: LayerNorm also in the per-edge networks (costly on CPU).
+        activation: hidden activation.
+        chunk_size: edges (and hits) per chunk of the per-edge / per-node
+            networks (the result does not depend on it).
+        weights: as :attr:`EmbeddingConfig.weights`.
+        seed: seed of the random initialisation.
+    """
+
+    hidden: int = 64
+    iterations: int = 4
+    mlp_layers: int = 2
+    shared_weights: bool = True
+    layer_norm: bool = True
+    edge_layer_norm: bool = False
+    activation: Activation = "relu"
+    chunk_size: int = 16384
+    weights: str | None = None
+    seed: int = 2
+
+
+@dataclass(frozen=True)
+class LabelingConfig:
+    """Track labeling (stage ``labeling``).
+
+    Attributes:
+        backend: name in :data:`trkx_ray.pipeline.LABEL_BACKENDS`.
+        cut: keep GNN edges with score > cut.
+        options: extra keyword arguments for the backend (e.g. DBSCAN ``eps``).
+    """
+
+    backend: str = "scipy"
+    cut: float = 0.5
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A whole inference pipeline.
+
+    Attributes:
+        name: configuration name (for reports).
+        kind: ``exatrkx`` (the full pipeline) or ``noop`` (no models: one track
+            per hit, for measuring driver overhead).
+        precision: ``fp32``, ``bf16`` (autocast on CPU or CUDA) or ``fp16``
+            (CUDA only).
+        features, embedding, edges, filter, gnn, labeling: the stages.
+        source: where the configuration came from (file path or ``<dict>``).
+    """
+
+    name: str = "default"
+    kind: Literal["exatrkx", "noop"] = "exatrkx"
+    precision: Precision = "fp32"
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    edges: EdgesConfig = field(default_factory=EdgesConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    gnn: GNNConfig = field(default_factory=GNNConfig)
+    labeling: LabelingConfig = field(default_factory=LabelingConfig)
+    source: str = field(default="<dict>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (YAML/JSON-serialisable), without ``source``."""
+        out = dataclasses.asdict(self)
+        out.pop("source", None)
+        return out
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
+    """Return ``value`` checked (and int->float widened) against type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{where}: {key} = {value!r} is not one of {list(choices)}")
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for alt in typing.get_args(tp):
+            try:
+                return _check_value(value, alt, key, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{where}: {key} = {value!r} must be {_type_name(tp)}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: {key} must be null")
+        return None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {key} = {value!r} must be a boolean (true/false)")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {key} = {value!r} must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {key} = {value!r} must be a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {key} = {value!r} must be a string")
+        return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: {key} must be a mapping, got {type(value).__name__}")
+        for k in value:
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}: {key} has a non-string key {k!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key, where)
+    raise ConfigError(f"{where}: {key}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, prefix: str, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        what = prefix or "the configuration"
+        raise ConfigError(f"{where}: {what} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(str(k) for k in data if k not in names)
+    if unknown:
+        full = [f"{prefix}.{k}" if prefix else k for k in unknown]
+        raise ConfigError(f"{where}: unknown key(s) {full}; allowed: {sorted(names)}")
+    kwargs = {}
+    for name in names:
+        if name in data:
+            key = f"{prefix}.{name}" if prefix else name
+            kwargs[name] = _check_value(data[name], hints[name], key, where)
+    return cls(**kwargs)
+
+
+def merge_overrides(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` into a copy of ``base`` (mappings merge, values replace)."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in base.items()}
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_overrides(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def available_configs() -> list[str]:
+    """Names of the shipped pipeline configurations."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_weights(weights: str, key: str = "weights", where: str = "<config>") -> Path:
+    """Resolve a weights entry to an existing file.
+
+    Args:
+        weights: a name (``trkx_ray/weights/<name>.pt``) or a path to a file.
+        key: the configuration key, for the error message.
+        where: the configuration source, for the error message.
+
+    Returns:
+        The path of the weights file.
+
+    Raises:
+        ConfigError: when the file does not exist.
+    """
+    path = Path(weights).expanduser()
+    is_path = path.is_absolute() or path.suffix == ".pt" or len(path.parts) > 1
+    candidate = path if is_path else WEIGHTS_DIR / f"{weights}.pt"
+    if not candidate.is_file():
+        raise ConfigError(f"{where}: {key}: weights file {str(candidate)!r} does not exist")
+    return candidate
+
+
+def _validate(cfg: PipelineConfig, where: str) -> None:
+    def positive(value: float, key: str, strict: bool = True) -> None:
+        if value < 0 or (strict and value == 0):
+            raise ConfigError(f"{where}: {key} = {value!r} must be {'>' if strict else '>='} 0")
+
+    if cfg.kind == "noop":
+        return
+    from trkx_ray.pipeline.edges import EDGE_BACKENDS
+    from trkx_ray.pipeline.labeling import LABEL_BACKENDS
+
+    if cfg.edges.backend not in EDGE_BACKENDS:
+        raise ConfigError(
+            f"{where}: edges.backend = {cfg.edges.backend!r} is not an edge backend; "
+            f"available: {sorted(EDGE_BACKENDS)}"
+        )
+    if cfg.labeling.backend not in LABEL_BACKENDS:
+        raise ConfigError(
+            f"{where}: labeling.backend = {cfg.labeling.backend!r} is not a labeling backend; "
+            f"available: {sorted(LABEL_BACKENDS)}"
+        )
+    # backend options, checked against the names each backend module declares
+    from trkx_ray.pipeline import edges as edges_mod
+    from trkx_ray.pipeline import labeling as labeling_mod
+
+    for key, backend, options, table in (
+        (
+            "edges.options",
+            cfg.edges.backend,
+            cfg.edges.options,
+            getattr(edges_mod, "_OPTIONS", None),
+        ),
+        (
+            "labeling.options",
+            cfg.labeling.backend,
+            cfg.labeling.options,
+            getattr(labeling_mod, "_BACKEND_OPTIONS", None),
+        ),
+    ):
+        if table is None or not options:
+            continue
+        allowed = table.get(backend, frozenset())
+        bad = sorted(set(options) - set(allowed))
+        if bad:
+            raise ConfigError(
+                f"{where}: {key}: unknown option(s) {bad} for backend {backend!r}; "
+                f"allowed: {sorted(allowed)}"
+            )
+    for section in ("embedding", "filter", "gnn"):
+        sub = getattr(cfg, section)
+        positive(sub.hidden, f"{section}.hidden")
+        if sub.weights is not None:
+            resolve_weights(sub.weights, f"{section}.weights", where)
+    positive(cfg.embedding.layers, "embedding.layers")
+    positive(cfg.embedding.output_dim, "embedding.output_dim")
+    positive(cfg.filter.layers, "filter.layers")
+    positive(cfg.filter.chunk_size, "filter.chunk_size")
+    positive(cfg.embedding.chunk_size, "embedding.chunk_size")
+    positive(cfg.gnn.chunk_size, "gnn.chunk_size")
+    positive(cfg.gnn.iterations, "gnn.iterations", strict=False)
+    positive(cfg.gnn.mlp_layers, "gnn.mlp_layers")
+    if not 0.0 < cfg.edges.radius <= 2.0:
+        raise ConfigError(
+            f"{where}: edges.radius = {cfg.edges.radius!r} must be in (0, 2] "
+            "(the embedding is L2-normalised)"
+        )
+    if cfg.edges.k_max is not None:
+        positive(cfg.edges.k_max, "edges.k_max")
+    positive(cfg.edges.max_edges_per_hit, "edges.max_edges_per_hit")
+    for key, value in (("filter.cut", cfg.filter.cut), ("labeling.cut", cfg.labeling.cut)):
+        if not 0.0 <= value < 1.0:
+            raise ConfigError(f"{where}: {key} = {value!r} must be in [0, 1)")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read pipeline configuration: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: a pipeline configuration must be a mapping")
+    return dict(data)
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | PipelineConfig = "default",
+    overrides: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """Load and validate a pipeline configuration.
+
+    Args:
+        source: a YAML path, a shipped configuration name (``default``,
+            ``noop``), a nested dict, or a :class:`PipelineConfig`.
+        overrides: nested dict merged on top of ``source`` before validation,
+            e.g. ``{"edges": {"backend": "faiss"}, "precision": "fp32"}``.
+
+    Returns:
+        The frozen, validated configuration.
+
+    Raises:
+        ConfigError: naming the key (``section.key``) and the source file.
+    """
+    if isinstance(source, PipelineConfig):
+        where = source.source
+        data = source.to_dict()
+    elif isinstance(source, Mapping):
+        where = "<dict>"
+        data = dict(source)
+    elif isinstance(source, (str, Path)):
+        text = str(source)
+        path = Path(text).expanduser()
+        if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+            if not path.is_file():
+                raise ConfigError(f"pipeline configuration file {text!r} does not exist")
+        else:
+            path = CONFIG_DIR / f"{text}.yaml"
+            if not path.is_file():
+                raise ConfigError(
+                    f"unknown pipeline configuration {text!r}; shipped: {available_configs()} "
+                    "(or give a path to a .yaml file)"
+                )
+        where = str(path)
+        data = _read_yaml(path)
+        data.setdefault("name", path.stem)
+    else:
+        raise ConfigError(
+            f"pipeline configuration must be a path, name, dict or PipelineConfig, "
+            f"got {type(source).__name__}"
+        )
+    if overrides:
+        data = merge_overrides(data, overrides)
+    cfg = _build(PipelineConfig, data, "", where)
+    cfg = dataclasses.replace(cfg, source=where)
+    _validate(cfg, where)
+    return cfg

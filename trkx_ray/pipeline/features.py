@@ -1,0 +1,119 @@
+"""Hit features for the Exa.TrkX models (stage ``data_loading``).
+
+Per hit: ``r / 1000`` (mm -> m), ``phi / pi``, ``z / 1000`` (mm -> m), and,
+optionally, two cell features: the number of cells / 10 and the summed cell
+charge (TrackML ``value``), computed with ``np.bincount`` (no Python loops).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from trkx_ray.events.event import Event, EventFormatError
+
+__all__ = ["FEATURE_NAMES", "hit_features", "random_event"]
+
+log = logging.getLogger(__name__)
+
+#: Names of the feature columns, in order (the last two only with cell features).
+FEATURE_NAMES: tuple[str, ...] = ("r", "phi", "z", "n_cells", "charge")
+
+
+def _cell_features(event: Event) -> np.ndarray:
+    """Return ``(num_hits, 2)``: number of cells / 10, summed charge per hit."""
+    n = event.num_hits
+    out = np.zeros((n, 2), dtype=np.float32)
+    cells = event.cells
+    if not cells or len(cells.get("hit_id", ())) == 0:
+        return out
+    where = event.source or f"event {event.event_id}"
+    hit_id = np.asarray(event.hits["hit_id"])
+    order = np.argsort(hit_id, kind="stable")
+    sorted_ids = hit_id[order]
+    cell_hit = np.asarray(cells["hit_id"])
+    pos = np.searchsorted(sorted_ids, cell_hit)
+    pos_clipped = np.minimum(pos, n - 1)
+    unknown = sorted_ids[pos_clipped] != cell_hit
+    if unknown.any():
+        bad = int(cell_hit[np.flatnonzero(unknown)[0]])
+        raise EventFormatError(f"{where}: cells reference unknown hit_id {bad}")
+    index = order[pos_clipped]
+    value = np.asarray(cells["value"], dtype=np.float64)
+    out[:, 0] = np.bincount(index, minlength=n) / 10.0
+    out[:, 1] = np.bincount(index, weights=value, minlength=n)
+    return out
+
+
+def hit_features(event: Event, cell_features: bool = True) -> np.ndarray:
+    """Compute the model input features of every hit.
+
+    Args:
+        event: the event (hits in mm; cells optional).
+        cell_features: append (number of cells / 10, summed charge); zeros
+            when the event has no cells part.
+
+    Returns:
+        ``(num_hits, 3 or 5)`` float32 array: r/1000 mm, phi/pi, z/1000 mm
+        [, n_cells/10, charge].
+
+    Raises:
+        EventFormatError: a feature is not finite (names the event, feature
+            and hit id) or cells reference unknown hits.
+    """
+    n = event.num_hits
+    width = 5 if cell_features else 3
+    feats = np.empty((n, width), dtype=np.float32)
+    if n == 0:
+        return feats
+    feats[:, 0] = event.r / np.float32(1000.0)
+    feats[:, 1] = event.phi / np.float32(np.pi)
+    feats[:, 2] = np.asarray(event.hits["z"], dtype=np.float32) / np.float32(1000.0)
+    if cell_features:
+        feats[:, 3:5] = _cell_features(event)
+    bad = ~np.isfinite(feats)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        where = event.source or f"event {event.event_id}"
+        raise EventFormatError(
+            f"{where}: feature {FEATURE_NAMES[col]!r} is not finite for hit_id "
+            f"{int(event.hits['hit_id'][row])} (row {int(row)})"
+        )
+    return feats
+
+
+def random_event(num_hits: int, seed: int = 0, event_id: int = 0) -> Event:
+    """A random hits-only event spread over the tracker volume (for warm-up, tests).
+
+    Args:
+        num_hits: number of hits.
+        seed: random seed.
+        event_id: event number.
+
+    Returns:
+        An :class:`Event` with hits uniform in phi, r in [30, 1000] mm,
+        z in [-2900, 2900] mm, one cell per hit.
+    """
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(30.0, 1000.0, num_hits)
+    phi = rng.uniform(-np.pi, np.pi, num_hits)
+    z = rng.uniform(-2900.0, 2900.0, num_hits)
+    hit_id = np.arange(1, num_hits + 1, dtype=np.int32)
+    zeros = np.zeros(num_hits, dtype=np.int32)
+    hits = {
+        "hit_id": hit_id,
+        "x": (r * np.cos(phi)).astype(np.float32),
+        "y": (r * np.sin(phi)).astype(np.float32),
+        "z": z.astype(np.float32),
+        "volume_id": zeros + 8,
+        "layer_id": zeros + 2,
+        "module_id": zeros + 1,
+    }
+    cells = {
+        "hit_id": hit_id.copy(),
+        "ch0": zeros.copy(),
+        "ch1": zeros.copy(),
+        "value": rng.uniform(0.0, 1.0, num_hits).astype(np.float32),
+    }
+    return Event(event_id=event_id, hits=hits, cells=cells, source=f"random event {event_id}")

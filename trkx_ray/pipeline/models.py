@@ -1,0 +1,466 @@
+"""The three Exa.TrkX models as plain ``torch.nn.Module`` s.
+
+* :class:`EmbeddingMLP`: metric learning, hit features -> L2-normalised point
+  in ``R^d`` (d = 8-12); hits of one particle land within a radius.
+* :class:`FilterMLP`: scores each candidate edge from both hits' features
+  (and optionally embeddings); returns logits.
+* :class:`InteractionGNN`: an interaction network (node and edge encoders,
+  message passing with residuals, scatter-add aggregation onto both endpoints
+  via ``index_add_``, edge classifier); returns edge logits.
+
+Edges are ``2 x E`` int64 tensors ``(src, dst)`` of hit indices, oriented
+inner (smaller r) to outer. Every model has ``from_config`` (random
+initialisation with the config's seed, or weights loaded with
+``torch.load(..., weights_only=True)``). Only ONNX-exportable ops are used
+(``index_add_``, ``index_select``, ``cat``, ``Linear``, ``LayerNorm``); during
+ONNX export the aggregation switches to the equivalent ``scatter_add_``, since
+the exporters translate ``index_add_`` without accumulation of repeated indices.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from trkx_ray.pipeline.config import (
+    ConfigError,
+    EmbeddingConfig,
+    FilterConfig,
+    GNNConfig,
+    resolve_weights,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+__all__ = [
+    "EmbeddingMLP",
+    "FilterMLP",
+    "InteractionGNN",
+    "load_weights",
+    "make_mlp",
+    "map_rows",
+]
+
+_ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+    "gelu": nn.GELU,
+}
+
+
+def make_mlp(
+    in_dim: int,
+    hidden: int,
+    out_dim: int,
+    layers: int,
+    layer_norm: bool = True,
+    activation: str = "tanh",
+    output_activation: bool = False,
+) -> nn.Sequential:
+    """A plain MLP: ``layers`` hidden blocks (Linear [LayerNorm] act) + output Linear.
+
+    Args:
+        in_dim: input width.
+        hidden: hidden width.
+        out_dim: output width.
+        layers: number of hidden blocks (>= 1).
+        layer_norm: LayerNorm after each hidden Linear.
+        activation: ``relu``, ``tanh``, ``silu`` or ``gelu``.
+        output_activation: also apply LayerNorm/activation after the output.
+
+    Returns:
+        The ``nn.Sequential``.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
+    act = _ACTIVATIONS[activation]
+    mods: list[nn.Module] = []
+    width = in_dim
+    for _ in range(layers):
+        mods.append(nn.Linear(width, hidden))
+        if layer_norm:
+            mods.append(nn.LayerNorm(hidden))
+        mods.append(act())
+        width = hidden
+    mods.append(nn.Linear(width, out_dim))
+    if output_activation:
+        if layer_norm:
+            mods.append(nn.LayerNorm(out_dim))
+        mods.append(act())
+    return nn.Sequential(*mods)
+
+
+def load_weights(model: nn.Module, weights: str, key: str = "weights") -> nn.Module:
+    """Load a state dict into ``model`` (``torch.load(weights_only=True)``).
+
+    Args:
+        model: the module (any device).
+        weights: a name under ``trkx_ray/weights/`` or a path to a ``.pt`` file
+            holding a state dict (or ``{"state_dict": ...}``).
+        key: the configuration key, for error messages.
+
+    Returns:
+        ``model``, with the weights loaded.
+
+    Raises:
+        ConfigError: missing file, unreadable file or mismatching tensors.
+    """
+    path: Path = resolve_weights(weights, key)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ConfigError(f"{key}: cannot load weights file {str(path)!r}: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ConfigError(f"{key}: weights file {str(path)!r} does not hold a state dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"{key}: weights file {str(path)!r} does not match the configured model: {exc}"
+        ) from exc
+    return model
+
+
+def _seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a module with torch's CPU RNG seeded, restoring the RNG afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def map_rows(fn: Callable[..., Tensor], rows: int, chunk: int | None, *tensors: Tensor) -> Tensor:
+    """Apply ``fn`` to row chunks of ``tensors`` (``dim 0`` of size ``rows``) and stack.
+
+    Large intermediates are freshly allocated (and page-faulted) on every
+    call, which dominates CPU inference at a million edges; row chunks of a
+    few thousand keep every intermediate small, cache-resident and recycled
+    by the allocator. The output is written into one preallocated tensor.
+
+    Args:
+        fn: maps the row slices of ``tensors`` to an output chunk.
+        rows: number of rows.
+        chunk: rows per call; ``None`` (or ``>= rows``) = one call.
+        *tensors: inputs sliced along dim 0.
+
+    Returns:
+        The concatenated outputs (``rows x ...``).
+    """
+    if chunk is None or rows <= chunk or torch.onnx.is_in_onnx_export():
+        return fn(*tensors)
+    first = fn(*(t[:chunk] for t in tensors))
+    out = first.new_empty((rows, *first.shape[1:]))
+    out[:chunk] = first
+    for start in range(chunk, rows, chunk):
+        out[start : start + chunk] = fn(*(t[start : start + chunk] for t in tensors))
+    return out
+
+
+class EmbeddingMLP(nn.Module):
+    """Metric-learning embedding: hit features -> unit vector in ``R^output_dim``.
+
+    Args:
+        in_dim: number of hit features.
+        hidden: hidden width.
+        output_dim: embedding dimension.
+        layers: hidden layers.
+        layer_norm: LayerNorm in hidden layers.
+        activation: hidden activation.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 192,
+        output_dim: int = 8,
+        layers: int = 3,
+        layer_norm: bool = True,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.output_dim = output_dim
+        self.net = make_mlp(in_dim, hidden, output_dim, layers, layer_norm, activation)
+
+    def _embed(self, x: Tensor) -> Tensor:
+        return nn.functional.normalize(self.net(x).float(), p=2.0, dim=-1)
+
+    def forward(self, x: Tensor, chunk_size: int | None = None) -> Tensor:
+        """Embed ``x`` (``N x in_dim``) -> ``N x output_dim`` float32, unit L2 norm.
+
+        Args:
+            x: hit features.
+            chunk_size: hits per chunk (``None``: all at once).
+        """
+        return map_rows(self._embed, x.shape[0], chunk_size, x)
+
+    @classmethod
+    def from_config(cls, cfg: EmbeddingConfig, in_dim: int) -> EmbeddingMLP:
+        """Build from the ``embedding`` section (random init or weights)."""
+        model = _seeded(
+            cfg.seed,
+            lambda: cls(
+                in_dim, cfg.hidden, cfg.output_dim, cfg.layers, cfg.layer_norm, cfg.activation
+            ),
+        )
+        if cfg.weights is not None:
+            load_weights(model, cfg.weights, "embedding.weights")
+        return model.eval()  # type: ignore[return-value]
+
+
+class FilterMLP(nn.Module):
+    """Edge filter: MLP on the concatenated inputs of both hits -> edge logit.
+
+    Args:
+        node_dim: per-hit input width (features, plus embedding if used).
+        hidden: hidden width.
+        layers: hidden layers.
+        layer_norm: LayerNorm in hidden layers.
+        activation: hidden activation.
+    """
+
+    def __init__(
+        self,
+        node_dim: int,
+        hidden: int = 64,
+        layers: int = 3,
+        layer_norm: bool = True,
+        activation: str = "tanh",
+    ) -> None:
+        super().__init__()
+        self.node_dim = node_dim
+        self.net = make_mlp(2 * node_dim, hidden, 1, layers, layer_norm, activation)
+
+    def _logits(self, x: Tensor, edges_t: Tensor) -> Tensor:
+        pair = torch.cat([x.index_select(0, edges_t[:, 0]), x.index_select(0, edges_t[:, 1])], 1)
+        return self.net(pair).float().squeeze(-1)
+
+    def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
+        """Edge logits (float32, ``E``) for nodes ``x`` (``N x node_dim``), edges ``2 x E``.
+
+        Args:
+            x: per-hit inputs.
+            edges: ``2 x E`` (src, dst).
+            chunk_size: edges per chunk (``None``: all at once).
+        """
+        return map_rows(lambda et: self._logits(x, et), edges.shape[1], chunk_size, edges.T)
+
+    @classmethod
+    def from_config(cls, cfg: FilterConfig, node_dim: int) -> FilterMLP:
+        """Build from the ``filter`` section (random init or weights)."""
+        model = _seeded(
+            cfg.seed,
+            lambda: cls(node_dim, cfg.hidden, cfg.layers, cfg.layer_norm, cfg.activation),
+        )
+        if cfg.weights is not None:
+            load_weights(model, cfg.weights, "filter.weights")
+        return model.eval()  # type: ignore[return-value]
+
+
+class _EdgeBlock(nn.Module):
+    """MLP on ``[h_src, h_dst(, e)]`` with the first layer split per input.
+
+    ``W [a, b, c] = W_a a + W_b b + W_c c``: the node terms are computed once
+    per node and gathered per edge, which halves the first layer's cost.
+    """
+
+    def __init__(
+        self,
+        node_dim: int,
+        edge_dim: int,
+        hidden: int,
+        out_dim: int,
+        layers: int,
+        layer_norm: bool,
+        activation: str,
+    ) -> None:
+        super().__init__()
+        self.src = nn.Linear(node_dim, hidden)
+        self.dst = nn.Linear(node_dim, hidden, bias=False)
+        self.edge = nn.Linear(edge_dim, hidden, bias=False) if edge_dim else None
+        rest: list[nn.Module] = []
+        if layer_norm:
+            rest.append(nn.LayerNorm(hidden))
+        rest.append(_ACTIVATIONS[activation]())
+        if layers > 1:
+            rest.append(make_mlp(hidden, hidden, out_dim, layers - 1, layer_norm, activation))
+        else:
+            rest.append(nn.Linear(hidden, out_dim))
+        self.rest = nn.Sequential(*rest)
+
+    def project(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-node terms ``(W_src h + b, W_dst h)``, computed once per node."""
+        return self.src(h), self.dst(h)
+
+    def edge_forward(
+        self, proj: tuple[Tensor, Tensor], edges_t: Tensor, e: Tensor | None = None
+    ) -> Tensor:
+        """Output for edges ``edges_t`` (``E x 2``) given :meth:`project` ``proj``."""
+        pre = proj[0].index_select(0, edges_t[:, 0]) + proj[1].index_select(0, edges_t[:, 1])
+        if self.edge is not None and e is not None:
+            pre = pre + self.edge(e)
+        return self.rest(pre)
+
+    def forward(self, h: Tensor, edges: Tensor, e: Tensor | None = None) -> Tensor:
+        return self.edge_forward(self.project(h), edges.T, e)
+
+
+class InteractionGNN(nn.Module):
+    """Interaction network for edge classification (Exa.TrkX style).
+
+    Node encoder -> edge encoder -> ``iterations`` x (edge update with
+    residual; messages scatter-added with ``index_add_`` onto the target
+    (incoming) and the source (outgoing) hit separately; node update on
+    ``[h, incoming, outgoing]`` with residual) -> edge classifier logits.
+
+    Args:
+        in_dim: number of hit features.
+        hidden: latent width of nodes and edges.
+        iterations: message-passing iterations.
+        mlp_layers: linear layers per network.
+        shared_weights: reuse one edge and one node network for all iterations.
+        layer_norm: LayerNorm in the node networks (and encoders).
+        activation: hidden activation.
+        edge_layer_norm: LayerNorm also in the per-edge networks (edge
+            encoder, edge networks, classifier); they run on every edge, so
+            this costs about a third of the GNN's time on CPU.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int = 64,
+        iterations: int = 4,
+        mlp_layers: int = 2,
+        shared_weights: bool = True,
+        layer_norm: bool = True,
+        activation: str = "tanh",
+        edge_layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.hidden = hidden
+        self.iterations = iterations
+        self.shared_weights = shared_weights
+        n_hidden = max(mlp_layers - 1, 1)
+        self.node_encoder = make_mlp(
+            in_dim, hidden, hidden, n_hidden, layer_norm, activation, output_activation=True
+        )
+        eln = edge_layer_norm
+        self.edge_encoder = _EdgeBlock(hidden, 0, hidden, hidden, mlp_layers, eln, activation)
+        n_nets = 1 if shared_weights else max(iterations, 1)
+        self.edge_networks = nn.ModuleList(
+            _EdgeBlock(hidden, hidden, hidden, hidden, mlp_layers, eln, activation)
+            for _ in range(n_nets)
+        )
+        self.node_networks = nn.ModuleList(
+            make_mlp(3 * hidden, hidden, hidden, n_hidden, layer_norm, activation)
+            for _ in range(n_nets)
+        )
+        self.classifier = _EdgeBlock(hidden, hidden, hidden, 1, mlp_layers, eln, activation)
+
+    @staticmethod
+    def aggregate(messages: Tensor, edges: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
+        """Scatter-add edge messages onto hits (float32 accumulation).
+
+        Args:
+            messages: ``E x H`` edge messages.
+            edges: ``2 x E`` (src, dst).
+            num_nodes: number of hits.
+
+        Returns:
+            ``(incoming, outgoing)``, each ``num_nodes x H``: the sum of the
+            messages of the edges ending at / starting from each hit.
+        """
+        m = messages.float()
+        incoming = torch.zeros(num_nodes, m.shape[1], dtype=m.dtype, device=m.device)
+        outgoing = torch.zeros_like(incoming)
+        if torch.onnx.is_in_onnx_export():
+            # the exporters map index_add_ to ScatterND without reduction, which is
+            # wrong for repeated indices; scatter_add_ becomes ScatterElements(add)
+            width = m.shape[1]
+            incoming.scatter_add_(0, edges[1].unsqueeze(1).expand(-1, width), m)
+            outgoing.scatter_add_(0, edges[0].unsqueeze(1).expand(-1, width), m)
+        else:
+            incoming.index_add_(0, edges[1], m)
+            outgoing.index_add_(0, edges[0], m)
+        return incoming, outgoing
+
+    def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
+        """Edge logits (float32, ``E``) for hit features ``x`` and edges ``2 x E``.
+
+        Args:
+            x: hit features (``N x in_dim``).
+            edges: ``2 x E`` (src, dst).
+            chunk_size: edges (and hits) per chunk for the per-edge and
+                per-node networks (``None``: all at once); the result does
+                not depend on it. Exported graphs use ``None``.
+        """
+        num_nodes = x.shape[0]
+        edges_t = edges.T
+        num_edges = edges_t.shape[0]
+        chunk = chunk_size
+        h = map_rows(self.node_encoder, num_nodes, chunk, x)
+        proj = self.edge_encoder.project(h)
+        e = map_rows(lambda et: self.edge_encoder.edge_forward(proj, et), num_edges, chunk, edges_t)
+        for it in range(self.iterations):
+            k = 0 if self.shared_weights else it
+            net = self.edge_networks[k]
+            proj = net.project(h)
+            if chunk is None or num_edges <= chunk or torch.onnx.is_in_onnx_export():
+                e = e + net.edge_forward(proj, edges_t, e)
+                incoming, outgoing = self.aggregate(e, edges, num_nodes)
+            else:
+                # update the edges chunk by chunk in place, accumulating messages
+                incoming = torch.zeros(num_nodes, self.hidden, dtype=torch.float32, device=x.device)
+                outgoing = torch.zeros_like(incoming)
+                for start in range(0, num_edges, chunk):
+                    part = edges_t[start : start + chunk]
+                    e_part = e[start : start + chunk]
+                    new = e_part + net.edge_forward(proj, part, e_part)
+                    e[start : start + chunk] = new
+                    new32 = new.float()
+                    incoming.index_add_(0, part[:, 1], new32)
+                    outgoing.index_add_(0, part[:, 0], new32)
+            node_net = self.node_networks[k]
+
+            def node_update(
+                hh: Tensor, inc: Tensor, out: Tensor, node_net: nn.Module = node_net
+            ) -> Tensor:
+                return hh + node_net(torch.cat([hh.to(inc.dtype), inc, out], 1))
+
+            h = map_rows(node_update, num_nodes, chunk, h, incoming, outgoing)
+        proj = self.classifier.project(h)
+        return map_rows(
+            lambda et, ee: self.classifier.edge_forward(proj, et, ee).float().squeeze(-1),
+            num_edges,
+            chunk,
+            edges_t,
+            e,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: GNNConfig, in_dim: int) -> InteractionGNN:
+        """Build from the ``gnn`` section (random init or weights)."""
+        model = _seeded(
+            cfg.seed,
+            lambda: cls(
+                in_dim,
+                cfg.hidden,
+                cfg.iterations,
+                cfg.mlp_layers,
+                cfg.shared_weights,
+                cfg.layer_norm,
+                cfg.activation,
+                cfg.edge_layer_norm,
+            ),
+        )
+        if cfg.weights is not None:
+            load_weights(model, cfg.weights, "gnn.weights")
+        return model.eval()  # type: ignore[return-value]

@@ -1,0 +1,437 @@
+"""The end-to-end inference :class:`Pipeline` and its :class:`PipelineResult`.
+
+``Pipeline.from_config("default", device="cpu")(event)`` runs one event
+through the stages
+
+``data_loading`` (features to the device) -> ``embedding`` ->
+``build_edges`` (radius graph, oriented inner -> outer) -> ``filtering``
+(chunked filter MLP + score cut) -> ``gnn`` (interaction network) ->
+``labeling`` (connected components / DBSCAN) -> one ``track_id`` per hit,
+
+timing each stage in seconds (``time.perf_counter``; on CUDA the stream is
+synchronised at stage boundaries when ``profile=True``). Mixed precision
+(``precision: bf16|fp16``) wraps the three models in ``torch.autocast``.
+The ``noop`` kind runs no model (one track per hit) to measure the overhead
+of whatever drives the pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trkx_ray.events.event import Event
+from trkx_ray.pipeline.config import ConfigError, PipelineConfig, load_config
+from trkx_ray.pipeline.features import hit_features, random_event
+
+__all__ = [
+    "STAGES",
+    "Pipeline",
+    "PipelineError",
+    "PipelineResult",
+    "orient_edges",
+    "resolve_device",
+]
+
+log = logging.getLogger(__name__)
+
+#: Timed stages, in order (``total`` is added to every result's timings).
+STAGES: tuple[str, ...] = (
+    "data_loading",
+    "embedding",
+    "build_edges",
+    "filtering",
+    "gnn",
+    "labeling",
+)
+#: Stages whose graphs are counted in ``PipelineResult.num_edges``.
+GRAPH_STAGES: tuple[str, ...] = ("build_edges", "filtering", "gnn")
+
+_DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+_DENSITY_SAMPLE = 128
+
+
+class PipelineError(ValueError):
+    """The pipeline cannot process an input (names the event and the reason)."""
+
+
+@dataclass
+class PipelineResult:
+    """The output of one event.
+
+    Attributes:
+        event_id: the event's number.
+        hit_id: TrackML hit id of each hit (int32), in the event's order.
+        track_id: reconstructed track label of each hit (int64, 0..C-1).
+        timings: seconds per stage (keys :data:`STAGES` and ``total``).
+        num_edges: edges after ``build_edges`` (candidates), ``filtering``
+            (kept by the filter cut) and ``gnn`` (kept by the labeling cut).
+        graphs: with ``keep_graphs=True``, numpy ``{"edges": 2 x E, "scores": E}``
+            per stage: ``build_edges`` = candidate edges with their filter
+            scores, ``filtering`` = edges kept by the filter with their GNN
+            scores, ``gnn`` = edges kept by the labeling cut with their GNN
+            scores. Edges are oriented inner (smaller r) -> outer.
+    """
+
+    event_id: int
+    hit_id: np.ndarray
+    track_id: np.ndarray
+    timings: dict[str, float]
+    num_edges: dict[str, int]
+    graphs: dict[str, dict[str, np.ndarray]] | None = field(default=None, repr=False)
+
+    @property
+    def num_hits(self) -> int:
+        """Number of hits."""
+        return int(self.track_id.shape[0])
+
+    @property
+    def num_tracks(self) -> int:
+        """Number of distinct track labels."""
+        return int(np.unique(self.track_id).size)
+
+    def to_submission(self) -> dict[str, np.ndarray]:
+        """TrackML submission columns ``event_id`` (int64), ``hit_id`` (int32), ``track_id`` (int64)."""
+        return {
+            "event_id": np.full(self.num_hits, self.event_id, dtype=np.int64),
+            "hit_id": np.asarray(self.hit_id, dtype=np.int32),
+            "track_id": np.asarray(self.track_id, dtype=np.int64),
+        }
+
+    def write_submission(self, out_dir: str | Path) -> Path:
+        """Write ``event{ID:09d}-submission.csv`` via :func:`trkx_ray.events.write_submission`."""
+        from trkx_ray.events import io
+
+        return io.write_submission(self.event_id, self.hit_id, self.track_id, out_dir)
+
+
+def resolve_device(device: Any) -> Any:
+    """Turn ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a ``torch.device``, checking it exists.
+
+    Raises:
+        PipelineError: malformed name, or CUDA requested but unavailable.
+    """
+    import torch
+
+    if isinstance(device, torch.device):
+        name = str(device)
+    elif isinstance(device, str):
+        name = device.strip()
+    else:
+        raise PipelineError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if not _DEVICE_RE.match(name):
+        raise PipelineError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {name!r}")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PipelineError(
+                f"device {name!r} requested but CUDA is not available "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); use device='cpu'"
+            )
+        count = torch.cuda.device_count()
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        if index >= count:
+            raise PipelineError(f"device {name!r} requested but only {count} CUDA device(s) exist")
+        dev = torch.device("cuda", index)
+    return dev
+
+
+def orient_edges(edges: Any, r: Any) -> Any:
+    """Orient each edge from the hit with smaller r to the larger (ties: smaller index first).
+
+    Args:
+        edges: ``2 x E`` int64 tensor of canonical pairs (``i < j``).
+        r: ``N`` tensor of transverse radii (any unit).
+
+    Returns:
+        ``2 x E`` int64 tensor ``(src, dst)`` with ``r[src] <= r[dst]``.
+    """
+    import torch
+
+    i, j = edges[0], edges[1]
+    ri, rj = r.index_select(0, i), r.index_select(0, j)
+    swap = (ri > rj) | ((ri == rj) & (i > j))
+    return torch.stack([torch.where(swap, j, i), torch.where(swap, i, j)])
+
+
+class _Timer:
+    """Stage timer; synchronises CUDA at boundaries when profiling."""
+
+    def __init__(self, device: Any, profile: bool) -> None:
+        self.sync = profile and device.type == "cuda"
+        self.device = device
+        self.timings: dict[str, float] = {}
+        self._sync()
+        self.start = self.last = time.perf_counter()
+
+    def _sync(self) -> None:
+        if self.sync:
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def lap(self, stage: str) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.timings[stage] = now - self.last
+        self.last = now
+
+    def finish(self) -> dict[str, float]:
+        for stage in STAGES:
+            self.timings.setdefault(stage, 0.0)
+        self.timings["total"] = self.last - self.start
+        return {k: self.timings[k] for k in (*STAGES, "total")}
+
+
+class Pipeline:
+    """One Exa.TrkX inference pipeline on one device.
+
+    Build with :meth:`from_config`; call on an :class:`~trkx_ray.events.Event`.
+
+    Args:
+        config: the validated configuration.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+    """
+
+    def __init__(self, config: PipelineConfig, device: Any = "cpu") -> None:
+        self.config = config
+        self.device = resolve_device(device)
+        if config.precision == "fp16" and self.device.type != "cuda" and config.kind != "noop":
+            raise ConfigError(
+                f"{config.source}: precision = 'fp16' needs a CUDA device; use 'bf16' on CPU"
+            )
+        self.embedding = self.filter = self.gnn = None
+        if config.kind == "exatrkx":
+            from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN
+
+            nf = config.features.num_features
+            node_dim = nf + (config.embedding.output_dim if config.filter.use_embedding else 0)
+            self.embedding = EmbeddingMLP.from_config(config.embedding, nf).to(self.device)
+            self.filter = FilterMLP.from_config(config.filter, node_dim).to(self.device)
+            self.gnn = InteractionGNN.from_config(config.gnn, nf).to(self.device)
+        self._warned_no_cells = False
+
+    @classmethod
+    def from_config(
+        cls,
+        source: str | Path | dict[str, Any] | PipelineConfig = "default",
+        device: Any = "cpu",
+        overrides: dict[str, Any] | None = None,
+    ) -> Pipeline:
+        """Build a pipeline from a config name, YAML path, dict or :class:`PipelineConfig`.
+
+        Args:
+            source: see :func:`trkx_ray.pipeline.config.load_config`.
+            device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+            overrides: nested dict merged over the configuration.
+
+        Raises:
+            ConfigError: invalid configuration (names key and file).
+            PipelineError: invalid or unavailable device.
+        """
+        return cls(load_config(source, overrides), device)
+
+    # ------------------------------------------------------------------ helpers
+    def __repr__(self) -> str:
+        return (
+            f"Pipeline(name={self.config.name!r}, kind={self.config.kind!r}, "
+            f"device={str(self.device)!r}, precision={self.config.precision!r})"
+        )
+
+    def _autocast(self) -> Any:
+        import torch
+
+        precision = self.config.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _check_density(self, emb: Any, event: Event) -> None:
+        """Refuse embeddings whose radius graph would be far too dense."""
+        import torch
+
+        n = emb.shape[0]
+        cfg = self.config.edges
+        if n < 2:
+            return
+        m = min(n, _DENSITY_SAMPLE)
+        idx = torch.linspace(0, n - 1, m, device=emb.device).long()
+        d2 = torch.cdist(emb.index_select(0, idx), emb).square_()
+        degree = float((d2 < cfg.radius**2).sum().item() - m) / m
+        if cfg.k_max is not None:
+            degree = min(degree, float(cfg.k_max))
+        if degree > cfg.max_edges_per_hit:
+            where = event.source or f"event {event.event_id}"
+            raise PipelineError(
+                f"{where}: the embedding graph would have about {degree:.0f} neighbours per hit "
+                f"(estimated on {m} hits), above edges.max_edges_per_hit = "
+                f"{cfg.max_edges_per_hit}; lower edges.radius (now {cfg.radius}), set edges.k_max, "
+                "or use trained embedding weights"
+            )
+
+    def _filter_scores(self, nodes: Any, edges: Any) -> Any:
+        import torch
+
+        with self._autocast():
+            logits = self.filter(nodes, edges, chunk_size=self.config.filter.chunk_size)
+        return torch.sigmoid(logits)
+
+    # ------------------------------------------------------------------ running
+    def __call__(
+        self, event: Event, keep_graphs: bool = False, profile: bool = True
+    ) -> PipelineResult:
+        """Run one event end to end.
+
+        Args:
+            event: the event (hits required; cells used for cell features).
+            keep_graphs: also return each stage's edges and scores as numpy.
+            profile: synchronise CUDA at stage boundaries so per-stage timings
+                are exact (no effect on CPU).
+
+        Returns:
+            The :class:`PipelineResult`.
+
+        Raises:
+            EventFormatError: non-finite features or inconsistent cells.
+            PipelineError: an embedding graph above ``edges.max_edges_per_hit``.
+        """
+        import torch
+
+        if not isinstance(event, Event):
+            raise PipelineError(f"expected a trkx_ray Event, got {type(event).__name__}")
+        timer = _Timer(self.device, profile)
+        n = event.num_hits
+        hit_id = np.asarray(event.hits["hit_id"])
+        if self.config.kind == "noop":
+            timer.lap("data_loading")
+            return PipelineResult(
+                event_id=int(event.event_id),
+                hit_id=hit_id,
+                track_id=np.arange(n, dtype=np.int64),
+                timings=timer.finish(),
+                num_edges=dict.fromkeys(GRAPH_STAGES, 0),
+                graphs={} if keep_graphs else None,
+            )
+
+        cfg = self.config
+        from trkx_ray.pipeline.edges import build_edges
+        from trkx_ray.pipeline.labeling import label_hits
+
+        if cfg.features.cell_features and not event.cells and not self._warned_no_cells:
+            log.warning("%s has no cells: cell features are zero", event.source or event.event_id)
+            self._warned_no_cells = True
+        graphs: dict[str, dict[str, np.ndarray]] = {}
+        with torch.inference_mode():
+            # -- data_loading: features -> device
+            feats = hit_features(event, cfg.features.cell_features)
+            x = torch.from_numpy(feats).to(self.device)
+            r = x[:, 0]
+            timer.lap("data_loading")
+
+            # -- embedding
+            with self._autocast():
+                if n:
+                    emb = self.embedding(x, chunk_size=cfg.embedding.chunk_size)
+                else:
+                    emb = x.new_zeros((0, cfg.embedding.output_dim))
+            timer.lap("embedding")
+
+            # -- build_edges: radius graph, oriented inner -> outer
+            if n >= 2:
+                self._check_density(emb, event)
+                kwargs = dict(cfg.edges.options)
+                edges = build_edges(
+                    emb,
+                    cfg.edges.radius,
+                    backend=cfg.edges.backend,
+                    k_max=cfg.edges.k_max,
+                    **kwargs,
+                )
+                edges = orient_edges(edges.to(self.device, torch.int64), r)
+            else:
+                edges = torch.zeros((2, 0), dtype=torch.int64, device=self.device)
+            timer.lap("build_edges")
+
+            # -- filtering
+            nodes = torch.cat([x, emb], dim=1) if cfg.filter.use_embedding else x
+            f_scores = self._filter_scores(nodes, edges)
+            keep = f_scores > cfg.filter.cut
+            f_edges = edges[:, keep]
+            if keep_graphs:
+                graphs["build_edges"] = {
+                    "edges": edges.cpu().numpy(),
+                    "scores": f_scores.cpu().numpy(),
+                }
+            timer.lap("filtering")
+
+            # -- gnn
+            if f_edges.shape[1]:
+                with self._autocast():
+                    g_scores = torch.sigmoid(self.gnn(x, f_edges, chunk_size=cfg.gnn.chunk_size))
+            else:
+                g_scores = torch.zeros(0, dtype=torch.float32, device=self.device)
+            if keep_graphs:
+                graphs["filtering"] = {
+                    "edges": f_edges.cpu().numpy(),
+                    "scores": g_scores.cpu().numpy(),
+                }
+            timer.lap("gnn")
+
+            # -- labeling
+            track_id = label_hits(
+                n,
+                f_edges,
+                g_scores,
+                cut=cfg.labeling.cut,
+                backend=cfg.labeling.backend,
+                **dict(cfg.labeling.options),
+            )
+            timer.lap("labeling")
+            n_gnn = int((g_scores > cfg.labeling.cut).sum().item())
+            if keep_graphs:
+                kept = g_scores > cfg.labeling.cut
+                graphs["gnn"] = {
+                    "edges": f_edges[:, kept].cpu().numpy(),
+                    "scores": g_scores[kept].cpu().numpy(),
+                }
+
+        return PipelineResult(
+            event_id=int(event.event_id),
+            hit_id=hit_id,
+            track_id=np.asarray(track_id, dtype=np.int64),
+            timings=timer.finish(),
+            num_edges={
+                "build_edges": int(edges.shape[1]),
+                "filtering": int(f_edges.shape[1]),
+                "gnn": n_gnn,
+            },
+            graphs=graphs if keep_graphs else None,
+        )
+
+    def warmup(self, event_or_num_hits: Event | int = 5000, repeats: int = 1) -> PipelineResult:
+        """Run the pipeline ``repeats`` times untimed (JIT compiles, allocator, autotune).
+
+        Args:
+            event_or_num_hits: an event, or a number of hits for a random event.
+            repeats: number of runs.
+
+        Returns:
+            The last run's result.
+        """
+        if isinstance(event_or_num_hits, Event):
+            event = event_or_num_hits
+        else:
+            event = random_event(int(event_or_num_hits), seed=12345)
+        result = None
+        for _ in range(max(int(repeats), 1)):
+            result = self(event, profile=True)
+        assert result is not None
+        return result
