@@ -1,0 +1,186 @@
+"""Typed training configuration: ``configs/train/*.yaml`` -> frozen dataclasses.
+
+The model architectures come from a pipeline configuration (``pipeline:``,
+default ``default``) so that trained weights always fit the pipeline that
+loads them; this file holds only what training needs on top: data, optimiser
+and loss settings per stage. Unknown keys and wrong types raise
+:class:`~trkx_ray.pipeline.config.ConfigError` naming the key and file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trkx_ray.pipeline.config import ConfigError, _build, _read_yaml, merge_overrides
+
+__all__ = [
+    "DataConfig",
+    "EmbeddingTrainConfig",
+    "FilterTrainConfig",
+    "GNNTrainConfig",
+    "TRAIN_CONFIG_DIR",
+    "TrainConfig",
+    "load_train_config",
+]
+
+TRAIN_CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs" / "train"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training events come from.
+
+    Attributes:
+        input: a TrackML directory (with truth) or ``None`` to simulate.
+        pileup: pile-up of simulated events.
+        train_events: number of training events.
+        val_events: number of validation events (simulated with other seeds,
+            or the last ones of ``input``).
+        train_seed: simulated training event ``i`` uses seed ``train_seed + i``.
+        val_seed: simulated validation event ``i`` uses seed ``val_seed + i``.
+        crop_width: training steps see hits in a random azimuthal window of
+            this width (radians), which keeps the local hit density of the full
+            event at a fraction of the cost; ``>= 6.3`` uses whole events.
+    """
+
+    input: str | None = None
+    pileup: float = 200.0
+    train_events: int = 8
+    val_events: int = 1
+    train_seed: int = 1000
+    val_seed: int = 900000
+    crop_width: float = 1.0
+
+
+@dataclass(frozen=True)
+class EmbeddingTrainConfig:
+    """Metric learning with a hinge loss and hard-negative mining.
+
+    Attributes:
+        epochs: number of epochs.
+        steps_per_epoch: optimiser steps per epoch (one cropped event each).
+        lr: Adam learning rate (cosine-decayed to ``lr / 20``).
+        margin: hinge margin = the radius of the inference graph (embedding units).
+        hard_pairs: at most this many mined pairs (radius graph of the current
+            embedding at ``margin * mine_factor``) per step.
+        mine_factor: mining radius / margin.
+        max_neighbours: the mining radius shrinks so that a typical hit has at
+            most this many mined neighbours (guards degenerate early embeddings).
+        random_pairs: random pairs per step (mostly negatives).
+        weight_negative: weight of the negative term.
+        low_pt: positives of particles below this pT (GeV) get ``low_pt_weight``.
+        low_pt_weight: weight of low-pT positives.
+    """
+
+    epochs: int = 8
+    steps_per_epoch: int = 60
+    lr: float = 3e-3
+    margin: float = 0.1
+    hard_pairs: int = 400000
+    mine_factor: float = 1.2
+    max_neighbours: int = 48
+    random_pairs: int = 200000
+    weight_negative: float = 1.0
+    low_pt: float = 0.5
+    low_pt_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class FilterTrainConfig:
+    """Edge classifier on the embedding graph, class-balanced BCE.
+
+    Attributes:
+        epochs: number of epochs.
+        steps_per_epoch: optimiser steps per epoch.
+        lr: Adam learning rate (cosine-decayed).
+        batch_edges: edges per step (sampled from one event's graph).
+        pos_weight: weight of true edges in the BCE; ``None`` = #neg / #pos.
+    """
+
+    epochs: int = 6
+    steps_per_epoch: int = 80
+    lr: float = 3e-3
+    batch_edges: int = 200000
+    pos_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class GNNTrainConfig:
+    """Interaction network on the filtered graph, class-balanced BCE.
+
+    Attributes:
+        epochs: number of epochs.
+        steps_per_epoch: optimiser steps per epoch (one cropped graph each).
+        lr: Adam learning rate (cosine-decayed).
+        pos_weight: weight of true edges; ``None`` = #neg / #pos.
+    """
+
+    epochs: int = 6
+    steps_per_epoch: int = 60
+    lr: float = 2e-3
+    pos_weight: float | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training configuration.
+
+    Attributes:
+        name: configuration name.
+        pipeline: pipeline configuration (name or path) giving the model shapes,
+            the filter cut and the labeling settings.
+        seed: seed of everything random in training.
+        threads: torch threads (``0`` = torch's default).
+        data: where events come from.
+        embedding: embedding stage settings.
+        filter: filter stage settings.
+        gnn: GNN stage settings.
+        source: the file the configuration came from.
+    """
+
+    name: str = "default"
+    pipeline: str = "default"
+    seed: int = 0
+    threads: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    embedding: EmbeddingTrainConfig = field(default_factory=EmbeddingTrainConfig)
+    filter: FilterTrainConfig = field(default_factory=FilterTrainConfig)
+    gnn: GNNTrainConfig = field(default_factory=GNNTrainConfig)
+    source: str = "<defaults>"
+
+
+def load_train_config(
+    source: str | Path | Mapping[str, Any] = "default",
+    overrides: Mapping[str, Any] | None = None,
+) -> TrainConfig:
+    """Load a training configuration (name in ``configs/train``, YAML path or dict).
+
+    Raises:
+        ConfigError: unknown key, wrong type or value, missing file.
+    """
+    if isinstance(source, Mapping):
+        where, data = "<dict>", dict(source)
+    else:
+        path = Path(str(source)).expanduser()
+        if path.suffix not in (".yaml", ".yml") and len(path.parts) == 1:
+            path = TRAIN_CONFIG_DIR / f"{source}.yaml"
+        if not path.is_file():
+            shipped = sorted(p.stem for p in TRAIN_CONFIG_DIR.glob("*.yaml"))
+            raise ConfigError(f"training configuration {str(source)!r} not found; shipped: {shipped}")
+        where, data = str(path), _read_yaml(path)
+        data.setdefault("name", path.stem)
+    if overrides:
+        data = merge_overrides(data, overrides)
+    cfg: TrainConfig = _build(TrainConfig, data, "", where)
+    for key, value in (
+        ("data.train_events", cfg.data.train_events),
+        ("data.val_events", cfg.data.val_events),
+        ("embedding.margin", cfg.embedding.margin),
+        ("filter.batch_edges", cfg.filter.batch_edges),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{where}: {key} = {value!r} must be > 0")
+    return TrainConfig(**{**cfg.__dict__, "source": where})
