@@ -1,0 +1,183 @@
+"""Tests of ``python -m trkx_ray.run`` (the CLI end to end, on a real Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trkx_ray import run as run_cli
+from trkx_ray.events.io import read_submission
+
+ray = pytest.importorskip("ray")
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT_KEYS = {
+    "events_processed", "events_failed", "wall_s", "throughput_eps", "latency_s", "stages",
+    "actors", "physics", "config", "hardware",
+}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One real local Ray instance (2 CPUs) shared by the in-process CLI runs."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_help_lists_the_design_flags(capsys):
+    with pytest.raises(SystemExit) as exc:
+        run_cli.main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--gpus", "--cpu-actors", "--cores-per-actor", "--actors-per-gpu", "--events",
+                 "--warmup", "--input", "--pileup", "--config", "--address", "--in-flight",
+                 "--report", "--save-tracks", "--seed"):
+        assert flag in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--events", "0"], "--events must be >= 1"),
+        (["--cpu-actors", "-1"], "--cpu-actors must be >= 0"),
+        (["--cores-per-actor", "0"], "--cores-per-actor must be >= 1"),
+        (["--in-flight", "0"], "--in-flight must be >= 1"),
+        (["--pileup", "0"], "--pileup must be > 0"),
+        (["--input", "/nonexistent/trackml"], "--input /nonexistent/trackml: no such directory"),
+        (["--config", "missing.yaml"], "--config missing.yaml: no such file"),
+        (["--config", "no_such_pipeline"], "no_such_pipeline"),
+    ],
+)
+def test_bad_flags_fail_before_ray(argv, message, capsys):
+    t0 = time.perf_counter()
+    assert run_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert time.perf_counter() - t0 < 5.0
+
+
+def test_input_without_events_is_an_error(tmp_path, capsys):
+    assert run_cli.main(["--input", str(tmp_path)]) == 2
+    assert "no TrackML events" in capsys.readouterr().err
+
+
+def test_run_writes_report_and_submissions(ray_session, tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    tracks = tmp_path / "tracks"
+    rc = run_cli.main(["--config", "noop", "--pileup", "5", "--events", "6", "--cpu-actors", "2",
+                       "--report", str(report_path), "--save-tracks", str(tracks), "--quiet"])
+    assert rc == 0
+    assert "events/s" in capsys.readouterr().out
+    report = json.loads(report_path.read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["events_processed"] == 6 and report["events_failed"] == []
+    assert report["complete"] and report["duplicates"] == 0
+    assert len(report["actors"]) == 2 and sum(a["events"] for a in report["actors"]) == 6
+    assert report["options"]["pileup"] == 5.0 and report["source"]["kind"] == "simulated"
+    files = sorted(tracks.glob("event*-submission.csv"))
+    assert [f.name for f in files] == [f"event{i:09d}-submission.csv" for i in range(6)]
+    sub = read_submission(files[0])
+    assert len(sub["hit_id"]) > 0 and (sub["event_id"] == 0).all()
+
+
+def test_run_on_trackml_input(ray_session, tmp_path, data_dir):
+    report_path = tmp_path / "report.json"
+    # the real sample event (5,527 hits), read from csv.gz by a Ray task
+    rc = run_cli.main(["--config", "noop", "--input", str(data_dir), "--cpu-actors", "1",
+                       "--warmup", "0", "--report", str(report_path), "--quiet"])
+    assert rc == 0
+    report = json.loads(report_path.read_text())
+    assert report["events_processed"] == 1
+    assert report["source"] == {"kind": "directory", "path": str(data_dir), "events": 1}
+    assert report["mean_hits"] == 5527
+    assert report["physics"] == {}  # noop labels: physics skipped unless asked
+
+
+def test_too_many_gpus_or_cores_fails_fast(ray_session, capsys):
+    for argv, needle in ((["--gpus", "1", "--cpu-actors", "0"], "asked for 1 GPU"),
+                         (["--cpu-actors", "3"], "asked for 3 CPU")):
+        t0 = time.perf_counter()
+        assert run_cli.main(["--config", "noop", "--pileup", "5", "--events", "2", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("error: ") and needle in err[-1] and "Ray sees 2 CPU" in err[-1]
+        assert time.perf_counter() - t0 < 10.0
+
+
+def test_fault_env_restarts_actor_and_keeps_every_event(ray_session, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRKX_FAULT_EXIT_AFTER", "2")
+    monkeypatch.setenv("TRKX_FAULT_ACTOR", "0")
+    report_path = tmp_path / "report.json"
+    rc = run_cli.main(["--config", "noop", "--pileup", "5", "--pool", "2", "--events", "30",
+                       "--cpu-actors", "2", "--warmup", "0", "--report", str(report_path),
+                       "--quiet"])
+    assert rc == 0
+    report = json.loads(report_path.read_text())
+    assert report["events_processed"] == 30 and report["duplicates"] == 0
+    assert report["restarts"] == 1 and report["actors"][0]["restarts"] == 1
+
+
+def test_fault_beyond_max_restarts_exits_nonzero_with_partial_report(ray_session, tmp_path,
+                                                                      monkeypatch, capsys):
+    monkeypatch.setenv("TRKX_FAULT_EXIT_AFTER", "1")
+    monkeypatch.setenv("TRKX_FAULT_REPEAT", "1")
+    report_path = tmp_path / "report.json"
+    rc = run_cli.main(["--config", "noop", "--pileup", "5", "--pool", "1", "--events", "20",
+                       "--cpu-actors", "1", "--warmup", "0", "--max-restarts", "0",
+                       "--in-flight", "1", "--report", str(report_path), "--quiet"])
+    assert rc == 1
+    report = json.loads(report_path.read_text())
+    # in-flight 1: event 0's result is back before event 1 kills the actor
+    assert report["events_processed"] == 1 and not report["complete"]
+    assert "max-restarts" in report["error"]
+    assert "ERROR" in capsys.readouterr().out
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    for key in ("RAY_ADDRESS", "TRKX_FAULT_EXIT_AFTER"):
+        env.pop(key, None)
+    return env
+
+
+@pytest.mark.slow
+def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
+    """The real command line, embedded Ray: a normal run, then Ctrl-C mid-run."""
+    report_path = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "trkx_ray.run", "--config", "noop", "--pileup", "5",
+           "--events", "4", "--report", str(report_path)]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(report_path.read_text())
+    assert report["events_processed"] == 4 and report["ray"]["embedded"] is True
+    assert len(report["actors"]) == int(report["ray"]["cluster_resources"]["CPU"])
+
+    # endless-ish stream, interrupted: partial report, exit 130, no hang
+    report_path.unlink()
+    cmd = [sys.executable, "-m", "trkx_ray.run", "--config", "noop", "--pileup", "5", "--pool",
+           "2", "--events", "100000000", "--report", str(report_path)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(25)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    assert proc.returncode == 130, err[-2000:]
+    report = json.loads(report_path.read_text())
+    assert report["interrupted"] is True and not report["complete"]
+    assert report["events_processed"] < 100000000

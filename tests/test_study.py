@@ -1,0 +1,88 @@
+"""Tests of ``python -m trkx_ray.study`` (a tiny real sweep on Ray)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trkx_ray import study
+
+ray = pytest.importorskip("ray")
+
+ROW_KEYS = {"kind", "workers", "throughput_eps", "speedup", "efficiency", "p50_s", "p95_s"}
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One real local Ray instance (2 CPUs) for the module."""
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_parse_counts():
+    assert study.parse_counts("4,1,2,2", "--cpu-actors") == [1, 2, 4]
+    with pytest.raises(ValueError, match="--gpus"):
+        study.parse_counts("1,x", "--gpus")
+    with pytest.raises(ValueError, match="--cpu-actors"):
+        study.parse_counts("-1", "--cpu-actors")
+
+
+def test_scaling_rows_speedup_and_efficiency():
+    rows = study.scaling_rows([
+        {"kind": "cpu", "workers": 2, "throughput_eps": 3.6},
+        {"kind": "cpu", "workers": 1, "throughput_eps": 2.0},
+        {"kind": "gpu", "workers": 2, "throughput_eps": 30.0},
+        {"kind": "gpu", "workers": 1, "throughput_eps": 20.0},
+    ])
+    assert [(r["kind"], r["workers"]) for r in rows] == [("cpu", 1), ("cpu", 2), ("gpu", 1),
+                                                          ("gpu", 2)]
+    assert rows[1]["speedup"] == pytest.approx(1.8)
+    assert rows[1]["efficiency"] == pytest.approx(0.9)  # E(N) = X(N) / (N X(1))
+    assert rows[3]["speedup"] == pytest.approx(1.5) and rows[3]["efficiency"] == pytest.approx(0.75)
+    assert rows[0]["speedup"] == rows[0]["efficiency"] == 1.0
+
+
+def test_bad_flags(capsys, tmp_path):
+    assert study.main(["--cpu-actors", "1,x", "--out", str(tmp_path)]) == 2
+    assert "--cpu-actors" in capsys.readouterr().err
+    assert study.main(["--cpu-actors", "0", "--gpus", "0", "--out", str(tmp_path)]) == 2
+    assert "nothing to sweep" in capsys.readouterr().err
+    assert study.main(["--events", "0", "--out", str(tmp_path)]) == 2
+    assert "--events must be >= 1" in capsys.readouterr().err
+
+
+def test_too_many_workers_fails_before_the_sweep(ray_session, capsys, tmp_path):
+    assert study.main(["--cpu-actors", "1,3", "--config", "noop", "--pileup", "5",
+                       "--events", "2", "--out", str(tmp_path)]) == 2
+    assert "Ray sees 2 CPU" in capsys.readouterr().err
+    assert study.main(["--cpu-actors", "0", "--gpus", "1", "--config", "noop", "--pileup", "5",
+                       "--events", "2", "--out", str(tmp_path)]) == 2
+    assert "0 GPU" in capsys.readouterr().err
+    assert not (tmp_path / "scaling.json").exists()
+
+
+def test_tiny_sweep_writes_the_three_files(ray_session, tmp_path):
+    out = tmp_path / "study"
+    rc = study.main(["--cpu-actors", "1,2", "--gpus", "0", "--config", "noop", "--pileup", "5",
+                     "--events", "8", "--out", str(out)])
+    assert rc == 0
+    data = json.loads((out / "scaling.json").read_text())
+    rows = data["rows"]
+    assert [(r["kind"], r["workers"]) for r in rows] == [("cpu", 1), ("cpu", 2)]
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        assert r["events"] == 8 and r["failed"] == 0 and r["throughput_eps"] > 0
+        assert r["p50_s"] <= r["p95_s"]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["efficiency"] == 1.0
+    assert rows[1]["efficiency"] == pytest.approx(rows[1]["speedup"] / 2)
+    assert data["source"]["kind"] == "simulated" and data["config"] == "noop"
+    md = (out / "scaling.md").read_text()
+    assert "| workers | events/s | speed-up | efficiency | p50 s | p95 s |" in md
+    assert md.count("\n| 1 |") == 1 and md.count("\n| 2 |") == 1
+    png = (out / "scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

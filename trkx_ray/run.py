@@ -1,0 +1,276 @@
+"""``python -m trkx_ray.run``: the main job, Ray actors + a streaming driver.
+
+With no flags it starts an embedded local Ray (no dashboard, everything on
+127.0.0.1), makes one 1-core CPU actor per core Ray sees (minus the host cores
+of GPU actors) and one GPU actor per GPU, streams ``--events`` simulated
+pile-up-200 events (default 32, about two minutes on a 2-core machine with the
+default pipeline) and prints a table. ``--address auto`` (or ``RAY_ADDRESS``)
+joins an existing cluster instead; this is also how it runs under
+``ray job submit --working-dir . -- python -m trkx_ray.run ...``.
+
+Exit status: 0 when the run completed (failed events are listed in the report),
+1 when it stopped early (an actor died beyond ``--max-restarts``), 2 for bad
+flags or resources the cluster does not have, 130 on Ctrl-C (partial report
+written). Fault injection for tests: ``TRKX_FAULT_EXIT_AFTER=n``
+(``TRKX_FAULT_ACTOR=i``, ``TRKX_FAULT_REPEAT=1``), see :mod:`trkx_ray.scaling.actor`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DEFAULT_EVENTS", "build_parser", "connect_ray", "main", "validate_args"]
+
+log = logging.getLogger("trkx_ray.run")
+
+#: default number of measured events (about 2 minutes on 2 cores, default pipeline, mu=200).
+DEFAULT_EVENTS = 32
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (flags as in DESIGN.md)."""
+    p = argparse.ArgumentParser(
+        prog="python -m trkx_ray.run",
+        description="Stream TrackML events through Ray actors that each own a whole "
+        "Exa.TrkX pipeline, and report throughput, latency and physics.",
+    )
+    res = p.add_argument_group("actors and resources")
+    res.add_argument("--gpus", type=int, default=None,
+                     help="GPUs to use, one GPU actor each (default: all GPUs Ray sees)")
+    res.add_argument("--cpu-actors", type=int, default=None,
+                     help="CPU actors (default: the CPUs Ray sees // --cores-per-actor, "
+                     "minus one core per GPU actor)")
+    res.add_argument("--cores-per-actor", type=int, default=1,
+                     help="cores per CPU actor, pinned and used as its thread count (default 1)")
+    res.add_argument("--actors-per-gpu", type=int, default=1,
+                     help="actors sharing one GPU (num_gpus = 1/A each, default 1)")
+    res.add_argument("--address", default=None,
+                     help="Ray cluster to join ('auto' or HOST:PORT; default: RAY_ADDRESS "
+                     "if set, else an embedded local Ray)")
+    res.add_argument("--max-restarts", type=int, default=2,
+                     help="restarts of a dead actor before the run gives up (default 2)")
+    ev = p.add_argument_group("events")
+    src = ev.add_mutually_exclusive_group()
+    src.add_argument("--input", type=Path, default=None,
+                     help="TrackML directory (event*-hits.csv[.gz] or Parquet cache)")
+    src.add_argument("--pileup", type=float, default=None,
+                     help="simulate events with this mean pile-up (default 200)")
+    ev.add_argument("--events", type=int, default=None,
+                    help=f"events to measure (default {DEFAULT_EVENTS}; with --input: all files)")
+    ev.add_argument("--warmup", type=int, default=1,
+                    help="warm-up events per actor, excluded from the figures (default 1)")
+    ev.add_argument("--seed", type=int, default=0, help="simulation seed: event i uses seed+i")
+    ev.add_argument("--pool", type=int, default=None,
+                    help="simulate only this many distinct events and reuse them "
+                    "(measures driver overhead without simulating every event)")
+    run = p.add_argument_group("run")
+    run.add_argument("--config", default="default",
+                     help="pipeline config: a name (default, noop, ...) or a YAML path")
+    run.add_argument("--in-flight", type=int, default=2,
+                     help="tasks queued per actor (default 2)")
+    run.add_argument("--report", type=Path, default=None, help="write the JSON report here")
+    run.add_argument("--save-tracks", type=Path, default=None,
+                     help="write TrackML submissions (event*-submission.csv) here")
+    run.add_argument("--no-physics", action="store_true",
+                     help="skip tracking metrics in the actors (always skipped for noop)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--place-timeout", type=float, default=15.0,
+                     help="seconds to wait for Ray to place the actors (default 15)")
+    return p
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Check the flags before Ray starts; raise ``ValueError`` naming the flag."""
+    checks = [
+        ("--gpus", args.gpus, 0),
+        ("--cpu-actors", args.cpu_actors, 0),
+        ("--cores-per-actor", args.cores_per_actor, 1),
+        ("--actors-per-gpu", args.actors_per_gpu, 1),
+        ("--events", args.events, 1),
+        ("--warmup", args.warmup, 0),
+        ("--in-flight", args.in_flight, 1),
+        ("--max-restarts", args.max_restarts, 0),
+        ("--pool", args.pool, 1),
+    ]
+    for flag, value, low in checks:
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+    if args.pileup is not None and not args.pileup > 0:
+        raise ValueError(f"--pileup must be > 0, got {args.pileup}")
+    if args.input is not None:
+        from trkx_ray.scaling.sources import find_event_prefixes
+
+        find_event_prefixes(args.input)  # raises FileNotFoundError naming --input
+        if args.pool is not None:
+            raise ValueError("--pool applies to simulated events (--pileup), not --input")
+    if args.place_timeout <= 0:
+        raise ValueError(f"--place-timeout must be > 0, got {args.place_timeout}")
+    if args.save_tracks is not None and args.save_tracks.exists() and not args.save_tracks.is_dir():
+        raise ValueError(f"--save-tracks {args.save_tracks}: exists and is not a directory")
+    cfg = str(args.config)
+    if cfg.endswith((".yaml", ".yml")) and not Path(cfg).is_file():
+        raise ValueError(f"--config {cfg}: no such file")
+    from trkx_ray.pipeline.config import load_config
+
+    load_config(args.config)  # ConfigError names the key / file
+
+
+def connect_ray(address: str | None) -> bool:
+    """Join ``address`` (or ``RAY_ADDRESS``) or start an embedded local Ray.
+
+    Returns:
+        True when this call started an embedded instance.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING)
+        return False
+    ray.init(
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        logging_level=logging.WARNING,
+        configure_logging=True,
+    )
+    return True
+
+
+def _progress(total: int, enabled: bool) -> tuple[Any, Any]:
+    if not enabled:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    prog = Progress(TextColumn("[bold]events"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]:.2f} ev/s"),
+                    TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
+                    transient=False)
+    task = prog.add_task("events", total=total, rate=0.0, failed=0)
+    return prog, task
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        validate_args(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    import time
+
+    import ray
+
+    from trkx_ray.scaling.driver import FaultInjection, run_scaling
+    from trkx_ray.scaling.report import build_report, format_table, write_report
+    from trkx_ray.scaling.resources import ResourceError, ResourcePlan
+    from trkx_ray.scaling.sources import DirectorySource, SimulatedSource
+
+    try:
+        fault = FaultInjection.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    started = connect_ray(args.address)
+    try:
+        total = ray.cluster_resources()
+        gpus = int(total.get("GPU", 0)) if args.gpus is None else args.gpus
+        cpus_for_gpu = 1
+        if args.cpu_actors is None:
+            free = int(total.get("CPU", 0)) - gpus * args.actors_per_gpu * cpus_for_gpu
+            cpu_actors = max(free // args.cores_per_actor, 0)
+        else:
+            cpu_actors = args.cpu_actors
+        plan = ResourcePlan(cpu_actors=cpu_actors, cores_per_actor=args.cores_per_actor,
+                            gpus=gpus, actors_per_gpu=args.actors_per_gpu,
+                            cpus_per_gpu_actor=cpus_for_gpu)
+        if args.input is not None:
+            source: Any = DirectorySource(args.input)
+            events = len(source) if args.events is None else args.events
+            if events > len(source):
+                source = DirectorySource(args.input, cycle=True)
+        else:
+            pileup = 200.0 if args.pileup is None else args.pileup
+            source = SimulatedSource(pileup, seed=args.seed, pool=args.pool)
+            events = DEFAULT_EVENTS if args.events is None else args.events
+
+        show = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
+        prog, task = _progress(events, show)
+        t_start = [0.0]
+
+        def on_progress(done: int, failed: int) -> None:
+            if prog is None:
+                return
+            if not t_start[0]:
+                t_start[0] = time.perf_counter()
+            dt = time.perf_counter() - t_start[0]
+            prog.update(task, completed=done + failed, failed=failed,
+                        rate=done / dt if dt > 0 else 0.0)
+
+        save_dir = args.save_tracks
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+            from trkx_ray.events.io import write_submission
+
+            def on_result(res: dict[str, Any]) -> None:
+                write_submission(res["event_id"], res["hit_id"], res["track_id"], save_dir)
+        else:
+            on_result = None  # type: ignore[assignment]
+
+        options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        options.update(cpu_actors=cpu_actors, gpus=gpus, events=events)
+        ray_info = {"cluster_resources": dict(total), "nodes": len(
+            [n for n in ray.nodes() if n.get("Alive")]), "embedded": started}
+        outcome = slots = None
+        try:
+            if prog is not None:
+                prog.start()
+            outcome, slots = run_scaling(
+                plan, args.config, source, events, warmup=args.warmup, in_flight=args.in_flight,
+                want_tracks=save_dir is not None, physics=False if args.no_physics else None, fault=fault,
+                max_restarts=args.max_restarts, place_timeout_s=args.place_timeout,
+                on_result=on_result, on_progress=on_progress,
+            )
+        except ResourceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except ray.exceptions.RayError as exc:  # an actor could not be built
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            causes = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+            why = causes[-1] if causes else (lines[0] if lines else repr(exc))
+            print(f"error: the actors failed to start: {why}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            from trkx_ray.scaling.driver import StreamOutcome
+
+            outcome = StreamOutcome(requested=events, error="interrupted (Ctrl-C)",
+                                    interrupted=True)
+            slots = []
+        finally:
+            if prog is not None:
+                prog.stop()
+        report = build_report(outcome, slots or [], config=args.config,
+                              source=source.describe(), options=options, ray_resources=ray_info)
+        if args.report is not None:
+            write_report(report, args.report)
+        print(format_table(report))
+        if outcome.interrupted:
+            return 130
+        return 0 if outcome.error is None else 1
+    finally:
+        if started:
+            ray.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""The Ray actor that owns one whole :class:`~trkx_ray.pipeline.Pipeline`.
+
+:class:`PipelineWorker` is a plain class; :func:`spawn_worker` turns it into a Ray
+actor with the resources of its :class:`WorkerSpec`:
+
+* CPU actor: ``num_cpus=K``, ``CUDA_VISIBLE_DEVICES=""`` and thread-pool env vars
+  set to ``K`` in its ``runtime_env`` (before any import in the worker process),
+  then in the constructor it pins itself to ``K`` cores from the
+  :class:`~trkx_ray.scaling.resources.CoreAllocator` and limits torch/numba threads.
+* GPU actor: ``num_gpus=1/A`` (Ray sets ``CUDA_VISIBLE_DEVICES``), ``num_cpus`` host
+  cores pinned the same way; the pipeline is built on ``cuda``.
+
+The pipeline is built and warmed up (``Pipeline.warmup`` on a random event) once in
+the constructor, never per event.
+Events arrive as :meth:`Event.to_payload` dicts (zero-copy from the object store);
+the actor returns a small dict: timings, edge counts, physics metrics and, only when
+asked, the track ids.
+
+Fault injection (tests, chaos runs): ``fault_exit_after=n`` makes the actor with
+``index == fault_actor`` call ``os._exit`` when asked for its ``n+1``-th event
+(after ``n`` finished). By default only the first incarnation dies; with
+``fault_repeat`` every restart dies again. The driver reads these from
+``TRKX_FAULT_EXIT_AFTER``, ``TRKX_FAULT_ACTOR`` and ``TRKX_FAULT_REPEAT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, is_dataclass
+from typing import Any
+
+import numpy as np
+
+from trkx_ray.scaling.resources import (
+    ALLOCATOR_NAME,
+    apply_thread_limits,
+    machine_key,
+    thread_env,
+)
+
+__all__ = ["PipelineWorker", "WorkerSpec", "spawn_worker"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """How to build one actor.
+
+    Attributes:
+        index: actor number in the run (0-based), used in reports and fault injection.
+        kind: ``"cpu"`` or ``"gpu"``.
+        cores: CPU cores pinned (``num_cpus``); for GPU actors the host cores.
+        actors_per_gpu: GPU actors sharing one GPU (``num_gpus = 1/actors_per_gpu``).
+        config: pipeline config (name, YAML path or dict) for ``Pipeline.from_config``.
+        physics: compute tracking metrics in the actor when the event has truth;
+            None: yes, except for the ``noop`` pipeline (trivial labels; it measures
+            driver overhead).
+        fault_exit_after: inject a crash after this many events (None: never).
+        fault_actor: index of the actor that crashes.
+        fault_repeat: crash again after every restart.
+        pin: pin to cores with ``os.sched_setaffinity`` (Linux only).
+    """
+
+    index: int
+    kind: str = "cpu"
+    cores: int = 1
+    actors_per_gpu: int = 1
+    config: Any = "noop"
+    physics: bool | None = None
+    fault_exit_after: int | None = None
+    fault_actor: int = 0
+    fault_repeat: bool = False
+    pin: bool = True
+
+    @property
+    def device(self) -> str:
+        """Torch device of the pipeline."""
+        return "cuda" if self.kind == "gpu" else "cpu"
+
+
+def _load_pipeline_class() -> Any:
+    try:
+        from trkx_ray.pipeline import Pipeline  # type: ignore[attr-defined]
+    except ImportError:
+        from trkx_ray.pipeline.pipeline import Pipeline
+    return Pipeline
+
+
+def _config_summary(pipeline: Any) -> Any:
+    cfg = getattr(pipeline, "config", None)
+    if cfg is None:
+        return None
+    if is_dataclass(cfg) and not isinstance(cfg, type):
+        try:
+            return asdict(cfg)
+        except TypeError:  # pragma: no cover - exotic field types
+            return repr(cfg)
+    if isinstance(cfg, dict):
+        return cfg
+    return repr(cfg)
+
+
+def _as_float_dict(d: Any, prefix: str = "") -> dict[str, float]:
+    """Numbers of a (nested) dict, flattened with ``/``-joined keys."""
+    if not isinstance(d, dict):
+        return {}
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_as_float_dict(v, key + "/"))
+        elif isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+class PipelineWorker:
+    """One whole pipeline behind a Ray actor (see the module docstring)."""
+
+    def __init__(self, spec: WorkerSpec, warmup_hits: int = 2000) -> None:
+        """Pin, limit threads, build the pipeline and warm it up.
+
+        Args:
+            spec: what to build.
+            warmup_hits: hits of the random event the pipeline is warmed up on
+                (``Pipeline.warmup``; 0: none). The driver's ``--warmup`` real
+                events follow through :meth:`process` with ``count=False``.
+        """
+        import warnings
+
+        import ray
+
+        self.spec = spec
+        ctx = ray.get_runtime_context()
+        self.actor_id = ctx.get_actor_id() or f"local-{os.getpid()}"
+        self.node_id = ctx.get_node_id()
+        with warnings.catch_warnings():  # Ray's own deprecated call inside the property
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.reconstructed = bool(ctx.was_current_actor_reconstructed)
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.machine = machine_key()
+        self.cores: list[int] = []
+        if spec.pin and spec.cores > 0 and hasattr(os, "sched_setaffinity"):
+            self.cores = self._pin(ray)
+        apply_thread_limits(max(spec.cores, 1))
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()] if spec.kind == "gpu" else []
+        self.gpu_name = ""
+        if spec.kind == "gpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    f"actor {spec.index}: GPU actor but torch sees no CUDA device "
+                    f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+                )
+            self.gpu_name = torch.cuda.get_device_name(0)
+        t0 = time.perf_counter()
+        self.pipeline = _load_pipeline_class().from_config(spec.config, device=spec.device)
+        self.build_s = time.perf_counter() - t0
+        kind = getattr(getattr(self.pipeline, "config", None), "kind", "")
+        self.physics = spec.physics if spec.physics is not None else kind != "noop"
+        self.events_done = 0
+        self.busy_s = 0.0
+        self.warmup_s = 0.0
+        if warmup_hits > 0 and hasattr(self.pipeline, "warmup"):
+            t0 = time.perf_counter()
+            self.pipeline.warmup(int(warmup_hits))
+            self.warmup_s = time.perf_counter() - t0
+        log.info(
+            "actor %d (%s) ready: pid %d, cores %s, gpus %s, build %.2f s, warm-up %.2f s",
+            spec.index, spec.kind, self.pid, self.cores, self.gpu_ids, self.build_s, self.warmup_s,
+        )
+
+    def _pin(self, ray: Any) -> list[int]:
+        available = sorted(os.sched_getaffinity(0))
+        try:
+            allocator = ray.get_actor(ALLOCATOR_NAME)
+            cores = ray.get(
+                allocator.acquire.remote(self.machine, self.actor_id, self.spec.cores, available)
+            )
+        except ValueError:  # no allocator (worker used outside a run): first K cores
+            log.warning("no core allocator found; pinning to the first %d core(s)", self.spec.cores)
+            cores = available[: self.spec.cores]
+        os.sched_setaffinity(0, cores)
+        return sorted(os.sched_getaffinity(0))
+
+    def info(self) -> dict[str, Any]:
+        """Where and how this actor runs (also a cheap readiness probe)."""
+        return {
+            "id": self.spec.index,
+            "kind": self.spec.kind,
+            "device": self.spec.device,
+            "actor_id": self.actor_id,
+            "node": self.node_id,
+            "host": self.host,
+            "machine": self.machine,
+            "pid": self.pid,
+            "cores": list(self.cores),
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
+            "gpu": self.gpu_ids,
+            "gpu_name": self.gpu_name,
+            "threads": {
+                "torch": _torch_threads(),
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
+                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            },
+            "reconstructed": self.reconstructed,
+            "events": self.events_done,
+            "busy_s": self.busy_s,
+            "build_s": self.build_s,
+            "warmup_s": self.warmup_s,
+            "config": _config_summary(self.pipeline),
+        }
+
+    def _maybe_crash(self) -> None:
+        spec = self.spec
+        if spec.fault_exit_after is None or spec.index != spec.fault_actor:
+            return
+        if self.reconstructed and not spec.fault_repeat:
+            return
+        if self.events_done >= spec.fault_exit_after:
+            log.warning("actor %d: injected fault, exiting after %d events", spec.index,
+                        self.events_done)
+            os._exit(17)
+
+    def process(
+        self,
+        seq: int,
+        event_id: int | None,
+        payload: dict[str, Any],
+        want_tracks: bool = False,
+        count: bool = True,
+    ) -> dict[str, Any]:
+        """Run the pipeline on one event payload.
+
+        Args:
+            seq: the driver's sequence number of the event (returned unchanged).
+            event_id: overrides the payload's event id (pooled payloads); None keeps it.
+            payload: :meth:`Event.to_payload` output.
+            want_tracks: also return ``hit_id`` and ``track_id`` arrays.
+            count: count the event in this actor's statistics (False for warm-up).
+
+        Returns:
+            ``{"seq", "event_id", "actor", "pid", "num_hits", "service_s", "timings",
+            "num_edges", "physics", "error"}`` (+ ``hit_id``, ``track_id``). A pipeline
+            exception is returned in ``error`` (the actor lives on).
+        """
+        if count:
+            self._maybe_crash()
+        t0 = time.perf_counter()
+        eid = int(payload.get("event_id", -1)) if event_id is None else int(event_id)
+        out: dict[str, Any] = {"seq": seq, "event_id": eid, "actor": self.spec.index,
+                               "pid": self.pid, "error": None}
+        try:
+            from trkx_ray.events.event import Event
+
+            event = Event.from_payload(payload)
+            event.event_id = eid
+            result = self.pipeline(event)
+            track_id = np.asarray(result.track_id)
+            out["num_hits"] = int(event.num_hits)
+            out["timings"] = _as_float_dict(getattr(result, "timings", {}))
+            out["num_edges"] = {k: int(v) for k, v in _as_float_dict(
+                getattr(result, "num_edges", {})).items()}
+            out["physics"] = self._physics(event, track_id) if self.physics else {}
+            if want_tracks:
+                out["hit_id"] = np.asarray(event.hits["hit_id"])
+                out["track_id"] = track_id
+        except Exception as exc:  # noqa: BLE001 - reported per event, the run goes on
+            log.warning("actor %d: event %d failed: %s", self.spec.index, eid, exc)
+            out["error"] = f"{type(exc).__name__}: {exc}"
+        dt = time.perf_counter() - t0
+        out["service_s"] = dt
+        if count:
+            self.events_done += 1
+            self.busy_s += dt
+        return out
+
+    @staticmethod
+    def _physics(event: Any, track_id: np.ndarray) -> dict[str, float]:
+        if event.truth is None or event.particles is None:
+            return {}
+        try:
+            from trkx_ray import metrics
+        except ImportError:  # metrics module not available in this build
+            return {}
+        stats: dict[str, float] = {}
+        if hasattr(metrics, "tracking_metrics"):
+            stats.update(_as_float_dict(metrics.tracking_metrics(event, track_id)))
+        if "trackml_score" not in stats and hasattr(metrics, "trackml_score"):
+            import pandas as pd
+
+            truth = pd.DataFrame({k: np.asarray(v) for k, v in event.truth.items()})
+            sub = pd.DataFrame({"event_id": np.full(len(track_id), event.event_id),
+                                "hit_id": np.asarray(event.hits["hit_id"]),
+                                "track_id": track_id})
+            stats["trackml_score"] = float(metrics.trackml_score(truth, sub))
+        return stats
+
+
+def _torch_threads() -> int:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+def spawn_worker(
+    spec: WorkerSpec,
+    *,
+    placement_group: Any = None,
+    bundle_index: int = -1,
+    max_restarts: int = 2,
+    warmup_hits: int = 2000,
+) -> Any:
+    """Start :class:`PipelineWorker` as a Ray actor with the resources of ``spec``.
+
+    Args:
+        spec: the worker to build.
+        placement_group: reserve from this placement group (see
+            :func:`~trkx_ray.scaling.resources.plan_resources`), or None.
+        bundle_index: the actor's bundle in ``placement_group``.
+        max_restarts: Ray restarts of a dead actor before it is given up.
+        warmup_hits: size of the random warm-up event of the constructor (0: none).
+
+    Returns:
+        The actor handle.
+    """
+    import ray
+
+    if spec.kind == "cpu":
+        resources: dict[str, Any] = {"num_cpus": spec.cores, "num_gpus": 0}
+        env = thread_env(spec.cores, hide_gpus=True)
+    elif spec.kind == "gpu":
+        resources = {"num_cpus": spec.cores, "num_gpus": 1.0 / spec.actors_per_gpu}
+        env = thread_env(max(spec.cores, 1), hide_gpus=False)
+    else:
+        raise ValueError(f"WorkerSpec.kind must be 'cpu' or 'gpu', got {spec.kind!r}")
+    options: dict[str, Any] = dict(
+        resources,
+        max_restarts=max_restarts,
+        max_task_retries=0,
+        runtime_env={"env_vars": env},
+    )
+    if placement_group is not None:
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
+            placement_group=placement_group, placement_group_bundle_index=bundle_index
+        )
+    cls = ray.remote(PipelineWorker)
+    return cls.options(**options).remote(spec, warmup_hits)

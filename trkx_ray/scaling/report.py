@@ -1,0 +1,251 @@
+"""The run report (DESIGN.md's **contract**) and its table.
+
+:func:`build_report` turns a :class:`~trkx_ray.scaling.driver.StreamOutcome` and the
+actor slots into the JSON-able dict written by ``run --report``. Latency: ``latency_s``
+is the per-event service time inside the actor (payload in -> track ids out, with the
+pipeline and metrics), seconds; ``queue_latency_s`` is what the driver observed from
+submission to result (includes waiting behind the other ``--in-flight`` events).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["build_report", "format_table", "hardware_info", "percentiles", "write_report"]
+
+
+
+def percentiles(values: list[float] | np.ndarray) -> dict[str, float | None]:
+    """``{"p50", "p95", "mean"}`` of ``values`` (None when empty), same unit."""
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"p50": None, "p95": None, "mean": None}
+    return {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+            "mean": float(a.mean())}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def hardware_info() -> dict[str, Any]:
+    """The driver machine and library versions (never touches CUDA)."""
+    import numpy
+    import psutil
+
+    info: dict[str, Any] = {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "numpy": numpy.__version__,
+    }
+    for mod in ("ray", "torch"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:  # pragma: no cover
+            info[mod] = None
+    return info
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return num / den if den > 0 else None
+
+
+def _physics(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pool the per-event metrics: efficiencies and rates from summed counts,
+    the TrackML score as the mean over events."""
+    rows = [r.get("physics") or {} for r in results]
+    rows = [r for r in rows if r]
+    if not rows:
+        return {}
+
+    def total(key: str) -> float:
+        return float(sum(r.get(key, 0.0) for r in rows if np.isfinite(r.get(key, 0.0))))
+
+    out: dict[str, Any] = {"events": len(rows)}
+    if any("all/n_reconstructable" in r for r in rows):
+        out["efficiency"] = _ratio(total("all/n_matched"), total("all/n_reconstructable"))
+        out["duplicate_rate"] = _ratio(total("all/n_duplicated"), total("all/n_majority"))
+        cuts = sorted({k.split("/")[1] for r in rows for k in r if k.startswith("by_pt/")})
+        for cut in cuts:
+            out[f"efficiency_{cut}"] = _ratio(total(f"by_pt/{cut}/n_matched"),
+                                              total(f"by_pt/{cut}/n_reconstructable"))
+    elif any("efficiency" in r for r in rows):
+        vals = [r["efficiency"] for r in rows if np.isfinite(r.get("efficiency", np.nan))]
+        out["efficiency"] = float(np.mean(vals)) if vals else None
+    if any("n_candidate_tracks" in r for r in rows):
+        out["fake_rate"] = _ratio(total("n_fake"), total("n_candidate_tracks"))
+        out["candidate_tracks_per_event"] = total("n_candidate_tracks") / len(rows)
+    scores = [r["trackml_score"] for r in rows if np.isfinite(r.get("trackml_score", np.nan))]
+    if scores:
+        out["trackml_score"] = float(np.mean(scores))
+    return out
+
+
+def build_report(
+    outcome: Any,
+    slots: list[Any],
+    *,
+    config: Any,
+    source: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    ray_resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run report dict (see the module docstring for the latency definitions).
+
+    Args:
+        outcome: the stream outcome.
+        slots: the actor slots (statistics and info).
+        config: the pipeline config as given (name/path) and as resolved by the actors.
+        source: event source description.
+        options: the run's flags.
+        ray_resources: ``ray.cluster_resources()`` and node count.
+    """
+    results = outcome.results
+    processed = len(results)
+    stages: dict[str, dict[str, float]] = {}
+    if results:
+        names = [k for k in (results[0].get("timings") or {})]
+        for name in names:
+            vals = np.array([r["timings"].get(name, np.nan) for r in results], dtype=np.float64)
+            vals = vals[np.isfinite(vals)]
+            if vals.size:
+                stages[name] = {"mean_s": float(vals.mean()), "p50_s": float(np.median(vals)),
+                                "p95_s": float(np.percentile(vals, 95))}
+    service = [float(r.get("service_s", 0.0)) for r in results]
+    lat = percentiles(service)
+    qlat = percentiles(outcome.queue_latency_s)
+    actors = []
+    for s in slots:
+        info = s.info
+        actors.append({
+            "id": s.spec.index,
+            "kind": s.spec.kind,
+            "device": s.spec.device,
+            "node": info.get("node"),
+            "host": info.get("host"),
+            "pid": info.get("pid"),
+            "cores": info.get("cores"),
+            "gpu": info.get("gpu"),
+            "gpu_name": info.get("gpu_name") or None,
+            "torch_threads": (info.get("threads") or {}).get("torch"),
+            "events": s.events,
+            "events_failed": s.failed,
+            "busy_s": s.busy_s,
+            "utilisation": s.busy_s / outcome.wall_s if outcome.wall_s > 0 else None,
+            "restarts": s.restarts,
+            "state": s.state,
+            "build_s": info.get("build_s"),
+            "warmup_s": info.get("warmup_s"),
+        })
+    resolved = next((s.info.get("config") for s in slots if s.info.get("config")), None)
+    hits = [r.get("num_hits", 0) for r in results]
+    edges: dict[str, float] = {}
+    if results and results[0].get("num_edges"):
+        for k in results[0]["num_edges"]:
+            edges[k] = float(np.mean([r.get("num_edges", {}).get(k, 0) for r in results]))
+    report = {
+        "events_requested": outcome.requested,
+        "events_processed": processed,
+        "events_failed": [{"event_id": f["event_id"], "error": f["error"]} for f in outcome.failed],
+        "duplicates": outcome.duplicates,
+        "complete": outcome.error is None and processed + len(outcome.failed) == outcome.requested,
+        "error": outcome.error,
+        "interrupted": outcome.interrupted,
+        "wall_s": outcome.wall_s,
+        "throughput_eps": processed / outcome.wall_s if outcome.wall_s > 0 else 0.0,
+        "latency_s": {"p50": lat["p50"], "p95": lat["p95"], "mean": lat["mean"]},
+        "queue_latency_s": {"p50": qlat["p50"], "p95": qlat["p95"]},
+        "stages": stages,
+        "mean_hits": float(np.mean(hits)) if hits else None,
+        "mean_edges": edges,
+        "actors": actors,
+        "restarts": int(sum(s.restarts for s in slots)),
+        "physics": _physics(results),
+        "config": {"given": config if isinstance(config, (str, dict)) else str(config),
+                   "resolved": resolved},
+        "source": source or {},
+        "options": options or {},
+        "hardware": {**hardware_info(), "gpus": sorted(
+            {str(s.info.get("gpu_name")) for s in slots if s.info.get("gpu_name")})},
+        "ray": ray_resources or {},
+    }
+    return report
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def write_report(report: dict[str, Any], path: str | Path) -> Path:
+    """Write ``report`` as indented JSON (parent folders created). Returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(report), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def _f(v: Any, fmt: str = ".3f") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text summary table of a report (stage times in ms, rates in events/s)."""
+    lines = [
+        f"events: {report['events_processed']} processed, {len(report['events_failed'])} failed"
+        f" of {report['events_requested']} in {report['wall_s']:.2f} s"
+        f" -> {report['throughput_eps']:.2f} events/s",
+        f"latency per event (in actor): p50 {_f(report['latency_s']['p50'])} s,"
+        f" p95 {_f(report['latency_s']['p95'])} s",
+    ]
+    if report.get("stages"):
+        lines.append(f"{'stage':<14}{'mean ms':>10}{'p50 ms':>10}")
+        for name, st in report["stages"].items():
+            lines.append(f"{name:<14}{st['mean_s'] * 1e3:>10.2f}{st['p50_s'] * 1e3:>10.2f}")
+    lines.append(f"{'actor':<6}{'device':<7}{'host':<16}{'cores/gpu':<12}{'events':>7}"
+                 f"{'busy s':>9}{'restarts':>9}")
+    for a in report["actors"]:
+        where = ",".join(map(str, a["gpu"])) if a["device"] == "cuda" else ",".join(
+            map(str, a["cores"] or []))
+        lines.append(f"{a['id']:<6}{a['device']:<7}{str(a['host'])[:15]:<16}{where:<12}"
+                     f"{a['events']:>7}{a['busy_s']:>9.2f}{a['restarts']:>9}")
+    phys = report.get("physics") or {}
+    if phys:
+        lines.append("physics: " + ", ".join(
+            f"{k} {_f(phys.get(k), '.4f')}" for k in ("efficiency", "fake_rate", "trackml_score")))
+    if report.get("error"):
+        lines.append(f"ERROR: {report['error']}")
+    return "\n".join(lines)
