@@ -74,3 +74,21 @@ def test_cli_simulated(tmp_path):
 def test_cli_errors(argv, text, capsys):
     assert main(argv) == 2
     assert text in capsys.readouterr().err
+
+
+def test_set_overrides(tmp_path):
+    from trkx_ray.evaluate import parse_overrides
+
+    assert parse_overrides(["edges.radius=0.12", "filter.cut=0.4", "precision=fp32"]) == {
+        "edges": {"radius": 0.12}, "filter": {"cut": 0.4}, "precision": "fp32"}
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_overrides(["edges.radius"])
+    out = tmp_path / "e.json"
+    assert main(["--pileup", "3", "--events", "1", "--set", "precision=fp32", "--json",
+                 str(out)]) == 0
+    assert json.loads(out.read_text())["config"]["precision"] == "fp32"
+
+
+def test_set_unknown_key_is_an_error(capsys):
+    assert main(["--pileup", "3", "--events", "1", "--set", "edges.bogus=1"]) == 2
+    assert "edges.bogus" in capsys.readouterr().err

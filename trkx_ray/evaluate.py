@@ -160,11 +160,31 @@ def _parser() -> argparse.ArgumentParser:
                         "never used in training")
     p.add_argument("--events", type=int, default=2, help="number of events (default 2)")
     p.add_argument("--config", default="default", help="pipeline configuration name or YAML")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a configuration key, e.g. --set edges.radius=0.12 "
+                        "(YAML value; repeatable)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--save-tracks", help="write TrackML submissions into this directory")
     p.add_argument("--json", help="write the figures as JSON here")
     return p
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["edges.radius=0.12", "filter.cut=0.4"]`` -> nested override dict (YAML values)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. edges.radius=0.12")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
 
 
 def _events(args: argparse.Namespace) -> Iterator[Event]:
@@ -225,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
-        out = evaluate_events(_events(args), args.config, args.device, args.save_tracks,
+        config: Any = args.config
+        if args.set:
+            from trkx_ray.pipeline.config import load_config
+
+            config = load_config(args.config, parse_overrides(args.set))
+        out = evaluate_events(_events(args), config, args.device, args.save_tracks,
                               progress=sys.stderr.isatty())
     except (ConfigError, EventFormatError, ValueError) as exc:
         print(f"trkx_ray.evaluate: error: {exc}", file=sys.stderr)

@@ -8,6 +8,7 @@ charge (TrackML ``value``), computed with ``np.bincount`` (no Python loops).
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
@@ -46,24 +47,46 @@ def _cell_features(event: Event) -> np.ndarray:
     return out
 
 
-def hit_features(event: Event, cell_features: bool = True) -> np.ndarray:
+def _fourier_features(event: Event, k: int, out: np.ndarray) -> None:
+    """Fill ``out`` (``N x (4k + 1)``) with eta / 3 and sin/cos of 2^j phi, 2^j eta."""
+    phi = event.phi.astype(np.float32)
+    eta = np.clip(event.eta.astype(np.float32), -6.0, 6.0)
+    freq = (2.0 ** np.arange(k)).astype(np.float32)
+    out[:, 0] = eta / np.float32(3.0)
+    ap = phi[:, None] * freq
+    ae = eta[:, None] * freq
+    out[:, 1 : 1 + k] = np.sin(ap)
+    out[:, 1 + k : 1 + 2 * k] = np.cos(ap)
+    out[:, 1 + 2 * k : 1 + 3 * k] = np.sin(ae)
+    out[:, 1 + 3 * k : 1 + 4 * k] = np.cos(ae)
+
+
+def hit_features(event: Event, cell_features: Any = True, fourier: int = 0) -> np.ndarray:
     """Compute the model input features of every hit.
 
     Args:
         event: the event (hits in mm; cells optional).
         cell_features: append (number of cells / 10, summed charge); zeros
-            when the event has no cells part.
+            when the event has no cells part. A
+            :class:`~trkx_ray.pipeline.config.FeaturesConfig` may be given
+            instead, which sets both this and ``fourier``.
+        fourier: append eta / 3 and ``sin, cos`` of ``2^k phi`` and ``2^k eta``
+            for ``k < fourier`` (``4 fourier + 1`` columns); 0 = none.
 
     Returns:
-        ``(num_hits, 3 or 5)`` float32 array: r/1000 mm, phi/pi, z/1000 mm
-        [, n_cells/10, charge].
+        ``(num_hits, F)`` float32 array: r/1000 mm, phi/pi, z/1000 mm
+        [, n_cells/10, charge] [, Fourier features].
 
     Raises:
         EventFormatError: a feature is not finite (names the event, feature
             and hit id) or cells reference unknown hits.
     """
+    if not isinstance(cell_features, bool):
+        fourier = int(cell_features.fourier)
+        cell_features = bool(cell_features.cell_features)
     n = event.num_hits
-    width = 5 if cell_features else 3
+    base = 5 if cell_features else 3
+    width = base + (4 * fourier + 1 if fourier else 0)
     feats = np.empty((n, width), dtype=np.float32)
     if n == 0:
         return feats
@@ -72,6 +95,8 @@ def hit_features(event: Event, cell_features: bool = True) -> np.ndarray:
     feats[:, 2] = np.asarray(event.hits["z"], dtype=np.float32) / np.float32(1000.0)
     if cell_features:
         feats[:, 3:5] = _cell_features(event)
+    if fourier:
+        _fourier_features(event, fourier, feats[:, base:])
     bad = ~np.isfinite(feats)
     if bad.any():
         row, col = np.argwhere(bad)[0]

@@ -70,6 +70,9 @@ class EmbeddingTrainConfig:
         max_neighbours: the mining radius shrinks so that a typical hit has at
             most this many mined neighbours (guards degenerate early embeddings).
         random_pairs: random pairs per step (mostly negatives).
+        global_hits: hits sampled from outside the step's azimuthal window and
+            added to it, so that mining and random pairs also separate distant
+            regions of the detector.
         weight_negative: weight of the negative term.
         low_pt: positives of particles below this pT (GeV) get ``low_pt_weight``.
         low_pt_weight: weight of low-pT positives.
@@ -83,6 +86,7 @@ class EmbeddingTrainConfig:
     mine_factor: float = 1.2
     max_neighbours: int = 48
     random_pairs: int = 200000
+    global_hits: int = 10000
     weight_negative: float = 1.0
     low_pt: float = 0.5
     low_pt_weight: float = 0.5

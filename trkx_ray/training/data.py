@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,8 +52,13 @@ class Sample:
         return int(self.x.shape[0])
 
 
-def make_sample(event: Event, cell_features: bool) -> Sample:
-    """Prepare ``event`` (which must have truth and particles) for training."""
+def make_sample(event: Event, features: Any) -> Sample:
+    """Prepare ``event`` (which must have truth and particles) for training.
+
+    Args:
+        event: an event with truth and particles.
+        features: the pipeline's :class:`~trkx_ray.pipeline.config.FeaturesConfig`.
+    """
     from trkx_ray.metrics import true_edges
 
     if event.truth is None or event.particles is None:
@@ -67,7 +73,7 @@ def make_sample(event: Event, cell_features: bool) -> Sample:
     pt = np.where(known & (pid != 0), ppt[order][pos] if len(ids) else 0.0, 0.0).astype(np.float32)
     return Sample(
         event=event,
-        x=torch.from_numpy(hit_features(event, cell_features)),
+        x=torch.from_numpy(hit_features(event, features)),
         pid=torch.from_numpy(pid),
         pt=torch.from_numpy(pt),
         phi=torch.from_numpy(np.asarray(event.phi, dtype=np.float32)),
@@ -134,13 +140,13 @@ def training_events(data: DataConfig, split: str) -> Iterator[Event]:
         yield simulate_event(pileup=data.pileup, seed=seed0 + i, event_id=seed0 + i)
 
 
-def load_samples(data: DataConfig, split: str, cell_features: bool) -> list[Sample]:
+def load_samples(data: DataConfig, split: str, features: Any) -> list[Sample]:
     """Simulate or read the events of ``split`` and prepare them."""
     from tqdm.auto import tqdm
 
     n = data.train_events if split == "train" else data.val_events
     samples = []
     for event in tqdm(training_events(data, split), total=n, desc=f"{split} events", leave=False):
-        samples.append(make_sample(event, cell_features))
+        samples.append(make_sample(event, features))
     log.info("%d %s events, %d hits in all", len(samples), split, sum(s.num_hits for s in samples))
     return samples

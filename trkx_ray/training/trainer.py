@@ -146,13 +146,13 @@ class Trainer:
     @property
     def train_samples(self) -> list[Sample]:
         if self._train is None:
-            self._train = load_samples(self.cfg.data, "train", self.pcfg.features.cell_features)
+            self._train = load_samples(self.cfg.data, "train", self.pcfg.features)
         return self._train
 
     @property
     def val_samples(self) -> list[Sample]:
         if self._val is None:
-            self._val = load_samples(self.cfg.data, "val", self.pcfg.features.cell_features)
+            self._val = load_samples(self.cfg.data, "val", self.pcfg.features)
         return self._val
 
     @property
@@ -274,7 +274,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ embedding
     def train_embedding(self) -> list[dict[str, float]]:
-        """Metric learning: hinge loss with hard-negative mining."""
+        """Metric learning: hinge loss with hard-negative mining.
+
+        Loss = weighted mean of d^2 over true edges + ``weight_negative`` x mean of
+        ``max(0, margin - d)^2`` over mined and random pairs of different particles.
+        """
         c = self.cfg.embedding
         width = self.cfg.data.crop_width
         samples = self.train_samples
@@ -283,9 +287,22 @@ class Trainer:
 
         def step(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             s = samples[int(rng.integers(len(samples)))]
-            sub, _ = crop(s, float(rng.uniform(-np.pi, np.pi)), width)
-            n = sub.num_hits
-            x, pid, pt = sub.x.to(dev), sub.pid.to(dev), sub.pt.to(dev)
+            sub, idx = crop(s, float(rng.uniform(-np.pi, np.pi)), width)
+            # hits from the rest of the detector: mined and random pairs with them keep
+            # the embedding injective across azimuthal windows
+            outside = torch.ones(s.num_hits, dtype=torch.bool)
+            outside[idx] = False
+            pool = torch.nonzero(outside, as_tuple=True)[0]
+            if pool.numel():
+                far = pool[torch.from_numpy(rng.choice(pool.numel(),
+                                                       min(c.global_hits, pool.numel()),
+                                                       replace=False))]
+                x = torch.cat([sub.x, s.x[far]]).to(dev)
+                pid = torch.cat([sub.pid, s.pid[far]]).to(dev)
+                pt = torch.cat([sub.pt, s.pt[far]]).to(dev)
+            else:
+                x, pid, pt = sub.x.to(dev), sub.pid.to(dev), sub.pt.to(dev)
+            n = x.shape[0]
             emb = model(x)
             r_mine = _bounded_radius(emb.detach(), c.margin * c.mine_factor, c.max_neighbours, rng)
             mined = build_edges(emb.detach(), r_mine, backend=self.pcfg.edges.backend)
@@ -293,12 +310,17 @@ class Trainer:
                 pick = torch.from_numpy(rng.choice(mined.shape[1], c.hard_pairs, replace=False))
                 mined = mined[:, pick.to(mined.device)]
             rand = torch.from_numpy(rng.integers(0, n, (2, c.random_pairs))).to(dev)
-            pairs = torch.cat([mined.to(dev), sub.true.to(dev), rand], dim=1)
-            y = pair_truth(pid, pairs)
-            d = (emb[pairs[0]] - emb[pairs[1]]).square().sum(1).clamp_min(1e-12).sqrt()
-            w = torch.where(pt[pairs[0]] < c.low_pt, c.low_pt_weight, 1.0)[y]
-            pos = (w * d[y].square()).sum() / w.sum().clamp_min(1.0)
-            neg = torch.relu(c.margin - d[~y]).square().mean() if (~y).any() else d.sum() * 0
+            # positives: the truth graph (consecutive hits of a particle); negatives: mined
+            # and random pairs of different particles or noise. Other same-particle pairs
+            # are left out: a curved track cannot (and need not) shrink to one point.
+            negatives = torch.cat([mined.to(dev), rand], dim=1)
+            negatives = negatives[:, ~pair_truth(pid, negatives)]
+            true = sub.true.to(dev)
+            d_pos = (emb[true[0]] - emb[true[1]]).square().sum(1)
+            d_neg = (emb[negatives[0]] - emb[negatives[1]]).square().sum(1).clamp_min(1e-12).sqrt()
+            w = torch.where(pt[true[0]] < c.low_pt, c.low_pt_weight, 1.0)
+            pos = (w * d_pos).sum() / w.sum().clamp_min(1.0)
+            neg = torch.relu(c.margin - d_neg).square().mean() if d_neg.numel() else emb.sum() * 0
             extra = {"mined": float(mined.shape[1]), "r_mine": r_mine}
             return pos + c.weight_negative * neg, extra
 
