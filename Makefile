@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.trkx_ray-installed
 RUN_ARGS ?=
 
-.PHONY: all run test lint bench study clean venv
+.PHONY: all run test lint bench study evaluate clean venv
 
 all: test
 
@@ -35,6 +35,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m trkx_ray.bench --events 3 --pileup 200 --device cpu
+
+study: $(STAMP)
+	$(PY) -m trkx_ray.study --cpu-actors 1,2 --gpus 0 --events 16 --pileup 200 --out runs/scaling
+
+evaluate: $(STAMP)
+	$(PY) -m trkx_ray.evaluate --pileup 200 --seed 424242 --events 3 --json runs/evaluate.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

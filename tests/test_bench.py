@@ -189,3 +189,34 @@ def test_help_runs():
     )
     assert proc.returncode == 0
     assert "--baseline-events" in proc.stdout and "--backends" in proc.stdout
+
+
+def test_backends_models_torch_vs_onnx(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRKX_RAY_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "models.json"
+    rc = bench.main(
+        [
+            "--input",
+            str(REPO / "tests" / "data"),
+            "--events",
+            "1",
+            "--backends",
+            "models",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert report["stage"] == "models"
+    assert {"torch fp32", "onnx fp32"} <= set(report["backends"])
+    for stages in report["backends"].values():
+        assert list(stages) == ["Embedding", "Filtering", "GNN"]
+        for stats in stages.values():
+            assert stats["mean_s"] > 0.0 and stats["std_s"] >= 0.0
+    assert report["onnx_providers"] == ["CPUExecutionProvider"]
+    # the same inputs through both runtimes: fp32 outputs agree
+    assert max(report["max_abs_diff_vs_torch_fp32"].values()) <= 1e-4
+    assert report["num_edges"]["filtering"] >= report["num_edges"]["gnn"] >= 0

@@ -203,3 +203,50 @@ def test_backend_options_accepted():
 def test_noop_skips_backend_checks():
     cfg = load_config({"kind": "noop", "edges": {"backend": "whatever"}})
     assert isinstance(cfg, PipelineConfig)
+
+
+def test_extends_merges_over_the_base(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: default\nruntime: onnx\nfilter:\n  chunk_size: 123\n")
+    cfg = load_config(child)
+    base = load_config("default")
+    assert cfg.name == "child" and cfg.runtime == "onnx"
+    assert cfg.filter.chunk_size == 123
+    assert cfg.filter.cut == base.filter.cut and cfg.embedding == base.embedding
+    # relative paths resolve against the extending file; chains work
+    grandchild = tmp_path / "grand.yaml"
+    grandchild.write_text("name: g\nextends: child.yaml\nprecision: fp32\n")
+    g = load_config(grandchild)
+    assert (g.name, g.runtime, g.precision, g.filter.chunk_size) == ("g", "onnx", "fp32", 123)
+
+
+def test_extends_errors(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\n")
+    b.write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="forms a cycle"):
+        load_config(a)
+    missing = tmp_path / "m.yaml"
+    missing.write_text("extends: no_such_config\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: extends = 'no_such_config': no such"):
+        load_config(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: [default]\n")
+    with pytest.raises(ConfigError, match="must be a configuration name or path"):
+        load_config(bad)
+
+
+def test_shipped_onnx_config_is_default_with_onnx_runtime():
+    onnx_cfg = load_config("onnx")
+    base = load_config("default")
+    assert onnx_cfg.runtime == "onnx" and onnx_cfg.precision == "fp32"
+    for section in ("features", "embedding", "edges", "filter", "gnn", "labeling"):
+        assert getattr(onnx_cfg, section) == getattr(base, section), section
+    assert base.runtime == "torch"
+
+
+def test_list_values_are_checked():
+    cfg = load_config("default", {"onnx": {"providers": ["CPU", "CPUExecutionProvider"]}})
+    assert cfg.onnx.providers == ["CPU", "CPUExecutionProvider"]
+    with pytest.raises(ConfigError, match=r"onnx\.providers\[0\] = 3 must be a string"):
+        load_config("default", {"onnx": {"providers": [3]}})

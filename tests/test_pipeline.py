@@ -100,7 +100,7 @@ def test_matches_radius_reference(sample):
 
     pipe = _pipe(precision="fp32")
     result = pipe(sample, keep_graphs=True)
-    feats = torch.from_numpy(hit_features(sample))
+    feats = torch.from_numpy(hit_features(sample, pipe.config.features))
     with torch.inference_mode():
         emb = pipe.embedding(feats)
     ref = build_edges(emb.numpy(), pipe.config.edges.radius, backend="radius")

@@ -25,6 +25,11 @@ sampled during the configuration's events; on CUDA also
 
 ``--backends edges|labeling`` instead times every backend of one stage on the
 same inputs (the first event's embedding / GNN-scored graph).
+``--backends models`` times the three models (Embedding, Filtering, GNN) in
+torch (fp32, and the configuration's mixed precision when it has one) and in
+onnxruntime (fp32, :mod:`trkx_ray.pipeline.export`) side by side on the same
+inputs (the first event's features, candidate graph and filtered graph), with
+the largest |onnx - torch fp32| difference of each model's output.
 
 JSON (``--json PATH``): ``{"configs": {CONFIG: {STAGE: {"mean_s", "std_s"}}},
 "n_events": ..., "edges": ..., "memory": ..., "machine": ..., "command": ...}``.
@@ -56,6 +61,7 @@ __all__ = [
     "main",
     "run_backends",
     "run_bench",
+    "run_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +75,13 @@ ROWS: tuple[tuple[str, str], ...] = (
     ("GNN", "gnn"),
     ("Labeling", "labeling"),
     ("Total", "total"),
+)
+
+#: Model stages compared by ``--backends models``: (label, pipeline stage key).
+MODEL_ROWS: tuple[tuple[str, str], ...] = (
+    ("Embedding", "embedding"),
+    ("Filtering", "filtering"),
+    ("GNN", "gnn"),
 )
 
 #: The seed paper's five configurations as overrides of ``default``;
@@ -377,7 +390,7 @@ def run_backends(args: argparse.Namespace) -> dict[str, Any]:
         from trkx_ray.pipeline.features import hit_features
 
         with torch.inference_mode(), pipe._autocast():
-            x = torch.from_numpy(hit_features(event, pipe.config.features.cell_features))
+            x = torch.from_numpy(hit_features(event, pipe.config.features))
             emb = pipe.embedding(x.to(pipe.device))
         names = [b for b in edges_mod.EDGE_BACKENDS if args.include_slow or b != "radius"]
         if hasattr(edges_mod, "time_backends"):
@@ -411,6 +424,120 @@ def run_backends(args: argparse.Namespace) -> dict[str, Any]:
         report["num_edges"] = int(graph["edges"].shape[1])
     report["backends"] = timings
     return report
+
+
+def _time(fn: Any, repeats: int) -> tuple[dict[str, float], Any]:
+    """Call ``fn`` once untimed (warm-up), then ``repeats`` timed times."""
+    out = fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        ts.append(time.perf_counter() - t0)
+    return _stats(ts), out
+
+
+def run_models(args: argparse.Namespace) -> dict[str, Any]:
+    """Time the three models in torch and onnxruntime on the first event's inputs."""
+    import torch
+
+    from trkx_ray.events import io
+    from trkx_ray.pipeline import Pipeline
+    from trkx_ray.pipeline.config import load_config
+    from trkx_ray.pipeline.features import hit_features
+    from trkx_ray.pipeline.pipeline import resolve_device
+
+    resolve_device(args.device)
+    _set_threads(args.threads, args.device)
+    with tempfile.TemporaryDirectory(prefix="trkx_bench_") as tmp:
+        prefixes = _prepare_events(args, Path(tmp))
+        event = io.load_event(prefixes[0])
+    base = load_config(args.config, {"runtime": "torch"})
+    fp32 = Pipeline.from_config(base, device=args.device, overrides={"precision": "fp32"})
+    variants: dict[str, Any] = {"torch fp32": fp32}
+    if base.precision != "fp32":
+        variants[f"torch {base.precision}"] = Pipeline.from_config(base, device=args.device)
+    variants["onnx fp32"] = Pipeline.from_config(
+        base, device=args.device, overrides={"runtime": "onnx", "precision": "fp32"}
+    )
+    # the same inputs for every variant: the fp32 torch pipeline's graphs
+    graphs = fp32(event, keep_graphs=True).graphs
+    assert graphs is not None
+    cfg = base
+    x = torch.from_numpy(hit_features(event, cfg.features)).to(fp32.device)
+    candidates = torch.from_numpy(graphs["build_edges"]["edges"]).to(fp32.device)
+    filtered = torch.from_numpy(graphs["filtering"]["edges"]).to(fp32.device)
+    with torch.inference_mode():
+        emb = fp32.embedding(x, chunk_size=cfg.embedding.chunk_size)
+    nodes = torch.cat([x, emb], 1) if cfg.filter.use_embedding else x
+
+    def sync(out: Any) -> Any:
+        if fp32.device.type == "cuda":
+            torch.cuda.synchronize(fp32.device)
+        return out
+
+    timings: dict[str, dict[str, dict[str, float]]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for name, pipe in variants.items():
+        calls = {
+            "embedding": lambda p=pipe: p.embedding(x, chunk_size=cfg.embedding.chunk_size),
+            "filtering": lambda p=pipe: p.filter(nodes, candidates, chunk_size=cfg.filter.chunk_size),
+            "gnn": lambda p=pipe: p.gnn(x, filtered, chunk_size=cfg.gnn.chunk_size),
+        }
+        timings[name], outputs[name] = {}, {}
+        with torch.inference_mode(), pipe._autocast():
+            for label, key in MODEL_ROWS:
+                stats, out = _time(lambda f=calls[key]: sync(f()), args.repeats)
+                timings[name][label] = stats
+                outputs[name][label] = out.float().cpu()
+        log.info("%s: %s", name, {k: round(v["mean_s"], 4) for k, v in timings[name].items()})
+    parity = {
+        label: float((outputs["onnx fp32"][label] - outputs["torch fp32"][label]).abs().max())
+        if outputs["torch fp32"][label].numel()
+        else 0.0
+        for label, _ in MODEL_ROWS
+    }
+    return {
+        "stage": "models",
+        "event_id": event.event_id,
+        "num_hits": event.num_hits,
+        "num_edges": {"filtering": int(candidates.shape[1]), "gnn": int(filtered.shape[1])},
+        "backends": timings,
+        "max_abs_diff_vs_torch_fp32": parity,
+        "onnx_providers": variants["onnx fp32"].onnx.providers,
+        "machine": _machine(args.device, args.threads),
+        "command": " ".join(["python -m trkx_ray.bench", *sys.argv[1:]]),
+    }
+
+
+def _print_models(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    names = list(report["backends"])
+    table = Table(
+        title=f"Model time (s, mean ± std) on event {report['event_id']} "
+        f"({report['num_hits']:,} hits), {report['machine']['device']}, "
+        f"{report['machine']['threads']} thread(s)"
+    )
+    table.add_column("Stage", no_wrap=True)
+    table.add_column("inputs", justify="right")
+    for name in names:
+        table.add_column(name, justify="right")
+    table.add_column("max |onnx - torch fp32|", justify="right")
+    sizes = {
+        "Embedding": f"{report['num_hits']:,} hits",
+        "Filtering": f"{report['num_edges']['filtering']:,} edges",
+        "GNN": f"{report['num_edges']['gnn']:,} edges",
+    }
+    for label, _ in MODEL_ROWS:
+        cells = [
+            f"{report['backends'][n][label]['mean_s']:.4f} ± {report['backends'][n][label]['std_s']:.4f}"
+            for n in names
+        ]
+        table.add_row(
+            label, sizes[label], *cells, f"{report['max_abs_diff_vs_torch_fp32'][label]:.1e}"
+        )
+    _console().print(table)
 
 
 def _print_backends(report: dict[str, Any]) -> None:
@@ -471,9 +598,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backends",
-        choices=("edges", "labeling"),
+        choices=("edges", "labeling", "models"),
         default=None,
-        help="instead: time every backend of one stage side by side",
+        help="instead: time every backend of one stage side by side (models: torch vs "
+        "onnxruntime for Embedding, Filtering, GNN)",
     )
     p.add_argument("--repeats", type=_positive, default=3, help="repeats per backend (--backends)")
     p.add_argument(
@@ -507,7 +635,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trkx_ray.pipeline.pipeline import PipelineError
 
     try:
-        if args.backends:
+        if args.backends == "models":
+            report = run_models(args)
+            _print_models(report)
+        elif args.backends:
             report = run_backends(args)
             _print_backends(report)
         else:

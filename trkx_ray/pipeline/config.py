@@ -7,6 +7,9 @@ checked when the file is loaded, before any work: unknown keys, wrong types,
 out-of-range values, unknown backend names and missing weights files raise
 :class:`ConfigError` naming the offending key (``filter.chunk_size``) and file.
 
+A YAML file may start from another one with ``extends: NAME`` (a shipped
+name or a path relative to the file); its own keys are merged over the base's.
+
 Sources accepted by :func:`load_config`: a path to a YAML file, a bare name
 (``"default"`` -> ``trkx_ray/configs/pipeline/default.yaml``), a ``dict`` with
 the same structure, or an existing :class:`PipelineConfig`. ``overrides`` (a
@@ -33,10 +36,13 @@ __all__ = [
     "FilterConfig",
     "GNNConfig",
     "LabelingConfig",
+    "ONNX_PROVIDERS",
+    "OnnxConfig",
     "PipelineConfig",
     "available_configs",
     "load_config",
     "merge_overrides",
+    "provider_name",
     "resolve_weights",
 ]
 
@@ -47,6 +53,14 @@ WEIGHTS_DIR: Path = Path(__file__).resolve().parent.parent / "weights"
 
 Activation = Literal["relu", "tanh", "silu", "gelu"]
 Precision = Literal["fp32", "bf16", "fp16"]
+Runtime = Literal["torch", "onnx"]
+
+#: onnxruntime execution providers the ``onnx`` runtime knows, by short name.
+ONNX_PROVIDERS: dict[str, str] = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
 
 
 class ConfigError(ValueError):
@@ -63,14 +77,19 @@ class FeaturesConfig:
     Attributes:
         cell_features: add two cell features per hit (number of cells / 10 and
             summed cell charge); zeros for events without a cells part.
+        fourier: number of Fourier frequencies ``K``: adds the hit's eta / 3 and
+            ``sin``/``cos`` of ``2^k phi`` and ``2^k eta`` for ``k < K`` (``4K + 1``
+            features). They give the metric-learning MLP the high-frequency basis
+            it needs to separate ~10^4 tracks on the unit sphere; 0 = off.
     """
 
     cell_features: bool = True
+    fourier: int = 0
 
     @property
     def num_features(self) -> int:
-        """Number of features per hit: (r/1000 mm, phi/pi, z/1000 mm) [+ 2 cell]."""
-        return 3 + (2 if self.cell_features else 0)
+        """Features per hit: (r/1000 mm, phi/pi, z/1000 mm) [+ 2 cell] [+ 4K + 1 Fourier]."""
+        return 3 + (2 if self.cell_features else 0) + (4 * self.fourier + 1 if self.fourier else 0)
 
 
 @dataclass(frozen=True)
@@ -197,6 +216,37 @@ class LabelingConfig:
 
 
 @dataclass(frozen=True)
+class OnnxConfig:
+    """The onnxruntime model backend (used when ``runtime: onnx``).
+
+    Attributes:
+        dir: directory written by ``python -m trkx_ray.export`` (three
+            ``.onnx`` files + ``manifest.json``) exported from this same
+            configuration; ``None``: export on the fly into a cache directory
+            keyed by a hash of the model sections and weights.
+        providers: execution providers in order of preference, short
+            (``cpu``, ``cuda``, ``tensorrt``) or onnxruntime names
+            (``CUDAExecutionProvider``); ``None``: ``[cpu]`` on a CPU device,
+            ``[cuda, cpu]`` on a CUDA device. A requested provider that the
+            installed onnxruntime lacks is an error naming it.
+        threads: intra-op threads per session; ``None``: follow
+            ``torch.get_num_threads()`` (so a Ray actor pinned to K cores
+            uses K threads).
+        opset: ONNX opset of on-the-fly exports (16-23: the GNN's scatter-add
+            is ``ScatterND`` with ``reduction="add"``, new in opset 16).
+        cache_dir: where on-the-fly exports go; ``None``:
+            ``$TRKX_RAY_CACHE`` or ``$XDG_CACHE_HOME/trkx_ray`` or
+            ``~/.cache/trkx_ray`` (``onnx/<hash>`` below it).
+    """
+
+    dir: str | None = None
+    providers: list[str] | None = None
+    threads: int | None = None
+    opset: int = 17
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     """A whole inference pipeline.
 
@@ -205,20 +255,25 @@ class PipelineConfig:
         kind: ``exatrkx`` (the full pipeline) or ``noop`` (no models: one track
             per hit, for measuring driver overhead).
         precision: ``fp32``, ``bf16`` (autocast on CPU or CUDA) or ``fp16``
-            (CUDA only).
+            (CUDA only); applies to the torch runtime (onnx runs fp32).
+        runtime: ``torch`` (the models in PyTorch) or ``onnx`` (the three
+            models exported to ONNX and run by onnxruntime, see ``onnx``).
         features, embedding, edges, filter, gnn, labeling: the stages.
+        onnx: the onnxruntime backend's settings (used with ``runtime: onnx``).
         source: where the configuration came from (file path or ``<dict>``).
     """
 
     name: str = "default"
     kind: Literal["exatrkx", "noop"] = "exatrkx"
     precision: Precision = "fp32"
+    runtime: Runtime = "torch"
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     edges: EdgesConfig = field(default_factory=EdgesConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
     gnn: GNNConfig = field(default_factory=GNNConfig)
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
+    onnx: OnnxConfig = field(default_factory=OnnxConfig)
     source: str = field(default="<dict>", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -241,6 +296,8 @@ def _type_name(tp: Any) -> str:
         return "null"
     if origin is dict:
         return "mapping"
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -253,6 +310,10 @@ def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: {key} = {value!r} is not one of {list(choices)}")
         return value
     if origin in (Union, types.UnionType):
+        if isinstance(value, (list, tuple)):  # a list: report the offending item
+            for alt in typing.get_args(tp):
+                if typing.get_origin(alt) is list:
+                    return _check_value(value, alt, key, where)
         errors = []
         for alt in typing.get_args(tp):
             try:
@@ -287,6 +348,11 @@ def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
             if not isinstance(k, str):
                 raise ConfigError(f"{where}: {key} has a non-string key {k!r}")
         return dict(value)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {key} = {value!r} must be a list")
+        (item,) = typing.get_args(tp)
+        return [_check_value(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key, where)
     raise ConfigError(f"{where}: {key}: unsupported type {tp!r}")  # pragma: no cover
@@ -421,6 +487,59 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
     for key, value in (("filter.cut", cfg.filter.cut), ("labeling.cut", cfg.labeling.cut)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{where}: {key} = {value!r} must be in [0, 1)")
+    _validate_onnx(cfg.onnx, where)
+
+
+def provider_name(name: str, key: str = "onnx.providers", where: str = "<config>") -> str:
+    """The onnxruntime name of an execution provider given by short or full name.
+
+    Args:
+        name: ``cpu``, ``cuda``, ``tensorrt`` (any case) or an onnxruntime name
+            such as ``CUDAExecutionProvider``.
+        key: the configuration key, for the error message.
+        where: the configuration source, for the error message.
+
+    Raises:
+        ConfigError: an unknown provider.
+    """
+    full = ONNX_PROVIDERS.get(name.lower(), name)
+    if full not in ONNX_PROVIDERS.values():
+        raise ConfigError(
+            f"{where}: {key}: unknown onnxruntime execution provider {name!r}; "
+            f"known: {sorted(ONNX_PROVIDERS)} (or {sorted(ONNX_PROVIDERS.values())})"
+        )
+    return full
+
+
+def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
+    from trkx_ray.pipeline.export import MANIFEST, MODEL_FILES
+
+    if onnx.providers is not None:
+        if not onnx.providers:
+            raise ConfigError(f"{where}: onnx.providers must not be empty (or null: automatic)")
+        for i, name in enumerate(onnx.providers):
+            provider_name(name, f"onnx.providers[{i}]", where)
+    if onnx.threads is not None and onnx.threads < 1:
+        raise ConfigError(f"{where}: onnx.threads = {onnx.threads!r} must be >= 1 (or null)")
+    if not 16 <= onnx.opset <= 23:
+        raise ConfigError(
+            f"{where}: onnx.opset = {onnx.opset!r} must be in [16, 23] "
+            "(the GNN's scatter-add needs ScatterND with reduction, opset 16)"
+        )
+    if onnx.dir is not None:
+        path = Path(onnx.dir).expanduser()
+        if not path.is_dir():
+            raise ConfigError(
+                f"{where}: onnx.dir: {str(path)!r} is not a directory "
+                "(write one with `python -m trkx_ray.export --out DIR`, or use null to export "
+                "on the fly)"
+            )
+        missing = [n for n in (MANIFEST, *MODEL_FILES.values()) if not (path / n).is_file()]
+        if missing:
+            raise ConfigError(
+                f"{where}: onnx.dir: {str(path)!r} lacks {missing} "
+                "(write it with `python -m trkx_ray.export --out DIR`)"
+            )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -439,6 +558,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path}: a pipeline configuration must be a mapping")
     return dict(data)
+
+
+def _resolve_extends(data: dict[str, Any], path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """Merge a YAML file's keys over the configuration it ``extends`` (recursively).
+
+    ``extends: NAME`` names a shipped configuration or a YAML path (relative
+    to the extending file's directory); the file's keys override the base's.
+    """
+    if "extends" not in data:
+        return data
+    base_name = data.pop("extends")
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: extends = {base_name!r} must be a configuration name or path")
+    candidate = Path(base_name).expanduser()
+    if candidate.suffix in (".yaml", ".yml") or len(candidate.parts) > 1:
+        base_path = candidate if candidate.is_absolute() else path.parent / candidate
+    else:
+        base_path = CONFIG_DIR / f"{base_name}.yaml"
+    if not base_path.is_file():
+        raise ConfigError(
+            f"{path}: extends = {base_name!r}: no such configuration "
+            f"(shipped: {available_configs()}, or a path to a .yaml file)"
+        )
+    resolved = base_path.resolve()
+    if resolved in seen or resolved == path.resolve():
+        raise ConfigError(f"{path}: extends = {base_name!r} forms a cycle")
+    base = _resolve_extends(_read_yaml(base_path), base_path, (*seen, path.resolve()))
+    base.pop("name", None)
+    return merge_overrides(base, data)
 
 
 def load_config(
@@ -479,7 +627,7 @@ def load_config(
                     "(or give a path to a .yaml file)"
                 )
         where = str(path)
-        data = _read_yaml(path)
+        data = _resolve_extends(_read_yaml(path), path, ())
         data.setdefault("name", path.stem)
     else:
         raise ConfigError(

@@ -13,8 +13,9 @@ inner (smaller r) to outer. Every model has ``from_config`` (random
 initialisation with the config's seed, or weights loaded with
 ``torch.load(..., weights_only=True)``). Only ONNX-exportable ops are used
 (``index_add_``, ``index_select``, ``cat``, ``Linear``, ``LayerNorm``); during
-ONNX export the aggregation switches to the equivalent ``scatter_add_``, since
-the exporters translate ``index_add_`` without accumulation of repeated indices.
+ONNX export the aggregation switches to an equivalent function exported as
+``ScatterND(reduction="add")`` (opset >= 16), since the exporters translate
+``index_add_`` to a ``ScatterND`` without accumulation of repeated indices.
 """
 
 from __future__ import annotations
@@ -263,6 +264,24 @@ class FilterMLP(nn.Module):
         return model.eval()  # type: ignore[return-value]
 
 
+class _ScatterAddRows(torch.autograd.Function):
+    """``out.index_add(0, index, src)`` that exports as ONNX ``ScatterND(reduction="add")``.
+
+    Used only while exporting (opset >= 16): every row ``src[k]`` is added to
+    ``out[index[k]]``, accumulating repeated indices.
+    """
+
+    @staticmethod
+    def forward(ctx: object, out: Tensor, index: Tensor, src: Tensor) -> Tensor:  # noqa: D102
+        return out.index_add(0, index, src)
+
+    @staticmethod
+    def symbolic(g: object, out: object, index: object, src: object) -> object:  # noqa: D102
+        axes = g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64))  # type: ignore[attr-defined]
+        rows = g.op("Unsqueeze", index, axes)  # type: ignore[attr-defined]
+        return g.op("ScatterND", out, rows, src, reduction_s="add")  # type: ignore[attr-defined]
+
+
 class _EdgeBlock(nn.Module):
     """MLP on ``[h_src, h_dst(, e)]`` with the first layer split per input.
 
@@ -383,10 +402,11 @@ class InteractionGNN(nn.Module):
         outgoing = torch.zeros_like(incoming)
         if torch.onnx.is_in_onnx_export():
             # the exporters map index_add_ to ScatterND without reduction, which is
-            # wrong for repeated indices; scatter_add_ becomes ScatterElements(add)
-            width = m.shape[1]
-            incoming.scatter_add_(0, edges[1].unsqueeze(1).expand(-1, width), m)
-            outgoing.scatter_add_(0, edges[0].unsqueeze(1).expand(-1, width), m)
+            # wrong for repeated indices; emit ScatterND(reduction="add") ourselves
+            # (row-wise, ~10x faster in onnxruntime than scatter_add_'s
+            # element-wise ScatterElements(add))
+            incoming = _ScatterAddRows.apply(incoming, edges[1], m)
+            outgoing = _ScatterAddRows.apply(outgoing, edges[0], m)
         else:
             incoming.index_add_(0, edges[1], m)
             outgoing.index_add_(0, edges[0], m)

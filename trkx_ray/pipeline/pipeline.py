@@ -11,6 +11,8 @@ through the stages
 timing each stage in seconds (``time.perf_counter``; on CUDA the stream is
 synchronised at stage boundaries when ``profile=True``). Mixed precision
 (``precision: bf16|fp16``) wraps the three models in ``torch.autocast``.
+With ``runtime: onnx`` the three models run in onnxruntime sessions instead
+(:mod:`trkx_ray.pipeline.export`; fp32, exported on the fly when needed).
 The ``noop`` kind runs no model (one track per hit) to measure the overhead
 of whatever drives the pipeline.
 """
@@ -203,12 +205,33 @@ class Pipeline:
     def __init__(self, config: PipelineConfig, device: Any = "cpu") -> None:
         self.config = config
         self.device = resolve_device(device)
-        if config.precision == "fp16" and self.device.type != "cuda" and config.kind != "noop":
+        if (
+            config.precision == "fp16"
+            and self.device.type != "cuda"
+            and config.kind != "noop"
+            and config.runtime == "torch"
+        ):
             raise ConfigError(
                 f"{config.source}: precision = 'fp16' needs a CUDA device; use 'bf16' on CPU"
             )
         self.embedding = self.filter = self.gnn = None
-        if config.kind == "exatrkx":
+        self.onnx = None
+        if config.kind == "exatrkx" and config.runtime == "onnx":
+            from trkx_ray.pipeline.export import OnnxModels
+
+            if config.precision != "fp32":
+                log.info(
+                    "%s: runtime onnx runs the models in fp32 (precision %r applies to torch)",
+                    config.source,
+                    config.precision,
+                )
+            self.onnx = OnnxModels.from_config(config, self.device)
+            self.embedding, self.filter, self.gnn = (
+                self.onnx.embedding,
+                self.onnx.filter,
+                self.onnx.gnn,
+            )
+        elif config.kind == "exatrkx":
             from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN
 
             nf = config.features.num_features
@@ -242,14 +265,15 @@ class Pipeline:
     def __repr__(self) -> str:
         return (
             f"Pipeline(name={self.config.name!r}, kind={self.config.kind!r}, "
-            f"device={str(self.device)!r}, precision={self.config.precision!r})"
+            f"device={str(self.device)!r}, precision={self.config.precision!r}, "
+            f"runtime={self.config.runtime!r})"
         )
 
     def _autocast(self) -> Any:
         import torch
 
         precision = self.config.precision
-        if precision == "fp32":
+        if precision == "fp32" or self.onnx is not None:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
@@ -331,7 +355,7 @@ class Pipeline:
         graphs: dict[str, dict[str, np.ndarray]] = {}
         with torch.inference_mode():
             # -- data_loading: features -> device
-            feats = hit_features(event, cfg.features.cell_features)
+            feats = hit_features(event, cfg.features)
             x = torch.from_numpy(feats).to(self.device)
             r = x[:, 0]
             timer.lap("data_loading")

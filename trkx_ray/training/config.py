@@ -63,7 +63,10 @@ class EmbeddingTrainConfig:
         epochs: number of epochs.
         steps_per_epoch: optimiser steps per epoch (one cropped event each).
         lr: Adam learning rate (cosine-decayed to ``lr / 20``).
-        margin: hinge margin = the radius of the inference graph (embedding units).
+        margin: hinge margin (embedding units).
+        radius: radius of the inference graph that the filter and GNN train on
+            and that goes into the written pipeline configuration; ``None`` =
+            ``margin``. A radius above the margin buys edge efficiency for edges.
         hard_pairs: at most this many mined pairs (radius graph of the current
             embedding at ``margin * mine_factor``) per step.
         mine_factor: mining radius / margin.
@@ -82,6 +85,7 @@ class EmbeddingTrainConfig:
     steps_per_epoch: int = 60
     lr: float = 3e-3
     margin: float = 0.1
+    radius: float | None = None
     hard_pairs: int = 400000
     mine_factor: float = 1.2
     max_neighbours: int = 48

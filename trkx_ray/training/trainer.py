@@ -157,8 +157,9 @@ class Trainer:
 
     @property
     def radius(self) -> float:
-        """Radius of the embedding graph (= the hinge margin)."""
-        return self.cfg.embedding.margin
+        """Radius of the embedding graph (``embedding.radius``, default the margin)."""
+        e = self.cfg.embedding
+        return e.radius if e.radius is not None else e.margin
 
     # ------------------------------------------------------------------ models
     def _new_model(self, stage: str) -> nn.Module:
