@@ -284,8 +284,8 @@ def test_runtime_onnx_override_exports_into_cache(tmp_path):
     assert (directory / "gnn.onnx").stat().st_mtime_ns == stamp
     assert again.onnx.providers == ["CPUExecutionProvider"]
     assert "runtime='onnx'" in repr(again)
-    # another model (other seed) -> another cache entry
-    other = Pipeline.from_config("onnx", overrides={"gnn": {"seed": 9}})
+    # another model (randomly initialised GNN) -> another cache entry
+    other = Pipeline.from_config("onnx", overrides={"gnn": {"weights": None, "seed": 9}})
     assert other.onnx.directory != directory
     event = random_event(2000, seed=4)
     result = again(event)
