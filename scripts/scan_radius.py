@@ -47,6 +47,7 @@ def main() -> None:
             m1 = edge_metrics(event, edges, pt_min=1.0)
             rows[r].append((m05["efficiency"], m1["efficiency"], m1["purity"],
                             edges.shape[1] / event.num_hits))
+            print(f"seed {seed} radius {r}: {rows[r][-1]}", flush=True)
     print(f"{'radius':>7} {'eff pT>0.5':>11} {'eff pT>1':>9} {'purity':>7} {'edges/hit':>10}")
     for r, vals in rows.items():
         e05, e1, pur, per = np.mean(vals, axis=0)

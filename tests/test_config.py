@@ -250,3 +250,13 @@ def test_list_values_are_checked():
     assert cfg.onnx.providers == ["CPU", "CPUExecutionProvider"]
     with pytest.raises(ConfigError, match=r"onnx\.providers\[0\] = 3 must be a string"):
         load_config("default", {"onnx": {"providers": [3]}})
+
+
+def test_switching_backend_drops_the_old_backends_options():
+    base = {"edges": {"backend": "frnn", "options": {"subdiv": 2}}}
+    cfg = load_config(base, {"edges": {"backend": "faiss"}})
+    assert cfg.edges.backend == "faiss" and cfg.edges.options == {}
+    same = load_config(base, {"edges": {"backend": "frnn"}})
+    assert same.edges.options == {"subdiv": 2}
+    given = load_config(base, {"edges": {"backend": "faiss", "options": {"threads": 1}}})
+    assert given.edges.options == {"threads": 1}

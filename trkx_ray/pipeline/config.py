@@ -589,6 +589,21 @@ def _resolve_extends(data: dict[str, Any], path: Path, seen: tuple[Path, ...]) -
     return merge_overrides(base, data)
 
 
+def _drop_stale_options(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Backend options belong to their backend: an override that switches ``edges`` or
+    ``labeling`` to another backend drops the old backend's options (new ones, if given,
+    are merged in afterwards)."""
+    out = dict(data)
+    for section in ("edges", "labeling"):
+        new = overrides.get(section)
+        old = out.get(section)
+        if not isinstance(new, Mapping) or not isinstance(old, Mapping):
+            continue
+        if "backend" in new and new["backend"] != old.get("backend"):
+            out[section] = {**old, "options": {}}
+    return out
+
+
 def load_config(
     source: str | Path | Mapping[str, Any] | PipelineConfig = "default",
     overrides: Mapping[str, Any] | None = None,
@@ -635,6 +650,7 @@ def load_config(
             f"got {type(source).__name__}"
         )
     if overrides:
+        data = _drop_stale_options(data, overrides)
         data = merge_overrides(data, overrides)
     cfg = _build(PipelineConfig, data, "", where)
     cfg = dataclasses.replace(cfg, source=where)
