@@ -124,12 +124,15 @@ class GNNTrainConfig:
         steps_per_epoch: optimiser steps per epoch (one cropped graph each).
         lr: Adam learning rate (cosine-decayed).
         pos_weight: weight of true edges; ``None`` = #neg / #pos.
+        crop_width: azimuthal window of one step, radians (message passing needs
+            context, so wider than the embedding's).
     """
 
     epochs: int = 6
     steps_per_epoch: int = 60
     lr: float = 2e-3
     pos_weight: float | None = None
+    crop_width: float = 1.5
 
 
 @dataclass(frozen=True)

@@ -450,14 +450,13 @@ class Trainer:
         val_graphs = self._graphs("gnn", self.val_samples)
         pw = self._pos_weight(graphs, c.pos_weight)
         model = self._new_model("gnn")
-        width = self.cfg.data.crop_width
         dev = self.device
         samples = self.train_samples
 
         def step(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             k = int(rng.integers(len(graphs)))
             s, g = samples[k], graphs[k]
-            sub, idx = crop(s, float(rng.uniform(-np.pi, np.pi)), max(width, 1.5))
+            sub, idx = crop(s, float(rng.uniform(-np.pi, np.pi)), c.crop_width)
             remap = torch.full((s.num_hits,), -1, dtype=torch.int64)
             remap[idx] = torch.arange(idx.numel())
             e = remap[g.edges]
