@@ -37,3 +37,28 @@ def _devices() -> list[str]:
 def device(request) -> str:
     """Parametrises a test over ``cpu`` and, when present, ``cuda``."""
     return request.param
+
+
+#: the run report's keys that DESIGN.md makes a contract.
+REPORT_KEYS = frozenset({
+    "events_processed", "events_failed", "wall_s", "throughput_eps", "latency_s", "stages",
+    "actors", "physics", "config", "hardware",
+})
+
+
+@pytest.fixture(scope="session")
+def report_keys() -> frozenset[str]:
+    """The run report's contract keys (DESIGN.md)."""
+    return REPORT_KEYS
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One real local Ray instance with 2 CPUs, shared by the tests of one module."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()

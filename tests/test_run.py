@@ -18,21 +18,8 @@ from trkx_ray.events.io import read_submission
 ray = pytest.importorskip("ray")
 
 REPO = Path(__file__).resolve().parents[1]
-REPORT_KEYS = {
-    "events_processed", "events_failed", "wall_s", "throughput_eps", "latency_s", "stages",
-    "actors", "physics", "config", "hardware",
-}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One real local Ray instance (2 CPUs) shared by the in-process CLI runs."""
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_help_lists_the_design_flags(capsys):
@@ -72,7 +59,7 @@ def test_input_without_events_is_an_error(tmp_path, capsys):
     assert "no TrackML events" in capsys.readouterr().err
 
 
-def test_run_writes_report_and_submissions(ray_session, tmp_path, capsys):
+def test_run_writes_report_and_submissions(ray_session, tmp_path, capsys, report_keys):
     report_path = tmp_path / "report.json"
     tracks = tmp_path / "tracks"
     rc = run_cli.main(["--config", "noop", "--pileup", "5", "--events", "6", "--cpu-actors", "2",
@@ -80,7 +67,7 @@ def test_run_writes_report_and_submissions(ray_session, tmp_path, capsys):
     assert rc == 0
     assert "events/s" in capsys.readouterr().out
     report = json.loads(report_path.read_text())
-    assert REPORT_KEYS <= set(report)
+    assert report_keys <= set(report)
     assert report["events_processed"] == 6 and report["events_failed"] == []
     assert report["complete"] and report["duplicates"] == 0
     assert len(report["actors"]) == 2 and sum(a["events"] for a in report["actors"]) == 6

@@ -33,22 +33,9 @@ ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.ray
 
-REPORT_KEYS = {
-    "events_processed", "events_failed", "wall_s", "throughput_eps", "latency_s", "stages",
-    "actors", "physics", "config", "hardware",
-}
 ACTOR_KEYS = {"id", "device", "node", "cores", "gpu", "events", "busy_s", "restarts"}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One real local Ray instance with 2 CPUs for this module."""
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 # -- no Ray needed ---------------------------------------------------------------
@@ -151,7 +138,7 @@ def test_actors_pin_distinct_cores_and_limit_threads(ray_session):
         stop_workers(slots, pg)
 
 
-def test_stream_simulated_events_exactly_once(ray_session):
+def test_stream_simulated_events_exactly_once(ray_session, report_keys):
     src = SimulatedSource(pileup=5, seed=3)  # every event simulated by its own task
     outcome, slots = run_scaling(ResourcePlan(2, 1, 0), "noop", src, 12, warmup=1,
                                  in_flight=2, fault=FaultInjection(), physics=True)
@@ -162,7 +149,7 @@ def test_stream_simulated_events_exactly_once(ray_session):
     # noop labels: one track per hit, truth present -> physics computed in the actor
     assert all(r["num_hits"] > 0 and r["physics"] for r in outcome.results)
     report = build_report(outcome, slots, config="noop", source=src.describe())
-    assert REPORT_KEYS <= set(report)
+    assert report_keys <= set(report)
     assert report["events_processed"] == 12 and report["events_failed"] == []
     assert report["throughput_eps"] > 0 and report["wall_s"] > 0
     assert set(report["latency_s"]) >= {"p50", "p95"}

@@ -13,15 +13,6 @@ ray = pytest.importorskip("ray")
 ROW_KEYS = {"kind", "workers", "throughput_eps", "speedup", "efficiency", "p50_s", "p95_s"}
 
 
-@pytest.fixture(scope="module")
-def ray_session():
-    """One real local Ray instance (2 CPUs) for the module."""
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR",
-             log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_parse_counts():
