@@ -153,8 +153,10 @@ def test_parity_full_simulated_event(exported):
     Graphs: the embedding's 8-nearest-neighbour graph (faiss, exact; independent
     of how ``edges.radius`` is tuned for the shipped weights), and for the GNN
     the 30% of its edges with the highest filter scores (what a filter cut
-    keeps). Compared: the embedding, and the filter and GNN *logits*
-    (pre-sigmoid), each within 1e-4 absolute.
+    keeps). Compared: the embedding and the filter and GNN edge *scores* (the
+    sigmoid outputs the pipeline uses), each within 1e-4 absolute; the logits
+    within 1e-5 of their largest magnitude (a trained GNN's logits reach tens,
+    where float32 accumulation order alone moves them by ~1e-4).
     """
     import faiss
 
@@ -199,10 +201,13 @@ def _parity_full_event(exported, event, faiss, orient_edges) -> None:
     assert emb_o.dtype == flt_o.dtype == gnn_o.dtype == torch.float32
     diffs = {
         "embedding": (emb_t - emb_o).abs().max().item(),
-        "filter": (flt_t - flt_o).abs().max().item(),
-        "gnn": (gnn_t - gnn_o).abs().max().item(),
+        "filter": (flt_t.sigmoid() - flt_o.sigmoid()).abs().max().item(),
+        "gnn": (gnn_t.sigmoid() - gnn_o.sigmoid()).abs().max().item(),
     }
     assert max(diffs.values()) <= TOL, diffs
+    for logit_t, logit_o in ((flt_t, flt_o), (gnn_t, gnn_o)):
+        scale = logit_t.abs().max().item()
+        assert (logit_t - logit_o).abs().max().item() <= 1e-5 * max(scale, 1.0), (scale, diffs)
     # hubs: the scatter-add accumulated many messages on some hits
     assert torch.bincount(filtered[1]).max() > 3
 
