@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,6 @@ class _Graph:
     y: torch.Tensor  # E bool
     nodes: torch.Tensor  # N x node_dim filter input
     scores: torch.Tensor | None = None  # filter scores (for the GNN graph)
-
-
-@dataclass
-class _History:
-    rows: list[dict[str, float]] = field(default_factory=list)
 
 
 def _cosine(step: int, total: int, lr: float) -> float:
