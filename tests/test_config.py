@@ -120,6 +120,7 @@ def test_int_widens_to_float():
             r"labeling\.options: unknown option\(s\) \['epsilon'\]",
         ),
         ({"labeling": {"cut": 1.5}}, r"labeling\.cut"),
+        ({"labeling": {"prune": "walk"}}, r"labeling\.prune = 'walk' is not a prune mode"),
         ({"filter": {"cut": -0.1}}, r"filter\.cut"),
         ({"filter": {"chunk_size": 0}}, r"filter\.chunk_size"),
         ({"filter": {"hidden": True}}, r"filter\.hidden = True must be an integer"),

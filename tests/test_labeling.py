@@ -292,3 +292,54 @@ def test_synthetic_graph_shape() -> None:
     assert 900 <= (scores > 0.5).sum() < 1_100
     labels = label_hits(1_000, edges[:, :900], scores[:900])
     assert labels.max() + 1 == 100
+
+
+# ---------------------------------------------------------------- prune="best"
+def _two_tracks_with_fake_branch():
+    # tracks 0-1-2-3 and 4-5-6-7 (oriented inner -> outer), a fake edge 1 -> 6 above
+    # the cut but below both tracks' own links, and a weak edge 3 -> 4 below the cut
+    edges = np.array([[0, 1, 2, 4, 5, 6, 1, 3], [1, 2, 3, 5, 6, 7, 6, 4]])
+    scores = np.array([0.95, 0.97, 0.9, 0.96, 0.94, 0.93, 0.85, 0.2])
+    return edges, scores
+
+
+@pytest.mark.parametrize("backend", ["scipy", "sknetwork", "torch"])
+def test_prune_best_cuts_a_fake_branch_that_merges_tracks(backend):
+    edges, scores = _two_tracks_with_fake_branch()
+    merged = label_hits(8, edges, scores, cut=0.5, backend=backend)
+    assert len(set(merged.tolist())) == 1  # the fake edge merges both tracks
+    pruned = label_hits(8, edges, scores, cut=0.5, backend=backend, prune="best")
+    assert pruned.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+
+
+def test_best_edges_numpy_and_torch_agree_and_keep_each_hits_best():
+    import torch
+
+    from trkx_ray.pipeline.labeling import best_edges
+
+    rng = np.random.default_rng(3)
+    n, e = 500, 4000
+    edges = rng.integers(0, n, (2, e))
+    scores = rng.random(e)
+    mask = best_edges(n, edges, scores)
+    mask_t = best_edges(n, torch.from_numpy(edges), torch.from_numpy(scores))
+    assert np.array_equal(mask, mask_t.numpy())
+    # every hit with an outgoing edge keeps its best one, and nothing that is neither
+    for node in np.unique(edges[0])[:50]:
+        out = np.flatnonzero(edges[0] == node)
+        assert mask[out[np.argmax(scores[out])]]
+    src_best = np.zeros(n) - 1
+    np.maximum.at(src_best, edges[0], scores)
+    dst_best = np.zeros(n) - 1
+    np.maximum.at(dst_best, edges[1], scores)
+    expect = (scores == src_best[edges[0]]) | (scores == dst_best[edges[1]])
+    assert np.array_equal(mask, expect) and 0 < mask.sum() < e
+
+
+def test_prune_respects_the_cut_and_rejects_unknown_modes():
+    edges, scores = _two_tracks_with_fake_branch()
+    # the sub-cut edge 3 -> 4 is the best incoming edge of hit 4 but stays out
+    labels = label_hits(8, edges, scores, cut=0.5, prune="best")
+    assert labels[3] != labels[4]
+    with pytest.raises(ValueError, match="prune mode 'walk'"):
+        label_hits(8, edges, scores, cut=0.5, prune="walk")

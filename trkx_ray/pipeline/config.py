@@ -207,11 +207,16 @@ class LabelingConfig:
     Attributes:
         backend: name in :data:`trkx_ray.pipeline.LABEL_BACKENDS`.
         cut: keep GNN edges with score > cut.
+        prune: ``none`` (cluster every edge above the cut) or ``best`` (first keep
+            only each hit's best edge to an outer hit and from an inner hit, which
+            stops fake branches from merging tracks; see
+            :func:`trkx_ray.pipeline.labeling.best_edges`).
         options: extra keyword arguments for the backend (e.g. DBSCAN ``eps``).
     """
 
     backend: str = "scipy"
     cut: float = 0.5
+    prune: str = "none"
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -435,6 +440,13 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: labeling.backend = {cfg.labeling.backend!r} is not a labeling backend; "
             f"available: {sorted(LABEL_BACKENDS)}"
+        )
+    from trkx_ray.pipeline.labeling import PRUNE_MODES
+
+    if cfg.labeling.prune not in PRUNE_MODES:
+        raise ConfigError(
+            f"{where}: labeling.prune = {cfg.labeling.prune!r} is not a prune mode; "
+            f"available: {list(PRUNE_MODES)}"
         )
     # backend options, checked against the names each backend module declares
     from trkx_ray.pipeline import edges as edges_mod

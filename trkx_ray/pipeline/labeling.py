@@ -19,6 +19,14 @@ One entry point, :func:`label_hits`, with backends chosen by name:
 Labels are canonical: components numbered 0..C-1 in order of their smallest
 hit index, so partitions from different backends compare with ``==``.
 Hits with no kept edge form singleton components.
+
+Optional pruning before clustering (``prune="best"``, every backend): of the
+edges above the cut, keep only each hit's highest-scoring edge to an outer hit
+and each hit's highest-scoring edge from an inner hit (edges oriented inner ->
+outer, as the pipeline gives them; ties are all kept). A fake edge that branches
+off a track into another one is rarely the best of both its hits, so fewer
+tracks merge; a track stays connected through its best links (a light version of
+the walk-through labeling of the later Exa.TrkX papers).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ __all__ = [
     "DEFAULT_DBSCAN_EPS",
     "DEFAULT_DBSCAN_MIN_SAMPLES",
     "LABEL_BACKENDS",
+    "PRUNE_MODES",
+    "best_edges",
     "canonical_labels",
     "label_hits",
     "synthetic_scored_graph",
@@ -51,6 +61,9 @@ DEFAULT_DBSCAN_EPS = 0.25
 DEFAULT_DBSCAN_MIN_SAMPLES = 2
 
 _GPU_HINT = "pip install trkx_ray[gpu]"
+
+#: Edge pruning modes of :func:`label_hits` (``none``: every edge above the cut).
+PRUNE_MODES: tuple[str, ...] = ("none", "best")
 
 
 def _is_torch(obj: Any) -> bool:
@@ -323,12 +336,43 @@ def _check_inputs(num_hits: Any, edges: Any, scores: Any, cut: Any) -> int:
     return int(num_hits)
 
 
+def best_edges(num_hits: int, edges: Any, scores: Any) -> Any:
+    """Mask of the edges that are the best outgoing edge of their source or the best
+    incoming edge of their target (highest score; ties all kept).
+
+    Args:
+        num_hits: number of hits.
+        edges: ``2 x E`` hit indices, oriented inner -> outer (numpy or torch).
+        scores: ``E`` scores (numpy or torch, same kind as ``edges``).
+
+    Returns:
+        ``E`` boolean mask (numpy or torch, as the input).
+    """
+    if _is_torch(edges):
+        import torch
+
+        s = scores.float()
+        best_out = torch.full((num_hits,), -math.inf, device=s.device)
+        best_in = torch.full((num_hits,), -math.inf, device=s.device)
+        best_out.scatter_reduce_(0, edges[0], s, reduce="amax")
+        best_in.scatter_reduce_(0, edges[1], s, reduce="amax")
+        return (s >= best_out[edges[0]]) | (s >= best_in[edges[1]])
+    s = np.asarray(scores, dtype=np.float64)
+    best_out = np.full(num_hits, -np.inf)
+    best_in = np.full(num_hits, -np.inf)
+    np.maximum.at(best_out, edges[0], s)
+    np.maximum.at(best_in, edges[1], s)
+    return (s >= best_out[edges[0]]) | (s >= best_in[edges[1]])
+
+
 def label_hits(
     num_hits: int,
     edges: Any,
     scores: Any,
     cut: float = 0.5,
     backend: str = "scipy",
+    *,
+    prune: str = "none",
     **options: Any,
 ) -> np.ndarray:
     """Label hits by clustering the edges scoring above ``cut``.
@@ -340,6 +384,9 @@ def label_hits(
         scores: ``E`` edge scores in [0, 1] (array or tensor), no NaN.
         cut: keep edges with ``score > cut``.
         backend: one of :data:`LABEL_BACKENDS`.
+        prune: ``none`` (cluster every edge above the cut) or ``best`` (keep only
+            each hit's best outgoing and best incoming edge first, see
+            :func:`best_edges`; edges must be oriented inner -> outer).
         **options: backend options; ``dbscan`` takes ``eps`` (distance
             ``1 - score``, default :data:`DEFAULT_DBSCAN_EPS`) and
             ``min_samples`` (default :data:`DEFAULT_DBSCAN_MIN_SAMPLES`).
@@ -357,6 +404,8 @@ def label_hits(
         raise ValueError(
             f"unknown labeling backend {backend!r}; choose one of {sorted(LABEL_BACKENDS)}"
         )
+    if prune not in PRUNE_MODES:
+        raise ValueError(f"unknown labeling prune mode {prune!r}; choose one of {list(PRUNE_MODES)}")
     unknown = set(options) - _BACKEND_OPTIONS.get(backend, frozenset())
     if unknown:
         raise ValueError(
@@ -392,6 +441,11 @@ def label_hits(
     n = _check_inputs(num_hits, edges, scores, cut)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    if prune == "best" and edges.shape[1]:
+        above = scores > cut
+        edges, scores = edges[:, above], scores[above]
+        best = best_edges(n, edges, scores)
+        edges, scores = edges[:, best], scores[best]
     if backend == "torch":
         import torch
 

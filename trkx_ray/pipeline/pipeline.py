@@ -416,6 +416,7 @@ class Pipeline:
                 g_scores,
                 cut=cfg.labeling.cut,
                 backend=cfg.labeling.backend,
+                prune=cfg.labeling.prune,
                 **dict(cfg.labeling.options),
             )
             timer.lap("labeling")
