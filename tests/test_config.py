@@ -150,8 +150,11 @@ def test_error_names_the_file(tmp_path):
 def test_invalid_yaml_and_non_mapping(tmp_path):
     bad = tmp_path / "broken.yaml"
     bad.write_text("edges: [unclosed\n")
-    with pytest.raises(ConfigError, match="invalid YAML"):
+    with pytest.raises(ConfigError, match="invalid YAML") as info:
         load_config(bad)
+    # one line (the CLI prints it as its single error line), naming the file and where
+    msg = str(info.value)
+    assert "\n" not in msg and str(bad) in msg and "line 2" in msg
     lst = tmp_path / "list.yaml"
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="must be a mapping"):

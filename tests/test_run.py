@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from trkx_ray import run as run_cli
@@ -93,12 +94,65 @@ def test_run_on_trackml_input(ray_session, tmp_path, data_dir):
 
 def test_too_many_gpus_or_cores_fails_fast(ray_session, capsys):
     for argv, needle in ((["--gpus", "1", "--cpu-actors", "0"], "asked for 1 GPU"),
-                         (["--cpu-actors", "3"], "asked for 3 CPU")):
+                         (["--gpus", "4"], "asked for 4 GPU"),
+                         (["--cpu-actors", "3"], "asked for 3 CPU"),
+                         (["--cores-per-actor", "3", "--cpu-actors", "1"], "asked for 3 CPU")):
         t0 = time.perf_counter()
         assert run_cli.main(["--config", "noop", "--pileup", "5", "--events", "2", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("error: ") and needle in err[-1] and "Ray sees 2 CPU" in err[-1]
         assert time.perf_counter() - t0 < 10.0
+    # the automatic actor count would be 0 (2 cores // 3): say which flag, not "no actors"
+    assert run_cli.main(["--config", "noop", "--pileup", "5", "--cores-per-actor", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --cores-per-actor 3: more cores")
+
+
+_BAD_CONFIGS = {
+    # file name: (YAML text, what the one error line must name)
+    "unknown_key.yaml": ("extends: default\nembeding:\n  hidden: 3\n", "embeding"),
+    "wrong_type.yaml": ("extends: default\nembedding:\n  hidden: lots\n", "embedding.hidden"),
+    "bad_edges.yaml": ("extends: default\nedges:\n  backend: kdtreex\n", "edges.backend"),
+    "bad_labels.yaml": ("extends: default\nlabeling:\n  backend: louvain\n",
+                        "labeling.backend"),
+    "no_weights.yaml": ("extends: default\nfilter:\n  weights: /nonexistent/filter.pt\n",
+                        "/nonexistent/filter.pt"),
+    "bad_yaml.yaml": ("extends: default\nembedding: [1, 2\n", "line 3"),
+}
+
+_PROBE = """
+import contextlib, io, json, sys
+from trkx_ray import run
+import ray
+out = []
+for path in sys.argv[1:]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = run.main(["--config", path, "--pileup", "5", "--events", "2", "--quiet"])
+    out.append({"path": path, "rc": rc, "err": err.getvalue(), "ray": ray.is_initialized()})
+print(json.dumps(out))
+"""
+
+
+def test_config_errors_fail_before_ray(tmp_path):
+    """Bad pipeline configs: exit 2 and one error line naming the file and the key,
+    and Ray is never initialised (checked in a fresh process, no test Ray around)."""
+    paths = []
+    for name, (text, _) in _BAD_CONFIGS.items():
+        (tmp_path / name).write_text(text)
+        paths.append(str(tmp_path / name))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _PROBE, *paths], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.perf_counter() - t0 < 60
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for res, (name, (_, needle)) in zip(results, _BAD_CONFIGS.items()):
+        lines = res["err"].strip().splitlines()
+        assert res["rc"] == 2, res
+        assert len(lines) == 1 and lines[0].startswith("error: "), res
+        assert name in lines[0] and needle in lines[0], res
+        assert res["ray"] is False, f"{name}: Ray was started before the config was checked"
 
 
 def test_fault_env_restarts_actor_and_keeps_every_event(ray_session, tmp_path, monkeypatch):
@@ -158,6 +212,10 @@ def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     time.sleep(25)
+    # the embedded Ray's processes (GCS, raylet, workers, our actors) are its descendants
+    spawned = psutil.Process(proc.pid).children(recursive=True)
+    names = " ".join(_cmdline(p) for p in spawned)
+    assert "PipelineWorker" in names and "raylet" in names, names[-2000:]
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)
@@ -168,3 +226,14 @@ def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
     report = json.loads(report_path.read_text())
     assert report["interrupted"] is True and not report["complete"]
     assert report["events_processed"] < 100000000
+    # clean-up: every process the run started is gone (actors killed, Ray shut down)
+    _, alive = psutil.wait_procs(spawned, timeout=30)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running after Ctrl-C: {[_cmdline(p)[:80] for p in alive]}"
+
+
+def _cmdline(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline()) or p.name()
+    except psutil.Error:
+        return ""

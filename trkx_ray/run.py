@@ -121,6 +121,11 @@ def validate_args(args: argparse.Namespace) -> None:
     load_config(args.config)  # ConfigError names the key / file
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (whitespace runs, newlines included, collapsed)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def connect_ray(address: str | None) -> bool:
     """Join ``address`` (or ``RAY_ADDRESS``) or start an embedded local Ray.
 
@@ -165,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         validate_args(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
     import time
 
@@ -189,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cpu_actors is None:
             free = int(total.get("CPU", 0)) - gpus * args.actors_per_gpu * cpus_for_gpu
             cpu_actors = max(free // args.cores_per_actor, 0)
+            if cpu_actors == 0 and gpus == 0:
+                print(f"error: --cores-per-actor {args.cores_per_actor}: more cores than the "
+                      f"{free} CPU(s) Ray sees", file=sys.stderr)
+                return 2
         else:
             cpu_actors = args.cpu_actors
         plan = ResourcePlan(cpu_actors=cpu_actors, cores_per_actor=args.cores_per_actor,

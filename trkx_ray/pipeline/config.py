@@ -554,6 +554,15 @@ def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
             )
 
 
+def _yaml_error_line(exc: Exception) -> str:
+    """A YAML parse error on one line: the problem and where (1-based line, column)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
@@ -564,7 +573,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: invalid YAML: {_yaml_error_line(exc)}") from exc
     if data is None:
         data = {}
     if not isinstance(data, Mapping):

@@ -190,7 +190,10 @@ class PipelineWorker:
         return sorted(os.sched_getaffinity(0))
 
     def info(self) -> dict[str, Any]:
-        """Where and how this actor runs (also a cheap readiness probe)."""
+        """Where and how this actor runs (also a cheap readiness probe).
+
+        ``rss_mb`` is the process's resident memory at the call, MiB.
+        """
         return {
             "id": self.spec.index,
             "kind": self.spec.kind,
@@ -210,6 +213,7 @@ class PipelineWorker:
                 "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
             },
             "reconstructed": self.reconstructed,
+            "rss_mb": _rss_mb(),
             "events": self.events_done,
             "busy_s": self.busy_s,
             "build_s": self.build_s,
@@ -301,6 +305,16 @@ class PipelineWorker:
                                 "track_id": track_id})
             stats["trackml_score"] = float(metrics.trackml_score(truth, sub))
         return stats
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process, MiB (0.0 when it cannot be read)."""
+    try:
+        import psutil
+
+        return float(psutil.Process().memory_info().rss) / 2**20
+    except Exception:  # noqa: BLE001 - best effort, never fails the actor
+        return 0.0
 
 
 def _torch_threads() -> int:

@@ -37,7 +37,10 @@ __all__ = [
     "FaultInjection",
     "StreamOutcome",
     "WorkerSlot",
+    "object_store_usage",
+    "process_rss_mb",
     "run_scaling",
+    "sample_actor_rss",
     "start_workers",
     "stop_workers",
     "stream_events",
@@ -91,6 +94,8 @@ class WorkerSlot:
     busy_s: float = 0.0
     inflight: int = 0
     probe_deadline: float = 0.0
+    rss_start_mb: float | None = None
+    rss_end_mb: float | None = None
 
     @property
     def pid(self) -> int:
@@ -112,6 +117,8 @@ class StreamOutcome:
         interrupted: Ctrl-C stopped it.
         duplicates: results seen for an already finished event (must stay 0).
         queue_latency_s: per event, submission to result seen by the driver, seconds.
+        driver_rss_start_mb: the driver's resident memory when streaming starts, MiB.
+        driver_rss_end_mb: the driver's resident memory when streaming ends, MiB.
     """
 
     results: list[dict[str, Any]] = field(default_factory=list)
@@ -122,6 +129,65 @@ class StreamOutcome:
     interrupted: bool = False
     duplicates: int = 0
     queue_latency_s: list[float] = field(default_factory=list)
+    driver_rss_start_mb: float | None = None
+    driver_rss_end_mb: float | None = None
+
+
+def process_rss_mb(pid: int | None = None) -> float | None:
+    """Resident memory of process ``pid`` (None: this one), MiB; None if unreadable."""
+    try:
+        import psutil
+
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except Exception:  # noqa: BLE001 - gone or not allowed: no figure
+        return None
+
+
+def object_store_usage() -> dict[str, int] | None:
+    """The cluster's object store usage: ``{"mib", "objects"}`` (plasma, all nodes).
+
+    Reads Ray's memory summary (``ray._private.internal_api``: not a public API, so
+    None when it is missing or its text changed). Objects small enough to be inlined
+    in the owner's memory (< 100 KiB) are not in the object store.
+    """
+    import re
+
+    try:
+        from ray._private.internal_api import memory_summary
+
+        text = memory_summary(stats_only=True)
+    except Exception:  # noqa: BLE001 - private API: best effort
+        return None
+    m = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", text)
+    if m is None:
+        return None
+    return {"mib": int(m.group(1)), "objects": int(m.group(2))}
+
+
+def sample_actor_rss(slots: list[WorkerSlot], which: str, timeout_s: float = 10.0) -> None:
+    """Ask the live actors for their resident memory, into ``slot.rss_<which>_mb``.
+
+    Args:
+        slots: the run's actors; only those in state ``ok`` are asked.
+        which: ``"start"`` or ``"end"``.
+        timeout_s: seconds to wait for the answers; late or dead actors keep None.
+    """
+    import ray
+
+    live = [s for s in slots if s.state == "ok"]
+    refs = [s.handle.info.remote() for s in live]
+    if not refs:
+        return
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    done = set(ready)
+    for slot, ref in zip(live, refs):
+        if ref not in done:
+            continue
+        try:
+            rss = ray.get(ref).get("rss_mb")
+        except Exception:  # noqa: BLE001 - died meanwhile: no figure
+            continue
+        setattr(slot, f"rss_{which}_mb", float(rss) if rss else None)
 
 
 _ALLOCATOR: dict[str, Any] = {}  # session/job -> the driver-owned allocator handle
@@ -317,6 +383,7 @@ def stream_events(
             probe = slot.handle.info.remote()
             tasks[probe] = ("probe", slot, -1, pid, time.perf_counter())
 
+    out.driver_rss_start_mb = process_rss_mb()
     t0 = time.perf_counter()
     try:
         while len(finished) < events and out.error is None:
@@ -403,6 +470,7 @@ def stream_events(
         out.interrupted = True
         out.error = "interrupted (Ctrl-C)"
         out.wall_s = time.perf_counter() - t0
+    out.driver_rss_end_mb = process_rss_mb()
     return out
 
 
@@ -452,7 +520,8 @@ def run_scaling(
         on_progress: ``(done, failed)`` callback.
 
     Returns:
-        ``(outcome, slots)``; the actors are stopped (slots keep their statistics).
+        ``(outcome, slots)``; the actors are stopped (slots keep their statistics,
+        with each live actor's resident memory after warm-up and after the stream).
 
     Raises:
         ResourceError: the plan does not fit the cluster.
@@ -468,9 +537,12 @@ def run_scaling(
         slots = start_workers(plan, config, placement_group=pg, physics=physics, fault=fault,
                               max_restarts=max_restarts)
         warm_up(slots, source, warmup)
+        sample_actor_rss(slots, "start")
         outcome = stream_events(slots, source, events, in_flight=in_flight,
                                 want_tracks=want_tracks, on_result=on_result,
                                 on_progress=on_progress)
+        if not outcome.interrupted:
+            sample_actor_rss(slots, "end")
         return outcome, slots
     finally:
         stop_workers(slots, pg)

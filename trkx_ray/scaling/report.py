@@ -5,6 +5,9 @@ actor slots into the JSON-able dict written by ``run --report``. Latency: ``late
 is the per-event service time inside the actor (payload in -> track ids out, with the
 pipeline and metrics), seconds; ``queue_latency_s`` is what the driver observed from
 submission to result (includes waiting behind the other ``--in-flight`` events).
+Memory (added keys): each actor's ``rss_start_mb`` / ``rss_end_mb`` is its resident
+memory after warm-up and after the stream (MiB; None for an actor that was dead or
+did not answer), ``memory`` holds the driver's at the start and end of the stream.
 """
 
 from __future__ import annotations
@@ -154,6 +157,8 @@ def build_report(
             "state": s.state,
             "build_s": info.get("build_s"),
             "warmup_s": info.get("warmup_s"),
+            "rss_start_mb": getattr(s, "rss_start_mb", None),
+            "rss_end_mb": getattr(s, "rss_end_mb", None),
         })
     resolved = next((s.info.get("config") for s in slots if s.info.get("config")), None)
     hits = [r.get("num_hits", 0) for r in results]
@@ -178,6 +183,8 @@ def build_report(
         "mean_edges": edges,
         "actors": actors,
         "restarts": int(sum(s.restarts for s in slots)),
+        "memory": {"driver_rss_start_mb": getattr(outcome, "driver_rss_start_mb", None),
+                   "driver_rss_end_mb": getattr(outcome, "driver_rss_end_mb", None)},
         "physics": _physics(results),
         "config": {"given": config if isinstance(config, (str, dict)) else str(config),
                    "resolved": resolved},
