@@ -181,7 +181,7 @@ def test_no_edges_after_filter_cut(sample):
 def test_nan_coordinate_is_a_clear_error():
     event = random_event(50)
     event.hits["z"][7] = np.nan
-    with pytest.raises(EventFormatError, match=r"feature 'z' is not finite for hit_id 8"):
+    with pytest.raises(EventFormatError, match=r"hits column 'z' has a non-finite value \(nan\) at row 7 \(hit_id 8\)"):
         _pipe()(event)
 
 

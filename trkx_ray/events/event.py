@@ -226,7 +226,9 @@ class Event:
         """Check columns, dtypes, lengths and values; raise :class:`EventFormatError`.
 
         Checks: every schema column present with the right dtype kind and
-        length; finite hit coordinates; unique, non-negative hit ids; truth
+        length; finite values in every float column (hit coordinates, cell
+        charges, particle vertices / momenta, truth positions / momenta /
+        weights); unique, non-negative hit ids; truth
         row-aligned with hits (same ``hit_id`` in the same order); cells only
         for known hits; unique particle ids.
 
@@ -265,14 +267,21 @@ class Event:
                         f"{where(name)}: column {col!r} has dtype {arr.dtype}, expected {want}"
                     )
         hid = self.hits["hit_id"]
-        for col in ("x", "y", "z"):
-            bad = ~np.isfinite(self.hits[col])
-            if bad.any():
-                i = _first(bad)
-                raise EventFormatError(
-                    f"{where('hits')}: column {col!r} has a non-finite value "
-                    f"({self.hits[col][i]}) at row {i} (hit_id {int(hid[i])})"
-                )
+        for name in PARTS:
+            table = getattr(self, name)
+            if table is None:
+                continue
+            key = "particle_id" if name == "particles" else "hit_id"
+            for col, want in SCHEMAS[name].items():
+                if want.kind != "f":
+                    continue
+                bad = ~np.isfinite(table[col])
+                if bad.any():
+                    i = _first(bad)
+                    raise EventFormatError(
+                        f"{where(name)}: column {col!r} has a non-finite value "
+                        f"({table[col][i]}) at row {i} ({key} {int(table[key][i])})"
+                    )
         neg = hid < 0
         if neg.any():
             i = _first(neg)

@@ -5,7 +5,9 @@ is a *prefix* such as ``dir/event000000001`` and one file per part,
 ``{prefix}-{part}.csv`` or ``.csv.gz`` with a header row, for the parts
 ``hits``, ``cells``, ``particles`` and ``truth``. We add a Parquet cache,
 ``{prefix}-{part}.parquet``, which readers prefer when present (milliseconds to
-load instead of a CSV parse).
+load instead of a CSV parse). We write Parquet pages with CRC-32 checksums and
+verify them on reading, so a damaged cache file fails loudly instead of loading
+altered values (files without checksums still load).
 
 All parsing is done by pyarrow (``pyarrow.csv`` with explicit column types,
 gzip through pyarrow input streams, ``pyarrow.parquet``): no Python loop over
@@ -307,7 +309,7 @@ def _read_parquet(
     try:
         if path.stat().st_size == 0:
             raise EventFormatError(f"{path}: file is empty (0 bytes)")
-        pfile = pq.ParquetFile(str(path))
+        pfile = pq.ParquetFile(str(path), page_checksum_verification=True)
         names = list(pfile.schema_arrow.names)
         keep = _select_columns(path, names, schema, optional)
         table = pfile.read(columns=list(keep), use_threads=use_threads)
@@ -546,7 +548,7 @@ def _write_parquet(columns: Mapping[str, np.ndarray], path: Path) -> None:
 
     tmp = path.with_name(path.name + ".tmp")
     try:
-        pq.write_table(_arrow_table(columns), str(tmp))
+        pq.write_table(_arrow_table(columns), str(tmp), write_page_checksum=True)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

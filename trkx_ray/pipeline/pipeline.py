@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from trkx_ray.events.event import Event
+from trkx_ray.events.event import Event, EventFormatError
 from trkx_ray.pipeline.config import ConfigError, PipelineConfig, load_config
 from trkx_ray.pipeline.features import hit_features, random_event
 
@@ -143,6 +143,37 @@ def resolve_device(device: Any) -> Any:
             raise PipelineError(f"device {name!r} requested but only {count} CUDA device(s) exist")
         dev = torch.device("cuda", index)
     return dev
+
+
+def _check_coordinates(event: Event) -> None:
+    """Refuse hits with missing or non-finite ``x``, ``y``, ``z`` (mm) before any model runs.
+
+    Events from :func:`trkx_ray.events.load_event` are already validated; this
+    guards events built in memory (or edited after loading).
+
+    Raises:
+        EventFormatError: names the event, the column, the row and the hit id.
+    """
+    where = event.source or f"event {event.event_id}"
+    hit_id = np.asarray(event.hits["hit_id"])
+    for col in ("x", "y", "z"):
+        if col not in event.hits:
+            raise EventFormatError(f"{where}: hits lack column {col!r}")
+        values = np.asarray(event.hits[col])
+        if values.shape != hit_id.shape:
+            raise EventFormatError(
+                f"{where}: hits column {col!r} has shape {values.shape}, "
+                f"expected {hit_id.shape} (one value per hit_id)"
+            )
+        if values.dtype.kind != "f":
+            continue
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise EventFormatError(
+                f"{where}: hits column {col!r} has a non-finite value ({values[i]}) "
+                f"at row {i} (hit_id {int(hit_id[i])})"
+            )
 
 
 def orient_edges(edges: Any, r: Any) -> Any:
@@ -301,6 +332,31 @@ class Pipeline:
                 "or use trained embedding weights"
             )
 
+    def _check_built_degree(self, num_edges: int, n: int, event: Event) -> None:
+        """Refuse a built graph far denser than the sampled estimate allowed.
+
+        :meth:`_check_density` estimates the degree on a sample of hits, which
+        can miss dense clusters. The filter and GNN need memory in proportion
+        to the number of edges (the GNN keeps ``hidden`` floats per edge), so
+        a graph whose actual mean degree exceeds twice the guard (``2 *
+        max_edges_per_hit``, or ``4 * k_max`` when a larger cap allows more)
+        is refused here, before those stages run.
+
+        Raises:
+            PipelineError: names the event, the edge count and the guard.
+        """
+        cfg = self.config.edges
+        limit = 2 * max(cfg.max_edges_per_hit, 2 * (cfg.k_max or 0))
+        degree = 2.0 * num_edges / max(n, 1)
+        if degree > limit:
+            where = event.source or f"event {event.event_id}"
+            raise PipelineError(
+                f"{where}: the embedding graph has {num_edges} edges, {degree:.0f} neighbours per "
+                f"hit on average, over twice edges.max_edges_per_hit = {cfg.max_edges_per_hit} "
+                f"(the sampled estimate missed dense regions); lower edges.radius (now "
+                f"{cfg.radius}) or set edges.k_max"
+            )
+
     def _filter_scores(self, nodes: Any, edges: Any) -> Any:
         import torch
 
@@ -324,16 +380,21 @@ class Pipeline:
             The :class:`PipelineResult`.
 
         Raises:
-            EventFormatError: non-finite features or inconsistent cells.
-            PipelineError: an embedding graph above ``edges.max_edges_per_hit``.
+            EventFormatError: a missing ``hit_id`` / ``x`` / ``y`` / ``z`` column,
+                non-finite coordinates or features, or inconsistent cells.
+            PipelineError: an embedding graph above ``edges.max_edges_per_hit``
+                (estimated before building), or a built graph above twice it.
         """
         import torch
 
         if not isinstance(event, Event):
             raise PipelineError(f"expected a trkx_ray Event, got {type(event).__name__}")
+        if not event.hits or "hit_id" not in event.hits:
+            where = event.source or f"event {event.event_id}"
+            raise EventFormatError(f"{where}: hits lack column 'hit_id'")
         timer = _Timer(self.device, profile)
-        n = event.num_hits
         hit_id = np.asarray(event.hits["hit_id"])
+        n = int(hit_id.shape[0])
         if self.config.kind == "noop":
             timer.lap("data_loading")
             return PipelineResult(
@@ -355,6 +416,7 @@ class Pipeline:
         graphs: dict[str, dict[str, np.ndarray]] = {}
         with torch.inference_mode():
             # -- data_loading: features -> device
+            _check_coordinates(event)
             feats = hit_features(event, cfg.features)
             x = torch.from_numpy(feats).to(self.device)
             r = x[:, 0]
@@ -379,6 +441,7 @@ class Pipeline:
                     k_max=cfg.edges.k_max,
                     **kwargs,
                 )
+                self._check_built_degree(int(edges.shape[1]), n, event)
                 edges = orient_edges(edges.to(self.device, torch.int64), r)
             else:
                 edges = torch.zeros((2, 0), dtype=torch.int64, device=self.device)
