@@ -12,10 +12,16 @@ resident memory (RSS) and private memory (RSS - shared: object-store pages read
 zero-copy are shared), and the object store usage (Ray's memory summary). "start" is
 the first sample after ``--settle`` results (warm-up: allocators, caches, numba),
 "end" the last. Prints one JSON summary: start / end / peak / growth in MiB per
-process and for the object store, the RSS series, events/s and the report's figures::
+process and for the object store, the RSS series, events/s and the report's figures.
+
+With ``--tracemalloc`` the driver's Python heap (``tracemalloc``: Python objects and
+numpy arrays, not Ray's C++ core worker) is sampled too: its growth per event is the
+driver's per-event state, without the noise of RSS. The summary also gives the bytes
+per event of the driver's result log (``ResultLog.nbytes``)::
 
     python scripts/soak.py                      # 1,000 events, pile-up 10, default pipeline
     python scripts/soak.py --config noop --events 5000
+    python scripts/soak.py --config noop --events 4000 --settle 1000 --tracemalloc
 
 Exit status 0 when the run completed, 1 otherwise.
 """
@@ -27,6 +33,7 @@ import json
 import logging
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +86,12 @@ def _summary(samples: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return out
 
 
+def _log_bytes(outcome: Any) -> float | None:
+    """Bytes per event of the driver's result log (None: no ``nbytes``, e.g. a list)."""
+    nbytes = getattr(outcome.results, "nbytes", None)
+    return round(nbytes / len(outcome.results), 1) if nbytes and len(outcome.results) else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the soak; print the JSON summary; return the exit status."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -91,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=50, help="sample every this many results")
     p.add_argument("--settle", type=int, default=50,
                    help="results before the start sample (warm-up, default 50)")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="also sample the driver's Python heap (tracemalloc; slows the driver)")
     p.add_argument("--out", default=None, help="also write the summary JSON here")
     args = p.parse_args(argv)
     if args.events < 1 or args.actors < 1 or args.every < 1 or args.distinct < 1:
@@ -125,16 +140,22 @@ def main(argv: list[str] | None = None) -> int:
                     or n == args.events:
                 sample: dict[str, Any] = {"events": n, "driver": _mem(None),
                                           "store": object_store_usage()}
+                if args.tracemalloc:
+                    sample["driver_py"] = {"heap": tracemalloc.get_traced_memory()[0] / 2**20}
                 for a, pid in sorted(pids.items()):
                     sample[f"actor{a}"] = _mem(pid)
                 samples.append(sample)
 
+        if args.tracemalloc:
+            tracemalloc.start()
         t0 = time.perf_counter()
         outcome, slots = run_scaling(ResourcePlan(args.actors, 1, 0), args.config,
                                      FreshPutSource(payloads), args.events, warmup=1,
                                      in_flight=args.in_flight, fault=FaultInjection(),
                                      on_result=on_result)
         wall = time.perf_counter() - t0
+        if args.tracemalloc:
+            tracemalloc.stop()
         time.sleep(2.0)  # Ray frees objects asynchronously
         store_after = object_store_usage()
         report = build_report(outcome, slots, config=args.config)
@@ -150,7 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         "samples": len(samples), "sampled_events": measured,
         "start_after_events": args.settle,
         "memory_mib": {key: _summary(samples, key)
-                       for key in ["driver"] + [f"actor{a}" for a in range(args.actors)]},
+                       for key in ["driver"] + [f"actor{a}" for a in range(args.actors)]
+                       + (["driver_py"] if args.tracemalloc else [])},
+        "driver_py_heap_growth_bytes_per_event": (
+            round((samples[-1]["driver_py"]["heap"] - samples[0]["driver_py"]["heap"])
+                  * 2**20 / measured, 1) if args.tracemalloc and measured else None),
+        "result_log_bytes_per_event": _log_bytes(outcome),
         "object_store_mib": {
             "start": samples[0]["store"] if samples else None,
             "end": samples[-1]["store"] if samples else None,

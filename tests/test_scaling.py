@@ -18,7 +18,10 @@ from trkx_ray.scaling import (
     PayloadSource,
     ResourceError,
     ResourcePlan,
+    ResultLog,
+    SeqSet,
     SimulatedSource,
+    StreamOutcome,
     build_report,
     find_event_prefixes,
     format_table,
@@ -92,6 +95,190 @@ def test_find_event_prefixes(tmp_path, data_dir):
         find_event_prefixes(tmp_path / "missing")
 
 
+def _synthetic_results(n: int, seed: int = 0) -> tuple[list[dict], list[float]]:
+    """``n`` result dicts shaped like the actors' (7 timings, 3 edge counts, the
+    physics of :func:`trkx_ray.metrics.tracking_metrics` flattened, some NaN rates),
+    and a driver-side queue latency for each."""
+    rng = np.random.default_rng(seed)
+    stages = ("data_loading", "embedding", "build_edges", "filtering", "gnn", "labeling")
+    records, lat = [], []
+    for i in range(n):
+        t = {name: float(rng.uniform(1e-4, 0.2)) for name in stages}
+        t["total"] = sum(t.values())
+        if i == 3:
+            del t["gnn"]  # one event without a stage: left out of that stage's figures
+        rec, cand = int(rng.integers(0, 300)), int(rng.integers(0, 400))
+        matched, fake = int(rng.integers(0, rec + 1)), int(rng.integers(0, cand + 1))
+        phys = {"trackml_score": float(rng.uniform()) if i != 5 else float("nan"),
+                "n_tracks": float(cand + 50), "n_candidate_tracks": float(cand),
+                "n_fake": float(fake), "fake_rate": fake / cand if cand else float("nan"),
+                "efficiency": matched / rec if rec else float("nan"), "min_hits": 5.0}
+        for block in ("all", "by_pt/pt>0.5", "by_pt/pt>1"):
+            phys.update({f"{block}/n_reconstructable": float(rec),
+                         f"{block}/n_matched": float(matched),
+                         f"{block}/efficiency": matched / rec if rec else float("nan"),
+                         f"{block}/n_majority": float(matched + 1),
+                         f"{block}/n_duplicated": float(i % 3),
+                         f"{block}/duplicate_rate": (i % 3) / (matched + 1)})
+        records.append({
+            "seq": i, "event_id": 1000 + 7 * i, "actor": i % 2, "pid": 4000 + i % 2,
+            "error": None, "num_hits": int(rng.integers(3000, 120_000)), "timings": t,
+            "num_edges": {"build_edges": int(rng.integers(0, 10**6)),
+                          "filtering": int(rng.integers(0, 10**5)),
+                          "gnn": int(rng.integers(0, 10**5))},
+            "physics": phys if i != 7 else {},  # one event without truth
+            "service_s": float(rng.uniform(0.01, 2.0)),
+            "hit_id": np.arange(10), "track_id": np.arange(10),
+        })
+        lat.append(float(rng.uniform(0.01, 4.0)))
+    return records, lat
+
+
+def _reference_figures(records: list[dict], lat: list[float]) -> dict:
+    """The report's per-event figures computed straight from the result dicts (the
+    definitions: stage and latency percentiles over events, mean hits and edges,
+    physics pooled from summed counts, mean TrackML score)."""
+    ref: dict = {"stages": {}}
+    for name in records[0]["timings"]:
+        v = np.array([r["timings"].get(name, np.nan) for r in records])
+        v = v[np.isfinite(v)]
+        ref["stages"][name] = {"mean_s": v.mean(), "p50_s": np.median(v),
+                               "p95_s": np.percentile(v, 95)}
+    service = np.array([r["service_s"] for r in records])
+    ref["latency_s"] = {"p50": np.percentile(service, 50), "p95": np.percentile(service, 95),
+                        "mean": service.mean()}
+    ref["queue_latency_s"] = {"p50": np.percentile(lat, 50), "p95": np.percentile(lat, 95)}
+    ref["mean_hits"] = np.mean([r["num_hits"] for r in records])
+    ref["mean_edges"] = {k: np.mean([r["num_edges"][k] for r in records])
+                         for k in records[0]["num_edges"]}
+    rows = [r["physics"] for r in records if r["physics"]]
+
+    def tot(key: str) -> float:
+        return sum(r[key] for r in rows if np.isfinite(r[key]))
+
+    scores = [r["trackml_score"] for r in rows if np.isfinite(r["trackml_score"])]
+    ref["physics"] = {
+        "events": len(rows),
+        "efficiency": tot("all/n_matched") / tot("all/n_reconstructable"),
+        "duplicate_rate": tot("all/n_duplicated") / tot("all/n_majority"),
+        "efficiency_pt>0.5": tot("by_pt/pt>0.5/n_matched") / tot("by_pt/pt>0.5/n_reconstructable"),
+        "efficiency_pt>1": tot("by_pt/pt>1/n_matched") / tot("by_pt/pt>1/n_reconstructable"),
+        "fake_rate": tot("n_fake") / tot("n_candidate_tracks"),
+        "candidate_tracks_per_event": tot("n_candidate_tracks") / len(rows),
+        "trackml_score": float(np.mean(scores)),
+    }
+    return ref
+
+
+def test_report_from_compact_log_matches_per_event_definitions(report_keys):
+    """The report built from the driver's compact log (columns + running sums) has the
+    figures the per-event dicts define: percentiles over events, pooled physics."""
+    records, lat = _synthetic_results(101)
+    log = ResultLog()
+    for rec, q in zip(records, lat):
+        log.append(rec, q)
+    outcome = StreamOutcome(requested=101, results=log, wall_s=10.0)
+    report = build_report(outcome, [], config="noop")
+    ref = _reference_figures(records, lat)
+    assert report_keys <= set(report) and report["events_processed"] == 101
+    assert report["complete"] and report["throughput_eps"] == pytest.approx(10.1)
+    assert list(report["stages"]) == list(ref["stages"])
+    for name, st in ref["stages"].items():  # stage timings are stored as float32
+        for k, v in st.items():
+            assert report["stages"][name][k] == pytest.approx(v, rel=1e-6), (name, k)
+    for k in ("p50", "p95", "mean"):  # service and queue latency: float64, exact
+        assert report["latency_s"][k] == pytest.approx(ref["latency_s"][k], rel=1e-12)
+    for k in ("p50", "p95"):
+        assert report["queue_latency_s"][k] == pytest.approx(ref["queue_latency_s"][k],
+                                                             rel=1e-12)
+    assert report["mean_hits"] == pytest.approx(ref["mean_hits"], rel=1e-12)
+    assert report["mean_edges"] == pytest.approx(ref["mean_edges"], rel=1e-12)
+    assert set(report["physics"]) == set(ref["physics"])
+    for k, v in ref["physics"].items():
+        assert report["physics"][k] == pytest.approx(v, rel=1e-12), k
+    # a plain list of result dicts (an outcome built by hand) gives the same report
+    legacy = StreamOutcome(requested=101, wall_s=10.0)
+    legacy.results = records  # type: ignore[assignment]
+    again = build_report(legacy, [], config="noop")
+    assert again["physics"] == report["physics"] and again["stages"] == report["stages"]
+    assert again["mean_edges"] == report["mean_edges"]
+
+
+def test_result_log_is_a_compact_read_only_sequence():
+    """Per event the log keeps a row of numbers (a few tens of bytes), not the result
+    dict (~4 KB with physics); it reads back as small dicts, in order."""
+    import tracemalloc
+
+    records, lat = _synthetic_results(400, seed=1)
+    n = 10_000
+    log = ResultLog()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):  # fresh dicts, as from ray.get: only what the log keeps grows
+            rec = records[i % len(records)]
+            log.append({**rec, "seq": i, "timings": dict(rec["timings"]),
+                        "num_edges": dict(rec["num_edges"]), "physics": dict(rec["physics"])},
+                       lat[i % len(lat)])
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(log) == n
+    assert log.nbytes <= 64 * n  # 5 int32 + int16 + 2 float64 + 7 float32 = 62 B
+    assert grown <= 2 * 64 * n + 100_000, f"{grown / n:.0f} bytes per event"  # capacity doubles
+    assert log.capacity_nbytes <= 2 * log.nbytes + 100_000
+    # reads back: the fixed fields and the timings, in completion order
+    r = log[401]
+    src = records[1]
+    assert r["seq"] == 401 and r["event_id"] == src["event_id"] and r["pid"] == src["pid"]
+    assert r["actor"] == src["actor"] and r["num_hits"] == src["num_hits"]
+    assert r["service_s"] == src["service_s"] and r["queue_latency_s"] == lat[1]
+    assert r["timings"] == pytest.approx(src["timings"], rel=1e-6)
+    assert "gnn" not in log[3]["timings"] and "gnn" in log[4]["timings"]
+    assert log[-1]["seq"] == n - 1 and [x["seq"] for x in log[5:8]] == [5, 6, 7]
+    assert [x["seq"] for x in log][:3] == [0, 1, 2]
+    with pytest.raises(IndexError, match="10000 results"):
+        log[n]
+    col = log.column("seq")
+    assert np.array_equal(col, np.arange(n)) and not col.flags.writeable
+    with pytest.raises(KeyError, match="no result column 'physics'"):
+        log.column("physics")
+    assert log.physics_rows == n - n // len(records)  # event 7 of each 400 has none
+    # numbers beyond int32 are kept exactly (the column becomes int64)
+    log.append({"seq": n, "event_id": 2**40 + 3, "actor": 0, "pid": 1, "num_hits": 1}, 0.1)
+    assert log[-1]["event_id"] == 2**40 + 3 and log[0]["event_id"] == records[0]["event_id"]
+    empty = build_report(StreamOutcome(requested=3), [], config="noop")
+    assert empty["events_processed"] == 0 and empty["latency_s"]["p50"] is None
+    assert empty["stages"] == {} and empty["physics"] == {} and empty["mean_hits"] is None
+
+
+def test_seq_set_is_exact_and_stays_small():
+    """The exactly-once bookkeeping: exact membership, memory follows the events
+    finished out of order, not all the events."""
+    rng = np.random.default_rng(4)
+    seqs = np.arange(100_000)
+    for start in range(0, len(seqs), 16):  # completion order shuffled within windows
+        rng.shuffle(seqs[start:start + 16])
+    done = SeqSet()
+    peak = 0
+    for k, s in enumerate(seqs):
+        assert s not in done
+        done.add(int(s))
+        done.add(int(s))  # again: no change
+        assert s in done and len(done) == k + 1
+        peak = max(peak, done.nbytes)
+    assert done.watermark == 100_000 and 100_000 not in done and -1 not in done
+    assert peak < 10_000, peak
+    holes = SeqSet()  # an event resubmitted late: the others keep finishing
+    for s in [0, 2, 3, 4, 5]:
+        holes.add(s)
+    assert holes.watermark == 1 and 1 not in holes and 5 in holes and len(holes) == 5
+    holes.add(1)
+    assert holes.watermark == 6
+    with pytest.raises(ValueError, match=">= 0"):
+        holes.add(-2)
+
+
 # -- with Ray ----------------------------------------------------------------------
 
 
@@ -147,7 +334,8 @@ def test_stream_simulated_events_exactly_once(ray_session, report_keys):
     assert sorted(r["event_id"] for r in outcome.results) == list(range(12))
     assert sum(s.events for s in slots) == 12 and all(s.events > 0 for s in slots)
     # noop labels: one track per hit, truth present -> physics computed in the actor
-    assert all(r["num_hits"] > 0 and r["physics"] for r in outcome.results)
+    assert all(r["num_hits"] > 0 for r in outcome.results)
+    assert outcome.results.physics_rows == 12
     report = build_report(outcome, slots, config="noop", source=src.describe())
     assert report_keys <= set(report)
     assert report["events_processed"] == 12 and report["events_failed"] == []
@@ -210,8 +398,8 @@ def test_broken_events_are_reported_and_run_goes_on(ray_session, tmp_path, data_
     assert "EventFormatError" in outcome.failed[0]["error"]
     assert "event000000002-hits.csv" in outcome.failed[0]["error"]
     # real event with truth: physics from trkx_ray.metrics in the actor
-    phys = outcome.results[0]["physics"]
-    assert "trackml_score" in phys and 0.0 <= phys["trackml_score"] <= 1.0
+    phys = build_report(outcome, slots, config="noop")["physics"]
+    assert phys["events"] == 1 and 0.0 <= phys["trackml_score"] <= 1.0
     # a payload the pipeline cannot use fails inside the actor: reported, not retried
     bad = PayloadSource([ray.put({"event_id": 9, "source": "nohits"}), ray.put(_tiny_payload(5))],
                         [9, 5])

@@ -3,6 +3,7 @@
 Modules: :mod:`~trkx_ray.scaling.resources` (thread limits, core pinning, placement),
 :mod:`~trkx_ray.scaling.actor` (the pipeline actor), :mod:`~trkx_ray.scaling.sources`
 (event payload producers), :mod:`~trkx_ray.scaling.driver` (streaming, faults),
+:mod:`~trkx_ray.scaling.results` (compact per-event bookkeeping of the driver),
 :mod:`~trkx_ray.scaling.report` (the run report). Ray is imported lazily.
 """
 
@@ -19,6 +20,7 @@ from trkx_ray.scaling.driver import (
 )
 from trkx_ray.scaling.report import build_report, format_table, write_report
 from trkx_ray.scaling.resources import CoreAllocator, ResourceError, ResourcePlan, plan_resources
+from trkx_ray.scaling.results import ResultLog, SeqSet
 from trkx_ray.scaling.sources import (
     DirectorySource,
     PayloadSource,
@@ -34,6 +36,8 @@ __all__ = [
     "PipelineWorker",
     "ResourceError",
     "ResourcePlan",
+    "ResultLog",
+    "SeqSet",
     "SimulatedSource",
     "StreamOutcome",
     "WorkerSlot",

@@ -17,6 +17,12 @@ actor is probed until Ray has restarted it (the restart is counted), and streami
 goes on. An actor beyond ``max_restarts`` ends the run with an error and a partial
 outcome. A pipeline exception or a broken input (``EventFormatError`` in the loading
 task) is a failed event, not retried. Ctrl-C ends the loop with a partial outcome.
+
+Bounded memory: the driver's state per streamed event is a few tens of bytes (a row
+of :class:`~trkx_ray.scaling.results.ResultLog` columns; physics and edge counts only
+as running sums); the queue is a counter plus the few resubmitted events, the set of
+finished events a watermark (:class:`~trkx_ray.scaling.results.SeqSet`). Track ids
+go to ``on_result`` (``--save-tracks`` writes them there) and are not kept.
 """
 
 from __future__ import annotations
@@ -27,11 +33,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
+
+import numpy as np
 
 from trkx_ray.scaling.actor import WorkerSpec, spawn_worker
 from trkx_ray.scaling.resources import ALLOCATOR_NAME, CoreAllocator, ResourcePlan, plan_resources
+from trkx_ray.scaling.results import ResultLog, SeqSet
 
 __all__ = [
     "FaultInjection",
@@ -108,29 +117,36 @@ class StreamOutcome:
     """What :func:`stream_events` saw.
 
     Attributes:
-        results: successful per-event records from the actors (timings, counts,
-            physics; track ids stripped after ``on_result``), by completion.
+        results: the successful events, by completion: a compact
+            :class:`~trkx_ray.scaling.results.ResultLog` (per-event seq, event id,
+            actor, pid, hits, service and queue latency, stage timings; edge counts
+            and physics summed). ``results[i]`` is a small dict of event ``i``.
         failed: ``{"event_id", "seq", "error"}`` per failed event.
         wall_s: seconds from the first submission to the last result.
         requested: events asked for.
         error: why the run stopped early (None when it completed).
         interrupted: Ctrl-C stopped it.
         duplicates: results seen for an already finished event (must stay 0).
-        queue_latency_s: per event, submission to result seen by the driver, seconds.
         driver_rss_start_mb: the driver's resident memory when streaming starts, MiB.
         driver_rss_end_mb: the driver's resident memory when streaming ends, MiB.
     """
 
-    results: list[dict[str, Any]] = field(default_factory=list)
+    results: ResultLog = field(default_factory=ResultLog)
     failed: list[dict[str, Any]] = field(default_factory=list)
     wall_s: float = 0.0
     requested: int = 0
     error: str | None = None
     interrupted: bool = False
     duplicates: int = 0
-    queue_latency_s: list[float] = field(default_factory=list)
     driver_rss_start_mb: float | None = None
     driver_rss_end_mb: float | None = None
+
+    @property
+    def queue_latency_s(self) -> np.ndarray:
+        """Per successful event, submission to result seen by the driver, seconds
+        (read-only, completion order; empty when ``results`` is not a log)."""
+        column = getattr(self.results, "column", None)
+        return column("queue_latency_s") if column is not None else np.zeros(0)
 
 
 def process_rss_mb(pid: int | None = None) -> float | None:
@@ -339,13 +355,28 @@ def stream_events(
     from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
     out = StreamOutcome(requested=events)
-    pending: deque[int] = deque(range(events))
+    # the queue: resubmitted events first, then next_seq .. events-1 (no O(events) list)
+    retry: deque[int] = deque()
+    next_seq = [0]
     window: dict[int, tuple[int, Any]] = {}  # seq -> (event_id, payload ref), bounded
     tasks: dict[Any, tuple[str, WorkerSlot, int, int, float]] = {}
-    finished: set[int] = set()
-    attempts: dict[int, int] = {}
+    finished = SeqSet()
+    attempts: dict[int, int] = {}  # only events whose actor died under them
     lookahead = max(2, len(slots) * in_flight * 2)
     by_index = {s.spec.index: s for s in slots}
+
+    def has_pending() -> bool:
+        return bool(retry) or next_seq[0] < events
+
+    def take() -> int | None:
+        while retry:
+            seq = retry.popleft()
+            if seq not in finished:
+                return seq
+        if next_seq[0] < events:
+            next_seq[0] += 1
+            return next_seq[0] - 1
+        return None
 
     def payload(seq: int) -> tuple[int, Any]:
         if seq not in window:
@@ -355,8 +386,10 @@ def stream_events(
     def prefetch() -> None:
         if len(window) >= lookahead:
             return
-        for seq in islice(pending, lookahead):
-            payload(seq)
+        upcoming = chain(retry, range(next_seq[0], events))
+        for seq in islice(upcoming, lookahead):
+            if seq not in finished:
+                payload(seq)
 
     def done_with(seq: int) -> None:
         finished.add(seq)
@@ -388,17 +421,17 @@ def stream_events(
     try:
         while len(finished) < events and out.error is None:
             for slot in slots:
-                while slot.state == "ok" and slot.inflight < in_flight and pending:
-                    seq = pending.popleft()
-                    if seq in finished:
-                        continue
+                while slot.state == "ok" and slot.inflight < in_flight:
+                    seq = take()
+                    if seq is None:
+                        break
                     eid, ref = payload(seq)
                     task = slot.handle.process.remote(seq, eid, ref, want_tracks, True)
                     tasks[task] = ("event", slot, seq, slot.pid, time.perf_counter())
                     slot.inflight += 1
             prefetch()
             if not tasks:
-                if pending:
+                if has_pending():
                     out.error = "no live actor left to process the remaining events"
                 break
             ready, _ = ray.wait(list(tasks), num_returns=1, timeout=1.0)
@@ -421,7 +454,7 @@ def stream_events(
                         fail(seq, f"actor died {attempts[seq]} times while processing it: "
                                   f"{_first_line(exc)}")
                     else:
-                        pending.appendleft(seq)
+                        retry.appendleft(seq)
                     if slot.state == "ok" and pid == slot.pid:
                         log.warning("actor %d died (pid %d): resubmitting its events",
                                     slot.spec.index, pid)
@@ -446,13 +479,12 @@ def stream_events(
                 else:
                     owner.events += 1
                     owner.busy_s += float(res.get("service_s", 0.0))
-                    out.queue_latency_s.append(now - t_sub)
                     done_with(seq)
                     if on_result is not None:
                         on_result(res)
-                    # keep only the small record (no track ids) for the report
-                    out.results.append(
-                        {k: v for k, v in res.items() if k not in ("hit_id", "track_id")})
+                    # a compact row (no track ids, physics summed) for the report
+                    out.results.append(res, now - t_sub)
+                del res
                 if on_progress is not None:
                     on_progress(len(out.results), len(out.failed))
         out.wall_s = time.perf_counter() - t0

@@ -8,6 +8,9 @@ submission to result (includes waiting behind the other ``--in-flight`` events).
 Memory (added keys): each actor's ``rss_start_mb`` / ``rss_end_mb`` is its resident
 memory after warm-up and after the stream (MiB; None for an actor that was dead or
 did not answer), ``memory`` holds the driver's at the start and end of the stream.
+The figures come from the outcome's compact
+:class:`~trkx_ray.scaling.results.ResultLog` (per-event columns, physics and edge
+counts as running sums); stage timings are stored as float32 seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from trkx_ray.scaling.results import ResultLog
 
 __all__ = ["build_report", "format_table", "hardware_info", "percentiles", "write_report"]
 
@@ -71,34 +76,34 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den > 0 else None
 
 
-def _physics(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pool the per-event metrics: efficiencies and rates from summed counts,
-    the TrackML score as the mean over events."""
-    rows = [r.get("physics") or {} for r in results]
-    rows = [r for r in rows if r]
+def _physics(log: ResultLog) -> dict[str, Any]:
+    """Pool the per-event metrics from the log's running sums: efficiencies and rates
+    from summed counts, the TrackML score as the mean over events."""
+    rows = log.physics_rows
     if not rows:
         return {}
+    keys = log.physics_keys
 
     def total(key: str) -> float:
-        return float(sum(r.get(key, 0.0) for r in rows if np.isfinite(r.get(key, 0.0))))
+        return log.physics_total(key)[2]
 
-    out: dict[str, Any] = {"events": len(rows)}
-    if any("all/n_reconstructable" in r for r in rows):
+    out: dict[str, Any] = {"events": rows}
+    if "all/n_reconstructable" in keys:
         out["efficiency"] = _ratio(total("all/n_matched"), total("all/n_reconstructable"))
         out["duplicate_rate"] = _ratio(total("all/n_duplicated"), total("all/n_majority"))
-        cuts = sorted({k.split("/")[1] for r in rows for k in r if k.startswith("by_pt/")})
+        cuts = sorted({k.split("/")[1] for k in keys if k.startswith("by_pt/")})
         for cut in cuts:
             out[f"efficiency_{cut}"] = _ratio(total(f"by_pt/{cut}/n_matched"),
                                               total(f"by_pt/{cut}/n_reconstructable"))
-    elif any("efficiency" in r for r in rows):
-        vals = [r["efficiency"] for r in rows if np.isfinite(r.get("efficiency", np.nan))]
-        out["efficiency"] = float(np.mean(vals)) if vals else None
-    if any("n_candidate_tracks" in r for r in rows):
+    elif "efficiency" in keys:
+        _, n, s = log.physics_total("efficiency")
+        out["efficiency"] = s / n if n else None
+    if "n_candidate_tracks" in keys:
         out["fake_rate"] = _ratio(total("n_fake"), total("n_candidate_tracks"))
-        out["candidate_tracks_per_event"] = total("n_candidate_tracks") / len(rows)
-    scores = [r["trackml_score"] for r in rows if np.isfinite(r.get("trackml_score", np.nan))]
-    if scores:
-        out["trackml_score"] = float(np.mean(scores))
+        out["candidate_tracks_per_event"] = total("n_candidate_tracks") / rows
+    _, n, s = log.physics_total("trackml_score")
+    if n:
+        out["trackml_score"] = s / n
     return out
 
 
@@ -122,19 +127,19 @@ def build_report(
         ray_resources: ``ray.cluster_resources()`` and node count.
     """
     results = outcome.results
+    if not isinstance(results, ResultLog):  # a plain list of result dicts
+        results = ResultLog.from_records(results, getattr(outcome, "queue_latency_s", None))
     processed = len(results)
     stages: dict[str, dict[str, float]] = {}
-    if results:
-        names = [k for k in (results[0].get("timings") or {})]
-        for name in names:
-            vals = np.array([r["timings"].get(name, np.nan) for r in results], dtype=np.float64)
-            vals = vals[np.isfinite(vals)]
-            if vals.size:
-                stages[name] = {"mean_s": float(vals.mean()), "p50_s": float(np.median(vals)),
-                                "p95_s": float(np.percentile(vals, 95))}
-    service = [float(r.get("service_s", 0.0)) for r in results]
-    lat = percentiles(service)
-    qlat = percentiles(outcome.queue_latency_s)
+    for name in results.stage_names:
+        vals = results.stage(name).astype(np.float64)
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            stages[name] = {"mean_s": float(vals.mean()), "p50_s": float(np.median(vals)),
+                            "p95_s": float(np.percentile(vals, 95))}
+    lat = percentiles(results.column("service_s"))
+    qlat_all = results.column("queue_latency_s")
+    qlat = percentiles(qlat_all[np.isfinite(qlat_all)])
     actors = []
     for s in slots:
         info = s.info
@@ -161,11 +166,7 @@ def build_report(
             "rss_end_mb": getattr(s, "rss_end_mb", None),
         })
     resolved = next((s.info.get("config") for s in slots if s.info.get("config")), None)
-    hits = [r.get("num_hits", 0) for r in results]
-    edges: dict[str, float] = {}
-    if results and results[0].get("num_edges"):
-        for k in results[0]["num_edges"]:
-            edges[k] = float(np.mean([r.get("num_edges", {}).get(k, 0) for r in results]))
+    edges = results.edge_means()
     report = {
         "events_requested": outcome.requested,
         "events_processed": processed,
@@ -179,7 +180,7 @@ def build_report(
         "latency_s": {"p50": lat["p50"], "p95": lat["p95"], "mean": lat["mean"]},
         "queue_latency_s": {"p50": qlat["p50"], "p95": qlat["p95"]},
         "stages": stages,
-        "mean_hits": float(np.mean(hits)) if hits else None,
+        "mean_hits": results.mean_hits,
         "mean_edges": edges,
         "actors": actors,
         "restarts": int(sum(s.restarts for s in slots)),
