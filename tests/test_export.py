@@ -207,7 +207,9 @@ def _parity_full_event(exported, event, faiss, orient_edges) -> None:
     assert max(diffs.values()) <= TOL, diffs
     for logit_t, logit_o in ((flt_t, flt_o), (gnn_t, gnn_o)):
         scale = logit_t.abs().max().item()
-        assert (logit_t - logit_o).abs().max().item() <= 1e-5 * max(scale, 1.0), (scale, diffs)
+        # fp32 rounding over 4 message-passing iterations: ~1e-5 of the logits' scale
+        # (measured 1.1e-5 on logits up to 31); a lost or doubled message moves them by O(1)
+        assert (logit_t - logit_o).abs().max().item() <= 5e-5 * max(scale, 1.0), (scale, diffs)
     # hubs: the scatter-add accumulated many messages on some hits
     assert torch.bincount(filtered[1]).max() > 3
 
@@ -267,9 +269,10 @@ def test_chunking_does_not_change_onnx_outputs(exported):
     gen = torch.Generator().manual_seed(1)
     edges = torch.randint(0, 3000, (2, 5000), generator=gen)
     full_e = models.embedding(x)
-    full_f = models.filter(x, edges)
+    nodes = torch.cat([x, full_e], 1) if load_config("default").filter.use_embedding else x
+    full_f = models.filter(nodes, edges)
     torch.testing.assert_close(models.embedding(x, chunk_size=700), full_e)
-    torch.testing.assert_close(models.filter(x, edges, chunk_size=999), full_f)
+    torch.testing.assert_close(models.filter(nodes, edges, chunk_size=999), full_f)
     assert full_e.shape == (3000, 8) and full_f.shape == (5000,)
     # the GNN couples all edges: a chunk size must not change its output
     torch.testing.assert_close(models.gnn(x, edges, chunk_size=999), models.gnn(x, edges))
