@@ -2,14 +2,14 @@
 # Re-measure every figure of docs/benchmarks.md on this machine, one after the other
 # (run it on an otherwise idle machine). Outputs go to runs/bench/.
 #   scripts/run_benchmarks.sh            # all
-#   scripts/run_benchmarks.sh bench io   # only some: bench edges labeling models io study driver
+#   scripts/run_benchmarks.sh bench io   # only some: bench edges labeling models io study driver soak
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
 want() { [[ $# -eq 0 || " $ALL " == *" $1 "* ]]; }
-ALL="${*:-bench edges labeling models io study driver}"
+ALL="${*:-bench edges labeling models io study driver soak}"
 run() { echo "+ $*" | tee -a "$OUT/commands.txt"; "$@"; }
 for what in $ALL; do
   case "$what" in
@@ -27,6 +27,8 @@ for what in $ALL; do
                 --out "$OUT/scaling" | tee "$OUT/study.txt" ;;
     driver)   run $PY -m trkx_ray.run --config noop --pileup 200 --pool 4 --events 3000 \
                 --cpu-actors 2 --quiet --report "$OUT/driver.json" | tee "$OUT/driver.txt" ;;
+    soak)     run $PY scripts/soak.py --events 1000 --pileup 10 --out "$OUT/soak.json" \
+                | tee "$OUT/soak.txt" ;;
     *) echo "unknown benchmark $what" >&2; exit 2 ;;
   esac
 done

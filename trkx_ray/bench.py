@@ -29,7 +29,7 @@ same inputs (the first event's embedding / GNN-scored graph).
 torch (fp32, and the configuration's mixed precision when it has one) and in
 onnxruntime (fp32, :mod:`trkx_ray.pipeline.export`) side by side on the same
 inputs (the first event's features, candidate graph and filtered graph), with
-the largest |onnx - torch fp32| difference of each model's output.
+the largest |onnx - torch fp32| difference of each model's output (the embedding, and the filter's and GNN's sigmoid scores).
 
 JSON (``--json PATH``): ``{"configs": {CONFIG: {STAGE: {"mean_s", "std_s"}}},
 "n_events": ..., "edges": ..., "memory": ..., "machine": ..., "command": ...}``.
@@ -491,8 +491,15 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
                 timings[name][label] = stats
                 outputs[name][label] = out.float().cpu()
         log.info("%s: %s", name, {k: round(v["mean_s"], 4) for k, v in timings[name].items()})
+    def _as_used(label: str, out: Any) -> Any:
+        # the pipeline uses the filter's and GNN's sigmoid scores (logits reach tens)
+        return out if label == "Embedding" else out.sigmoid()
+
     parity = {
-        label: float((outputs["onnx fp32"][label] - outputs["torch fp32"][label]).abs().max())
+        label: float(
+            (_as_used(label, outputs["onnx fp32"][label])
+             - _as_used(label, outputs["torch fp32"][label])).abs().max()
+        )
         if outputs["torch fp32"][label].numel()
         else 0.0
         for label, _ in MODEL_ROWS
