@@ -29,12 +29,13 @@ import logging
 import os
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trkx_ray.bench import PeakRSS  # noqa: E402
 
 __all__ = ["main", "merge_events", "simulate_dense_event"]
 
@@ -110,33 +111,6 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return a
 
 
-class _RssSampler:
-    """Largest RSS (bytes) of this process, sampled every ``period`` seconds."""
-
-    def __init__(self, period: float = 0.05) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self._period = period
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-            self._stop.wait(self._period)
-
-    def __enter__(self) -> _RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print one JSON line. Returns the exit code (0 ok, 1 error)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -179,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     t1 = time.perf_counter()
     code = 0
-    with _RssSampler() as sampler:
+    with PeakRSS(interval_s=0.05) as sampler:
         try:
             result = pipe(event)
             out.update(

@@ -56,6 +56,7 @@ import numpy as np
 
 __all__ = [
     "BENCH_CONFIGS",
+    "PeakRSS",
     "ROWS",
     "bench_configs",
     "main",
@@ -121,7 +122,7 @@ def bench_configs(device: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-class _PeakRSS:
+class PeakRSS:
     """Samples this process's resident set size in a thread; keeps the maximum (bytes)."""
 
     def __init__(self, interval_s: float = 0.01) -> None:
@@ -138,7 +139,7 @@ class _PeakRSS:
             self.peak = max(self.peak, self._proc.memory_info().rss)
             self._stop.wait(self.interval_s)
 
-    def __enter__(self) -> _PeakRSS:
+    def __enter__(self) -> PeakRSS:
         self.peak = self._proc.memory_info().rss
         self._thread.start()
         return self
@@ -244,7 +245,7 @@ def _run_config(
         torch.cuda.reset_peak_memory_stats(pipe.device)
     times: dict[str, list[float]] = {label: [] for label, _ in ROWS}
     edges: dict[str, list[int]] = {"build_edges": [], "filtering": [], "gnn": []}
-    with _PeakRSS() as rss:
+    with PeakRSS() as rss:
         for prefix in prefixes:
             start = time.perf_counter()
             event = io.load_event(prefix, use_threads=use_threads)
@@ -481,7 +482,9 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
     for name, pipe in variants.items():
         calls = {
             "embedding": lambda p=pipe: p.embedding(x, chunk_size=cfg.embedding.chunk_size),
-            "filtering": lambda p=pipe: p.filter(nodes, candidates, chunk_size=cfg.filter.chunk_size),
+            "filtering": lambda p=pipe: p.filter(
+                nodes, candidates, chunk_size=cfg.filter.chunk_size
+            ),
             "gnn": lambda p=pipe: p.gnn(x, filtered, chunk_size=cfg.gnn.chunk_size),
         }
         timings[name], outputs[name] = {}, {}
@@ -491,14 +494,19 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
                 timings[name][label] = stats
                 outputs[name][label] = out.float().cpu()
         log.info("%s: %s", name, {k: round(v["mean_s"], 4) for k, v in timings[name].items()})
+
     def _as_used(label: str, out: Any) -> Any:
         # the pipeline uses the filter's and GNN's sigmoid scores (logits reach tens)
         return out if label == "Embedding" else out.sigmoid()
 
     parity = {
         label: float(
-            (_as_used(label, outputs["onnx fp32"][label])
-             - _as_used(label, outputs["torch fp32"][label])).abs().max()
+            (
+                _as_used(label, outputs["onnx fp32"][label])
+                - _as_used(label, outputs["torch fp32"][label])
+            )
+            .abs()
+            .max()
         )
         if outputs["torch fp32"][label].numel()
         else 0.0

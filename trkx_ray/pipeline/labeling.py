@@ -405,7 +405,9 @@ def label_hits(
             f"unknown labeling backend {backend!r}; choose one of {sorted(LABEL_BACKENDS)}"
         )
     if prune not in PRUNE_MODES:
-        raise ValueError(f"unknown labeling prune mode {prune!r}; choose one of {list(PRUNE_MODES)}")
+        raise ValueError(
+            f"unknown labeling prune mode {prune!r}; choose one of {list(PRUNE_MODES)}"
+        )
     unknown = set(options) - _BACKEND_OPTIONS.get(backend, frozenset())
     if unknown:
         raise ValueError(
