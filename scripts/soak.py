@@ -44,26 +44,6 @@ __all__ = ["main"]
 log = logging.getLogger("soak")
 
 
-class FreshPutSource:
-    """Event ``i``: a new ``ray.put`` of payload ``i % len(payloads)`` (event id ``i``)."""
-
-    def __init__(self, payloads: list[dict[str, Any]]) -> None:
-        self.payloads = payloads
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def ref(self, i: int) -> tuple[int, Any]:
-        """``(event id, object ref)`` of event ``i``."""
-        import ray
-
-        return i, ray.put(self.payloads[i % len(self.payloads)])
-
-    def describe(self) -> dict[str, Any]:
-        """Source description for the report."""
-        return {"kind": "fresh-put", "distinct": len(self.payloads)}
-
-
 def _mem(pid: int | None) -> dict[str, float] | None:
     import psutil
 
@@ -117,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from trkx_ray.events.simulate import simulate_event
-    from trkx_ray.scaling import ResourcePlan, build_report, run_scaling
+    from trkx_ray.scaling import FreshPutSource, ResourcePlan, build_report, run_scaling
     from trkx_ray.scaling.driver import FaultInjection, object_store_usage
 
     events = [simulate_event(pileup=args.pileup, seed=1000 + k, event_id=k)

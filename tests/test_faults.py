@@ -24,7 +24,14 @@ from typing import Any
 import psutil
 import pytest
 
-from trkx_ray.scaling import PayloadSource, ResourcePlan, build_report, run_scaling, write_report
+from trkx_ray.scaling import (
+    FreshPutSource,
+    PayloadSource,
+    ResourcePlan,
+    build_report,
+    run_scaling,
+    write_report,
+)
 from trkx_ray.scaling.driver import FaultInjection, object_store_usage
 
 ray = pytest.importorskip("ray")
@@ -134,23 +141,6 @@ def test_repeated_sigkill_beyond_max_restarts_ends_run(ray_session, tmp_path):
     assert json.loads(path.read_text())["events_processed"] == len(seqs)
 
 
-class _FreshPutSource:
-    """Every event a new object-store object (like a directory or simulation source),
-    from a few pile-up-40 payloads (~28,000 hits, ~3 MB each) kept in the driver."""
-
-    def __init__(self, n: int = 3) -> None:
-        self.payloads = [_payload(i, pileup=40) for i in range(n)]
-
-    def __len__(self) -> int:
-        return 2**62
-
-    def ref(self, i: int) -> tuple[int, Any]:
-        return i, ray.put(self.payloads[i % len(self.payloads)])
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "fresh-put", "events": len(self.payloads)}
-
-
 @pytest.mark.slow
 def test_long_stream_memory_stays_flat(ray_session):
     """300 events (a fresh ~3 MB object each) through 2 noop actors, with track ids
@@ -169,7 +159,9 @@ def test_long_stream_memory_stays_flat(ray_session):
     asynchronous freeing lag: measured 5-140 MiB) and back near its start level
     (+10 MiB) within 15 s of the end of the run (measured: 0 MiB within 1 s).
     """
-    src = _FreshPutSource()
+    # every event a new object-store object, from three pile-up-40 payloads (~28,000 hits,
+    # ~3 MB each) kept in the driver
+    src = FreshPutSource([_payload(i, pileup=40) for i in range(3)])
     events = 300
     marks = {events // 3: "third", events: "end"}
     samples: dict[str, dict[str, Any]] = {}

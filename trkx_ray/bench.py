@@ -358,19 +358,25 @@ def _print_table(report: dict[str, Any]) -> None:
         console.print(f"[yellow]{name} not run:[/yellow] {why}")
 
 
-def run_backends(args: argparse.Namespace) -> dict[str, Any]:
-    """Time every backend of one stage (``args.backends``) on the first event's inputs."""
-    import torch
-
+def _first_event(args: argparse.Namespace) -> Any:
+    """Check the device, set the thread counts and load the first bench event."""
     from trkx_ray.events import io
-    from trkx_ray.pipeline import Pipeline
     from trkx_ray.pipeline.pipeline import resolve_device
 
     resolve_device(args.device)
     _set_threads(args.threads, args.device)
     with tempfile.TemporaryDirectory(prefix="trkx_bench_") as tmp:
         prefixes = _prepare_events(args, Path(tmp))
-        event = io.load_event(prefixes[0])
+        return io.load_event(prefixes[0])
+
+
+def run_backends(args: argparse.Namespace) -> dict[str, Any]:
+    """Time every backend of one stage (``args.backends``) on the first event's inputs."""
+    import torch
+
+    from trkx_ray.pipeline import Pipeline
+
+    event = _first_event(args)
     from trkx_ray.pipeline.edges import EDGE_BACKENDS
 
     # the graph to label comes from the fastest edge backend available (all are exact)
@@ -442,17 +448,11 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
     """Time the three models in torch and onnxruntime on the first event's inputs."""
     import torch
 
-    from trkx_ray.events import io
     from trkx_ray.pipeline import Pipeline
     from trkx_ray.pipeline.config import load_config
     from trkx_ray.pipeline.features import hit_features
-    from trkx_ray.pipeline.pipeline import resolve_device
 
-    resolve_device(args.device)
-    _set_threads(args.threads, args.device)
-    with tempfile.TemporaryDirectory(prefix="trkx_bench_") as tmp:
-        prefixes = _prepare_events(args, Path(tmp))
-        event = io.load_event(prefixes[0])
+    event = _first_event(args)
     base = load_config(args.config, {"runtime": "torch"})
     fp32 = Pipeline.from_config(base, device=args.device, overrides={"precision": "fp32"})
     variants: dict[str, Any] = {"torch fp32": fp32}

@@ -23,6 +23,7 @@ from trkx_ray.scaling.resources import CoreAllocator, ResourceError, ResourcePla
 from trkx_ray.scaling.results import ResultLog, SeqSet
 from trkx_ray.scaling.sources import (
     DirectorySource,
+    FreshPutSource,
     PayloadSource,
     SimulatedSource,
     find_event_prefixes,
@@ -32,6 +33,7 @@ __all__ = [
     "CoreAllocator",
     "DirectorySource",
     "FaultInjection",
+    "FreshPutSource",
     "PayloadSource",
     "PipelineWorker",
     "ResourceError",

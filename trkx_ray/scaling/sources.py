@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "FreshPutSource",
     "DirectorySource",
     "EventSource",
     "PayloadSource",
@@ -174,3 +175,32 @@ class PayloadSource:
     def describe(self) -> dict[str, Any]:
         """Source description for reports."""
         return dict(self._describe)
+
+
+class FreshPutSource:
+    """An endless stream: event ``i`` is a new ``ray.put`` of payload ``i % len(payloads)``.
+
+    Every event is a fresh object-store object, as with a directory or a simulation
+    source, from a few payloads kept in the driver: for long-stream memory soaks.
+
+    Args:
+        payloads: event payloads (:meth:`trkx_ray.events.Event.to_payload`).
+    """
+
+    def __init__(self, payloads: list[dict[str, Any]]) -> None:
+        if not payloads:
+            raise ValueError("FreshPutSource needs at least one payload")
+        self.payloads = list(payloads)
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def ref(self, i: int) -> tuple[int, Any]:
+        """``(event id i, a new object ref)`` of event ``i``."""
+        import ray
+
+        return i, ray.put(self.payloads[i % len(self.payloads)])
+
+    def describe(self) -> dict[str, Any]:
+        """Source description for reports."""
+        return {"kind": "fresh-put", "distinct": len(self.payloads)}
