@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_EVENTS", "build_parser", "connect_ray", "main", "validate_args"]
+__all__ = ["DEFAULT_EVENTS", "build_parser", "main", "validate_args"]
 
 log = logging.getLogger("trkx_ray.run")
 
@@ -126,29 +126,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def connect_ray(address: str | None) -> bool:
-    """Join ``address`` (or ``RAY_ADDRESS``) or start an embedded local Ray.
-
-    Returns:
-        True when this call started an embedded instance.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-        return False
-    ray.init(
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        logging_level=logging.WARNING,
-        configure_logging=True,
-    )
-    return True
-
-
 def _progress(total: int, enabled: bool) -> tuple[Any, Any]:
     if not enabled:
         return None, None
@@ -186,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from trkx_ray.scaling.cluster import connect_ray
+
     started = connect_ray(args.address)
     try:
         total = ray.cluster_resources()

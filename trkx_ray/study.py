@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from trkx_ray.run import connect_ray
+    from trkx_ray.scaling.cluster import connect_ray
     from trkx_ray.scaling.driver import FaultInjection, run_scaling
     from trkx_ray.scaling.report import build_report, hardware_info
     from trkx_ray.scaling.resources import ResourceError, ResourcePlan
