@@ -7,7 +7,14 @@ import pytest
 
 from trkx_ray.events import load_event
 from trkx_ray.events.detector import Detector
-from trkx_ray.events.simulate import field_bz, hit_weights, sample_pt, simulate_event
+from trkx_ray.events.simulate import (
+    ORDER_PROPOSAL,
+    field_bz,
+    hit_weights,
+    particle_generation,
+    sample_pt,
+    simulate_event,
+)
 from trkx_ray.generate import event_seed, main
 
 ALL_VOLUMES = (7, 8, 9, 12, 13, 14, 16, 17, 18)
@@ -117,23 +124,31 @@ def test_truth_weights(event):
     u, inv, cnt = np.unique(pid, return_inverse=True, return_counts=True)
     short = (cnt[inv] < 4) & ~noise
     assert short.any() and np.all(w[short] == 0)
-    assert np.all(w[~noise & ~short] > 0)
+    # phase 2: secondaries (generation != 0) weigh 0, primaries with >= 4 hits do not
+    secondary = particle_generation(pid) != 0
+    assert secondary.any() and np.all(w[secondary] == 0)
+    assert np.all(w[~noise & ~short & ~secondary] > 0)
 
 
 def test_hit_weights_rules():
-    # one 6-hit particle at 3 GeV, one 3-hit particle, one noise hit
-    part = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, -1])
-    key = np.array([5, 4, 3, 2, 1, 0, 0, 1, 2, 0], float)
-    pt = np.array([3.0] * 6 + [5.0] * 3 + [0.0])
-    w = hit_weights(part, key, pt)
-    assert w[6:].sum() == 0
-    raw = w[:6] / w[:6].min()
-    # ends weigh more than the middle, symmetric along the track
-    np.testing.assert_allclose(raw[::-1], [10 / 6, 8 / 6, 1, 1, 8 / 6, 10 / 6])
+    # one 9-hit particle at 3 GeV (hits listed outermost first), one 3-hit particle, one noise hit
+    part = np.array([0] * 9 + [1, 1, 1, -1])
+    dz = np.array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 1, 2, 0], float)
+    pt = np.array([3.0, 5.0])
+    w = hit_weights(part, dz, pt)
+    assert w[9:].sum() == 0
+    # nine hits take the proposal as is, ordered from the vertex outwards
+    np.testing.assert_allclose(w[:9][::-1], np.array(ORDER_PROPOSAL) / sum(ORDER_PROPOSAL))
     assert w.sum() == pytest.approx(1.0)
-    # the pT weight: 0.2 below 0.5 GeV, 1 from 3 GeV
-    w2 = hit_weights(np.repeat([0, 1], 4), np.tile(np.arange(4.0), 2), np.repeat([0.3, 4.0], 4))
-    assert w2[:4].sum() / w2[4:].sum() == pytest.approx(0.2)
+    # the pT weight: 0.2 below 0.5 GeV, 1 from 3 GeV; unselected particles weigh 0
+    part2 = np.repeat([0, 1, 2], 4)
+    dz2 = np.tile(np.arange(4.0), 3)
+    w2 = hit_weights(part2, dz2, np.array([0.3, 4.0, 4.0]), selected=np.array([1, 1, 0], bool))
+    assert w2[:4].sum() / w2[4:8].sum() == pytest.approx(0.2)
+    assert np.all(w2[8:] == 0)
+    # nhits from a particles file: fewer listed hits than counted is an error
+    with pytest.raises(ValueError, match="nhits"):
+        hit_weights(part2, dz2, np.ones(3), nhits=np.array([4, 3, 4]))
 
 
 def test_field_and_spectra():

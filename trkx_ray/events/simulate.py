@@ -24,7 +24,7 @@ truth) whose hits lie on the real module planes of :class:`~trkx_ray.events.dete
 5. Measurements are the true positions smeared by ``pitch / sqrt(12)`` in the
    module frame (u, v separately) and clipped to the module; ``noise_fraction``
    of all hits are noise, uniform on random modules.
-6. Truth weights follow TrackML's rules (see :func:`hit_weights`).
+6. Truth weights follow TrackML's phase-2 rules exactly (see :func:`hit_weights`).
 
 Everything is vectorised across particles; the only Python loops run over
 propagation steps and detector layers. A pile-up-200 event takes about 1-2 s
@@ -48,6 +48,9 @@ __all__ = [
     "simulate_event",
     "field_bz",
     "hit_weights",
+    "pt_weight",
+    "particle_generation",
+    "ORDER_PROPOSAL",
     "sample_pt",
     "sample_abs_eta",
     "PT_BIN_EDGES",
@@ -150,44 +153,125 @@ def sample_abs_eta(rng: np.random.Generator, n: int) -> np.ndarray:
     return ETA_BIN_EDGES[b] + rng.random(n) * (ETA_BIN_EDGES[b + 1] - ETA_BIN_EDGES[b])
 
 
-def hit_weights(particle_index: np.ndarray, order_key: np.ndarray, pt: np.ndarray) -> np.ndarray:
-    """TrackML per-hit score weights, normalised to sum to 1.
+#: TrackML's order-weight proposal (trackml-library, phase 1 and 2): weights of
+#: nine points spread evenly from a track's first hit (nearest to the production
+#: vertex along z) to its last; the ends weigh more than the middle.
+ORDER_PROPOSAL = (10.0, 8.0, 6.0, 5.0, 3.0, 3.0, 3.0, 5.0, 6.0)
+#: particles with fewer hits weigh 0; longer tracks use this many hits' row, and
+#: their hits beyond it weigh 0.
+ORDER_MIN_HITS = 4
+ORDER_MAX_HITS = 20
+#: pT weight (GeV knots, weights): 0 below the first knot, linear between knots, 1 above.
+PT_WEIGHT_KNOTS_GEV = (0.05, 0.5, 3.0)
+PT_WEIGHT_VALUES = (0.2, 0.2, 1.0)
+#: generation field of TrackML's particle id (bits 24-35); phase 2 scores generation 0 only.
+GENERATION_SHIFT = 24
+GENERATION_MASK = 0xFFF
 
-    TrackML's rules (Amrouche et al., arXiv:1904.06778, section on the score):
-    hits of noise and of particles with fewer than 4 hits weigh 0; otherwise a
-    hit's weight is an order weight (hits at both ends of the track, the first
-    ones near the vertex and the last ones, weigh more than the middle ones:
-    10, 8, 6, 5 for the 1st-4th hit from either end, 3 in the middle) times a
-    pT weight (0.2 below 0.5 GeV, rising linearly to 1 at 3 GeV, 1 above).
+
+def _order_weight_table() -> np.ndarray:
+    """``table[nhits, ihit]``: order weight of hit ``ihit`` on a track of ``nhits`` hits.
+
+    Rows below :data:`ORDER_MIN_HITS` are zero; every other row sums to 1.
+    """
+    prop = np.asarray(ORDER_PROPOSAL)
+    nh = np.arange(ORDER_MAX_HITS + 1)[:, None]
+    ih = np.arange(ORDER_MAX_HITS)[None, :]
+    # hit ihit of nhits sits at ihit * 8 / (nhits - 1) on the proposal's axis
+    x = ih * (len(prop) - 1) / np.maximum(nh - 1, 1)
+    raw = np.interp(x, np.arange(len(prop)), prop)
+    raw = np.where((ih < nh) & (nh >= ORDER_MIN_HITS), raw, 0.0)
+    total = raw.sum(axis=1, keepdims=True)
+    return np.divide(raw, total, out=np.zeros_like(raw), where=total > 0)
+
+
+_ORDER_TABLE = _order_weight_table()
+
+
+def pt_weight(pt: np.ndarray) -> np.ndarray:
+    """TrackML's pT weight: 0 below 0.05 GeV, 0.2 to 0.5 GeV, linear to 1 at 3 GeV, 1 above."""
+    return np.interp(
+        np.asarray(pt, np.float64), PT_WEIGHT_KNOTS_GEV, PT_WEIGHT_VALUES, left=0.0, right=1.0
+    )
+
+
+def particle_generation(particle_id: np.ndarray) -> np.ndarray:
+    """The generation field of TrackML particle ids (0 for primaries)."""
+    return (np.asarray(particle_id).astype(np.int64) >> GENERATION_SHIFT) & GENERATION_MASK
+
+
+def hit_weights(
+    particle_index: np.ndarray,
+    abs_dz: np.ndarray,
+    pt: np.ndarray,
+    nhits: np.ndarray | None = None,
+    selected: np.ndarray | None = None,
+) -> np.ndarray:
+    """TrackML's phase-2 per-hit score weights, normalised to sum to 1.
+
+    The rules of the trackml-library (``weight_hits_phase2``): a hit of noise,
+    of a particle with fewer than :data:`ORDER_MIN_HITS` hits, or of an
+    unselected particle (phase 2: generation != 0, i.e. secondaries) weighs 0.
+    Otherwise its weight is the order weight ``table[min(nhits, 20), ihit]``
+    (:data:`ORDER_PROPOSAL` interpolated over the track's hits, each row summing
+    to 1; hits beyond the 20th weigh 0) times :func:`pt_weight` of the
+    particle's pT. ``ihit`` is the hit's rank within its particle by distance
+    from the production vertex along z, ``|tz - vz|`` (ties take their average
+    rank, truncated).
 
     Args:
-        particle_index: per hit, the particle's row (``-1`` for noise).
-        order_key: per hit, a key that increases along the track.
-        pt: per hit, the particle's pT (GeV).
+        particle_index: per hit, the particle's row (``-1`` for noise or a
+            particle without an entry).
+        abs_dz: per hit, ``|tz - vz|`` (mm).
+        pt: per particle, transverse momentum (GeV).
+        nhits: per particle, its number of hits (the particles file's
+            ``nhits``); defaults to the hits counted here.
+        selected: per particle, whether it may carry weight (phase 2:
+            ``particle_generation(particle_id) == 0``); defaults to all.
 
     Returns:
         float64 weights, summing to 1 (all zero if no hit qualifies).
+
+    Raises:
+        ValueError: a particle has more hits than its ``nhits`` says.
     """
-    n = len(particle_index)
-    w = np.zeros(n)
+    particle_index = np.asarray(particle_index, np.int64)
+    abs_dz = np.asarray(abs_dz, np.float64)
+    pt = np.asarray(pt, np.float64)
+    w = np.zeros(len(particle_index))
     sig = np.flatnonzero(particle_index >= 0)
     if len(sig) == 0:
         return w
-    order = sig[np.lexsort((order_key[sig], particle_index[sig]))]
-    pidx = particle_index[order]
-    new = np.ones(len(order), bool)
-    new[1:] = pidx[1:] != pidx[:-1]
-    start = np.flatnonzero(new)
-    length = np.diff(np.append(start, len(order)))
-    grp = np.cumsum(new) - 1
-    rank = np.arange(len(order)) - start[grp]
-    nh = length[grp]
-    from_end = np.minimum(rank, nh - 1 - rank)
-    table = np.array([10.0, 8.0, 6.0, 5.0])
-    w_order = np.where(from_end < len(table), table[np.minimum(from_end, len(table) - 1)], 3.0)
-    p = pt[order]
-    w_pt = np.clip(0.2 + (p - 0.5) * (0.8 / 2.5), 0.2, 1.0)
-    w[order] = np.where(nh >= 4, w_order * w_pt, 0.0)
+    order = sig[np.lexsort((abs_dz[sig], particle_index[sig]))]
+    part = particle_index[order]
+    dz = abs_dz[order]
+    m = len(order)
+    new_part = np.ones(m, bool)
+    new_part[1:] = part[1:] != part[:-1]
+    part_start = np.maximum.accumulate(np.where(new_part, np.arange(m), 0))
+    # runs of equal |dz| within a particle share their average rank
+    new_run = new_part.copy()
+    new_run[1:] |= dz[1:] != dz[:-1]
+    run_id = np.cumsum(new_run) - 1
+    run_first = np.flatnonzero(new_run)
+    run_last = np.append(run_first[1:], m) - 1
+    ihit = (run_first[run_id] + run_last[run_id]) // 2 - part_start
+    counted = np.bincount(part, minlength=len(pt))
+    nh_part = counted if nhits is None else np.asarray(nhits, np.int64)
+    nh = nh_part[part]
+    if np.any(ihit >= nh):
+        bad = int(part[np.argmax(ihit >= nh)])
+        raise ValueError(
+            f"particle row {bad} has {int(counted[bad])} hits but nhits says {int(nh_part[bad])}"
+        )
+    ok = (nh >= ORDER_MIN_HITS) & (ihit < ORDER_MAX_HITS)
+    w_order = np.where(
+        ok, _ORDER_TABLE[np.minimum(nh, ORDER_MAX_HITS), np.minimum(ihit, ORDER_MAX_HITS - 1)], 0.0
+    )
+    w_part = pt_weight(pt)
+    if selected is not None:
+        w_part = np.where(np.asarray(selected, bool), w_part, 0.0)
+    w[order] = w_order * w_part[part]
     total = w.sum()
     return w / total if total > 0 else w
 
@@ -611,9 +695,6 @@ def simulate_event(
     all_part = np.concatenate([part, np.full(n_noise, -1, np.int64)])
     true_pos = np.concatenate([hits["pos"], npos])
     true_mom = np.concatenate([hits["dir"] * p_tot[part][:, None], np.zeros((n_noise, 3))])
-    order_key = np.concatenate([cr.step[hits["crossing"]] * 1e4 + hits["s"], np.zeros(n_noise)])
-    hit_pt = np.where(all_part >= 0, pt[np.maximum(all_part, 0)], 0.0)
-    weight = hit_weights(all_part, order_key, hit_pt)
 
     # TrackML order: by volume, layer, module; noise interleaved
     vol = det.volume_id[all_mod]
@@ -627,7 +708,7 @@ def simulate_event(
         all_local[srt],
         all_part[srt],
     )
-    true_pos, true_mom, weight = true_pos[srt], true_mom[srt], weight[srt]
+    true_pos, true_mom = true_pos[srt], true_mom[srt]
 
     hits_t = {
         "hit_id": hit_id,
@@ -647,7 +728,6 @@ def simulate_event(
         "tpx": true_mom[:, 0].astype(np.float32),
         "tpy": true_mom[:, 1].astype(np.float32),
         "tpz": true_mom[:, 2].astype(np.float32),
-        "weight": weight.astype(np.float32),
     }
     nhits = np.bincount(all_part[all_part >= 0], minlength=n)
     mom = direction * p_tot[:, None]
@@ -663,6 +743,13 @@ def simulate_event(
         "q": q.astype(np.int32),
         "nhits": nhits.astype(np.int32),
     }
+    # TrackML's phase-2 weights, from the stored (float32) columns as a reader sees them
+    vz32 = particles["vz"].astype(np.float64)
+    abs_dz = np.abs(truth["tz"].astype(np.float64) - vz32[np.maximum(all_part, 0)])
+    pt32 = np.hypot(particles["px"].astype(np.float64), particles["py"].astype(np.float64))
+    truth["weight"] = hit_weights(
+        all_part, abs_dz, pt32, nhits=nhits, selected=particle_generation(pid) == 0
+    ).astype(np.float32)
     # local track direction at the hit (noise: normal incidence) for cluster sizes
     rot = det.rotation[all_mod]
     tdir = np.where(all_part[:, None] >= 0, true_mom, np.array([0.0, 0.0, 1.0]))
