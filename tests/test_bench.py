@@ -42,6 +42,14 @@ def _check_contract(report: dict, n_events: int, baseline_events: int) -> None:
         assert edges["build_edges"] >= edges["filtering"] >= edges["gnn"] >= 0
         assert report["memory"][name]["peak_rss_mb"] > 10
     assert report["machine"]["threads"] == 1
+    # the hardware that decides the precision, and the precision each row ran at
+    from trkx_ray.hardware import cpu_bf16, cpu_capability
+
+    assert report["machine"]["cpu_capability"] == cpu_capability()
+    assert report["machine"]["cpu_native_bf16"] == cpu_bf16()[0]
+    amp = "bf16" if cpu_bf16()[0] else "fp32"
+    for name in report["configs"]:
+        assert report["precision"][name] == (amp if name in ("+AMP", "+FRNN") else "fp32")
     assert report["command"].startswith("python -m trkx_ray.bench")
 
 
@@ -148,7 +156,8 @@ def test_bench_configs_per_device():
         "labeling": {"backend": "dbscan"},
         "precision": "fp32",
     }
-    assert cpu["+AMP"]["precision"] == "bf16" and gpu["+AMP"]["precision"] == "fp16"
+    # mixed precision follows the hardware: resolved per device when the pipeline is built
+    assert cpu["+AMP"]["precision"] == "auto" and gpu["+AMP"]["precision"] == "auto"
     assert cpu["+FRNN"]["edges"]["backend"] == "frnn"
     assert cpu["+CC"]["labeling"]["backend"] == "scipy"
     assert gpu["+CC"]["labeling"]["backend"] == "torch"

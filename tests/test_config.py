@@ -37,7 +37,7 @@ def test_default_yaml_keys_all_known():
     data = yaml.safe_load((CONFIG_DIR / "default.yaml").read_text())
     cfg = load_config(data, overrides=BASE)
     assert cfg.kind == "exatrkx"
-    assert cfg.precision == "bf16"
+    assert cfg.precision == "auto"  # resolved per device by trkx_ray.hardware
     assert cfg.embedding.output_dim == data["embedding"]["output_dim"]
     assert cfg.edges.radius == pytest.approx(data["edges"]["radius"])
     assert data["edges"]["backend"] == "frnn"

@@ -121,9 +121,13 @@ def test_deterministic(sample):
         assert a.num_edges == other.num_edges
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "auto"])
 def test_precisions_run(sample, precision):
-    result = _pipe(precision=precision)(sample)
+    pipe = _pipe(precision=precision)
+    assert pipe.precision in ("fp32", "bf16")
+    if precision != "auto":
+        assert pipe.precision == precision
+    result = pipe(sample)
     _check_result(result, sample.num_hits)
 
 

@@ -9,12 +9,16 @@ config        build edges   labeling    precision
 Baseline      radius        dbscan      fp32
 Faiss         faiss         dbscan      fp32
 +CC           faiss         CC          fp32
-+AMP          faiss         CC          bf16 (CPU) / fp16 (CUDA)
-+FRNN         frnn          CC          bf16 (CPU) / fp16 (CUDA)
++AMP          faiss         CC          auto
++FRNN         frnn          CC          auto
 ============  ============  ==========  =========
 
 CC is scipy's connected components on CPU and our torch connected components
-on CUDA. Events are simulated (``--pileup``, ``--seed``) or read (``--input``),
+on CUDA. ``auto`` is the mixed precision the device really has
+(:func:`trkx_ray.hardware.resolve_precision`: bf16 on CPUs with AVX512-BF16 or
+AMX and on CUDA >= 8.0, fp16 on CUDA 7.x, else fp32): on a CPU without native
+bf16, +AMP runs fp32, since emulated bf16 is ~20x slower. The precision each
+configuration ran at is in the JSON's ``precision`` and the table's header. Events are simulated (``--pileup``, ``--seed``) or read (``--input``),
 written to a temporary directory as TrackML CSV, and "Data loading" is timed
 as :func:`trkx_ray.events.load_event` plus the pipeline's ``data_loading``
 stage. Each configuration is warmed up (``--warmup`` untimed runs on the first
@@ -113,7 +117,7 @@ def bench_configs(device: str) -> dict[str, dict[str, Any]]:
             labeling = "torch" if cuda else "scipy"
         precision = spec["precision"]
         if precision == "AMP":
-            precision = "fp16" if cuda else "bf16"
+            precision = "auto"
         out[name] = {
             "edges": {"backend": spec["edges"]},
             "labeling": {"backend": labeling},
@@ -171,12 +175,13 @@ def _set_threads(threads: int, device: str) -> None:
 def _machine(device: str, threads: int) -> dict[str, Any]:
     import torch
 
+    from trkx_ray.hardware import describe
+
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **describe(device),
         "threads": threads,
         "device": device,
     }
@@ -184,8 +189,6 @@ def _machine(device: str, threads: int) -> dict[str, Any]:
         info["load_avg"] = os.getloadavg()
     except OSError:  # pragma: no cover
         pass
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return info
 
 
@@ -268,6 +271,7 @@ def _run_config(
         "edges": {k: float(np.mean(v)) for k, v in edges.items()},
         "memory": memory,
         "config": pipe.config.to_dict(),
+        "precision": pipe.precision,
     }
 
 
@@ -284,6 +288,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "edges": {},
         "memory": {},
         "unavailable": {},
+        "precision": {},
         "pileup": args.pileup if args.input is None else None,
         "input": str(args.input) if args.input is not None else None,
         "base_config": str(args.config),
@@ -307,6 +312,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             report["n_events"][name] = out["n_events"]
             report["edges"][name] = out["edges"]
             report["memory"][name] = out["memory"]
+            report["precision"][name] = out["precision"]
     report["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return report
 
@@ -329,11 +335,13 @@ def _print_table(report: dict[str, Any]) -> None:
     machine = report["machine"]
     table = Table(
         title=f"Per-stage time (s, mean ± std) on {machine['device']}, {machine['threads']} "
-        f"thread(s), {what}"
+        f"thread(s), {what}; CPU {machine.get('cpu_model', '?')} "
+        f"({machine.get('cpu_capability', '?')}, native bf16: {machine.get('cpu_native_bf16')})"
     )
     table.add_column("Stage", no_wrap=True)
     for name in names:
-        table.add_column(f"{name} ({report['n_events'][name]} ev)", justify="right")
+        prec = report.get("precision", {}).get(name, "")
+        table.add_column(f"{name} ({report['n_events'][name]} ev, {prec})", justify="right")
     for label, _ in ROWS:
         cells = []
         for name in names:

@@ -52,7 +52,7 @@ CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs" / "pipelin
 WEIGHTS_DIR: Path = Path(__file__).resolve().parent.parent / "weights"
 
 Activation = Literal["relu", "tanh", "silu", "gelu"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Runtime = Literal["torch", "onnx"]
 
 #: onnxruntime execution providers the ``onnx`` runtime knows, by short name.
@@ -259,8 +259,10 @@ class PipelineConfig:
         name: configuration name (for reports).
         kind: ``exatrkx`` (the full pipeline) or ``noop`` (no models: one track
             per hit, for measuring driver overhead).
-        precision: ``fp32``, ``bf16`` (autocast on CPU or CUDA) or ``fp16``
-            (CUDA only); applies to the torch runtime (onnx runs fp32).
+        precision: ``auto`` (the fastest precision that keeps the physics on
+            the device: :func:`trkx_ray.hardware.resolve_precision`), ``fp32``,
+            ``bf16`` (autocast on CPU or CUDA) or ``fp16`` (CUDA only); applies
+            to the torch runtime (onnx runs fp32).
         runtime: ``torch`` (the models in PyTorch) or ``onnx`` (the three
             models exported to ONNX and run by onnxruntime, see ``onnx``).
         features, embedding, edges, filter, gnn, labeling: the stages.
@@ -270,7 +272,7 @@ class PipelineConfig:
 
     name: str = "default"
     kind: Literal["exatrkx", "noop"] = "exatrkx"
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
     runtime: Runtime = "torch"
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)

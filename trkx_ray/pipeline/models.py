@@ -238,9 +238,20 @@ class FilterMLP(nn.Module):
         self.node_dim = node_dim
         self.net = make_mlp(2 * node_dim, hidden, 1, layers, layer_norm, activation)
 
-    def _logits(self, x: Tensor, edges_t: Tensor) -> Tensor:
-        pair = torch.cat([x.index_select(0, edges_t[:, 0]), x.index_select(0, edges_t[:, 1])], 1)
-        return self.net(pair).float().squeeze(-1)
+    def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-hit terms of the first layer, ``(W_src x + b, W_dst x)``, once per hit.
+
+        The first layer on ``[x_src, x_dst]`` is ``W_src x_src + W_dst x_dst + b``:
+        computing both terms per hit and gathering them per edge gives the same
+        result (up to float rounding) for about a third less arithmetic per edge.
+        """
+        first = self.net[0]
+        w_src, w_dst = first.weight[:, : self.node_dim], first.weight[:, self.node_dim :]
+        return nn.functional.linear(x, w_src, first.bias), nn.functional.linear(x, w_dst)
+
+    def _logits(self, proj: tuple[Tensor, Tensor], edges_t: Tensor) -> Tensor:
+        pre = proj[0].index_select(0, edges_t[:, 0]) + proj[1].index_select(0, edges_t[:, 1])
+        return self.net[1:](pre).float().squeeze(-1)
 
     def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
         """Edge logits (float32, ``E``) for nodes ``x`` (``N x node_dim``), edges ``2 x E``.
@@ -250,7 +261,8 @@ class FilterMLP(nn.Module):
             edges: ``2 x E`` (src, dst).
             chunk_size: edges per chunk (``None``: all at once).
         """
-        return map_rows(lambda et: self._logits(x, et), edges.shape[1], chunk_size, edges.T)
+        proj = self.project(x)
+        return map_rows(lambda et: self._logits(proj, et), edges.shape[1], chunk_size, edges.T)
 
     @classmethod
     def from_config(cls, cfg: FilterConfig, node_dim: int) -> FilterMLP:

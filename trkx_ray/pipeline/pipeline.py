@@ -10,7 +10,8 @@ through the stages
 
 timing each stage in seconds (``time.perf_counter``; on CUDA the stream is
 synchronised at stage boundaries when ``profile=True``). Mixed precision
-(``precision: bf16|fp16``) wraps the three models in ``torch.autocast``.
+(``precision: bf16|fp16``, or what ``auto`` picks for the device:
+:mod:`trkx_ray.hardware`) wraps the three models in ``torch.autocast``.
 With ``runtime: onnx`` the three models run in onnxruntime sessions instead
 (:mod:`trkx_ray.pipeline.export`; fp32, exported on the fly when needed).
 The ``noop`` kind runs no model (one track per hit) to measure the overhead
@@ -243,14 +244,22 @@ class Pipeline:
             and config.runtime == "torch"
         ):
             raise ConfigError(
-                f"{config.source}: precision = 'fp16' needs a CUDA device; use 'bf16' on CPU"
+                f"{config.source}: precision = 'fp16' needs a CUDA device; use 'auto' or 'fp32' "
+                "on CPU"
             )
+        from trkx_ray.hardware import resolve_precision
+
+        #: the precision the models run at (``auto`` resolved for this device).
+        self.precision = (
+            "fp32" if config.kind == "noop"
+            else resolve_precision(config.precision, self.device, config.runtime)
+        )
         self.embedding = self.filter = self.gnn = None
         self.onnx = None
         if config.kind == "exatrkx" and config.runtime == "onnx":
             from trkx_ray.pipeline.export import OnnxModels
 
-            if config.precision != "fp32":
+            if config.precision not in ("fp32", "auto"):
                 log.info(
                     "%s: runtime onnx runs the models in fp32 (precision %r applies to torch)",
                     config.source,
@@ -296,14 +305,14 @@ class Pipeline:
     def __repr__(self) -> str:
         return (
             f"Pipeline(name={self.config.name!r}, kind={self.config.kind!r}, "
-            f"device={str(self.device)!r}, precision={self.config.precision!r}, "
+            f"device={str(self.device)!r}, precision={self.precision!r}, "
             f"runtime={self.config.runtime!r})"
         )
 
     def _autocast(self) -> Any:
         import torch
 
-        precision = self.config.precision
+        precision = self.precision
         if precision == "fp32" or self.onnx is not None:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
