@@ -17,6 +17,7 @@ from trkx_ray.pipeline.labeling import (
     synthetic_scored_graph,
     time_backends,
     torch_connected_components,
+    walk_tracks,
 )
 
 CC_BACKENDS = ["scipy", "sknetwork", "torch"]
@@ -54,7 +55,7 @@ def random_graph(rng: np.random.Generator, n: int, e: int) -> tuple[np.ndarray, 
 
 
 def test_backends_registered() -> None:
-    assert set(LABEL_BACKENDS) == {"scipy", "sknetwork", "torch", "cugraph", "dbscan"}
+    assert set(LABEL_BACKENDS) == {"scipy", "sknetwork", "torch", "cugraph", "dbscan", "walk"}
 
 
 def test_canonical_labels_first_appearance() -> None:
@@ -343,3 +344,210 @@ def test_prune_respects_the_cut_and_rejects_unknown_modes():
     assert labels[3] != labels[4]
     with pytest.raises(ValueError, match="prune mode 'walk'"):
         label_hits(8, edges, scores, cut=0.5, prune="walk")
+
+
+# ---------------------------------------------------------------- backend "walk"
+def reference_walk(
+    n: int, edges: np.ndarray, scores: np.ndarray, cut: float, walk_min: float, walk_add: float
+) -> np.ndarray:
+    """Straightforward CC-and-walk (test-only): enumerate every road, keep the longest.
+
+    Same rules as the backend: edges above ``cut`` (self loops dropped, duplicates
+    merged keeping the best score); components that are simple paths are tracks;
+    the rest in Kahn topological order (ready hits first in, first out; initial
+    ready hits by index; children by index; hits left on cycles last, by index);
+    from each unused hit all roads are enumerated, a hit continuing along every
+    unused later outer neighbour above ``walk_add``, or else its best one if it is
+    above ``walk_min``; the longest road wins (ties: larger score sum).
+    """
+    best: dict[tuple[int, int], float] = {}
+    for (u, v), s in zip(edges.T.tolist(), scores.tolist()):
+        if s > cut and u != v:
+            best[(u, v)] = max(best.get((u, v), -1.0), s)
+    out: dict[int, list[tuple[int, float]]] = {u: [] for u in range(n)}
+    indeg = [0] * n
+    for (u, v), s in sorted(best.items()):
+        out[u].append((v, s))
+        indeg[v] += 1
+    keys = np.array(list(best), dtype=np.int64).reshape(-1, 2).T
+    comp = reference_components(n, keys, np.ones(keys.shape[1]), 0.0)
+    label = [-1] * n
+    for c in set(comp.tolist()):
+        hits = [u for u in range(n) if comp[u] == c]
+        n_edges = sum(len(out[u]) for u in hits)
+        simple = all(len(out[u]) <= 1 and indeg[u] <= 1 for u in hits)
+        if len(hits) > 1 and simple and n_edges == len(hits) - 1:
+            for u in hits:
+                label[u] = min(hits)
+    deg = list(indeg)
+    queue = [u for u in range(n) if deg[u] == 0]
+    topo = []
+    while queue:
+        u = queue.pop(0)
+        topo.append(u)
+        for v, _ in out[u]:
+            deg[v] -= 1
+            if deg[v] == 0:
+                queue.append(v)
+    topo += [u for u in range(n) if u not in set(topo)]
+    pos = {u: i for i, u in enumerate(topo)}
+    used = {u for u in range(n) if label[u] >= 0}
+    for s in topo:
+        if s in used:
+            continue
+        finished, roads = [], [([s], [])]
+        while roads:
+            road, road_scores = roads.pop()
+            u = road[-1]
+            nxt = [(v, sc) for v, sc in out[u] if v not in used and pos[v] > pos[u]]
+            if not nxt or max(sc for _, sc in nxt) <= walk_min:
+                finished.append((road, road_scores))
+                continue
+            top = max(sc for _, sc in nxt)
+            adds = [(v, sc) for v, sc in nxt if sc > walk_add]
+            for v, sc in adds or [(v, sc) for v, sc in nxt if sc == top]:
+                roads.append((road + [v], road_scores + [sc]))
+
+        def rank(item):
+            road, road_scores = item
+            total = 0.0
+            for sc in reversed(road_scores):
+                total = total + sc
+            return (len(road), total)
+
+        road = max(finished, key=rank)[0]
+        for u in road:
+            used.add(u)
+            label[u] = min(road)
+    return canonical_labels(np.asarray(label))
+
+
+def test_walk_simple_path_is_one_track_whatever_its_scores() -> None:
+    # a component that is a simple path is a track even below walk_min
+    edges = np.array([[0, 1, 2, 3], [1, 2, 3, 4]])
+    scores = np.array([0.9, 0.2, 0.95, 0.15])
+    labels = label_hits(6, edges, scores, cut=0.1, backend="walk", walk_min=0.5)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 0, 0, 1])
+    _, kind = walk_tracks(6, edges, scores)
+    np.testing.assert_array_equal(kind, [1, 1, 1, 1, 1, 0])
+    # two tracks sharing nothing: two components, two tracks
+    edges2 = np.array([[0, 1, 2, 5, 6], [1, 2, 3, 6, 7]])
+    labels2 = label_hits(8, edges2, np.full(5, 0.9), cut=0.5, backend="walk")
+    np.testing.assert_array_equal(labels2, [0, 0, 0, 0, 1, 2, 2, 2])
+
+
+def test_walk_y_fork_resolved_by_score() -> None:
+    # 0 -> 1 -> {2 -> 3 (0.9, 0.9), 4 -> 5 (0.7, 0.9)}: no edge above walk_add, so the
+    # walk follows the best edge; the other branch is walked later from its own hit
+    edges = np.array([[0, 1, 2, 1, 4], [1, 2, 3, 4, 5]])
+    scores = np.array([0.95, 0.9, 0.9, 0.7, 0.9])
+    labels = label_hits(6, edges, scores, cut=0.1, backend="walk", walk_min=0.5, walk_add=0.95)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 0, 1, 1])
+    # swap the scores at the fork: the walk turns the other way
+    scores2 = np.array([0.95, 0.7, 0.9, 0.9, 0.9])
+    labels2 = label_hits(6, edges, scores2, cut=0.1, backend="walk", walk_min=0.5, walk_add=0.95)
+    np.testing.assert_array_equal(labels2, [0, 0, 1, 1, 0, 0])
+    # the fork's weak branch below walk_min: its hits stay out of the track
+    scores3 = np.array([0.95, 0.9, 0.9, 0.3, 0.9])
+    labels3 = label_hits(6, edges, scores3, cut=0.1, backend="walk", walk_min=0.5, walk_add=0.95)
+    np.testing.assert_array_equal(labels3, [0, 0, 0, 0, 1, 1])
+
+
+def test_walk_branches_above_walk_add_and_keeps_the_longest_road() -> None:
+    # at hit 1 both edges score above walk_add: both roads are tried, the longer
+    # (1 -> 4 -> 5 -> 6) wins although 1 -> 2 scores higher
+    edges = np.array([[0, 1, 2, 1, 4, 5], [1, 2, 3, 4, 5, 6]])
+    scores = np.array([0.95, 0.9, 0.9, 0.8, 0.9, 0.9])
+    labels = label_hits(7, edges, scores, cut=0.1, backend="walk", walk_min=0.5, walk_add=0.7)
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1, 0, 0, 0])
+    # with walk_add above both, the best edge decides: the short branch
+    labels = label_hits(7, edges, scores, cut=0.1, backend="walk", walk_min=0.5, walk_add=0.95)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 0, 1, 1, 1])
+
+
+def test_walk_bridges_a_double_hit_and_a_skipped_hit() -> None:
+    # track 0 -> 1 -> {2, 3} -> 4 -> 5, where 2 and 3 are a double hit in one layer:
+    # 1 -> 3 is the best edge, 1 -> 2 -> 3 second best; 2 -> 4 skips hit 3
+    edges = np.array([[0, 1, 1, 2, 2, 3, 4], [1, 3, 2, 3, 4, 4, 5]])
+    scores = np.array([0.95, 0.93, 0.85, 0.9, 0.85, 0.94, 0.95])
+    # walk_add 0.8: the second-best edge 1 -> 2 is added as a branch and the road
+    # through both hits of the double hit is the longest: one whole track
+    labels = label_hits(6, edges, scores, cut=0.05, backend="walk", walk_min=0.5, walk_add=0.8)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 0, 0, 0])
+    # walk_add 0.95: only best edges, hit 2 is left over as a singleton
+    labels = label_hits(6, edges, scores, cut=0.05, backend="walk", walk_min=0.5, walk_add=0.95)
+    np.testing.assert_array_equal(labels, [0, 0, 1, 0, 0, 0])
+    # the link 3 -> 4 missing (below the cut): the skip edge 2 -> 4 bridges the gap and
+    # the road 0-1-2-4-5 beats the dead end at 3, which is left over
+    scores_gap = scores.copy()
+    scores_gap[5] = 0.01
+    labels = label_hits(6, edges, scores_gap, cut=0.05, backend="walk", walk_min=0.5, walk_add=0.8)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1, 0, 0])
+    # connected components cannot leave hit 3 out: 1 -> 3 and 2 -> 3 tie it in
+    cc = label_hits(6, edges, scores_gap, cut=0.5, backend="scipy")
+    np.testing.assert_array_equal(cc, [0, 0, 0, 0, 0, 0])
+
+
+def test_walk_empty_and_all_below_cut() -> None:
+    empty = np.zeros((2, 0), np.int64)
+    np.testing.assert_array_equal(label_hits(4, empty, np.zeros(0), backend="walk"), [0, 1, 2, 3])
+    assert label_hits(0, empty, np.zeros(0), backend="walk").shape == (0,)
+    edges = np.array([[0, 1, 2], [1, 2, 3]])
+    np.testing.assert_array_equal(
+        label_hits(5, edges, np.full(3, 0.2), cut=0.5, backend="walk"), [0, 1, 2, 3, 4]
+    )
+    # self loops and duplicates
+    edges = np.array([[3, 3, 2, 1, 1], [3, 3, 2, 4, 4]])
+    np.testing.assert_array_equal(
+        label_hits(6, edges, np.ones(5), backend="walk"), [0, 1, 2, 3, 1, 4]
+    )
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_walk_matches_reference_on_random_graphs(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 26))
+    e = int(rng.integers(0, 3 * n))
+    edges = rng.integers(0, n, (2, e))
+    if seed % 4:  # mostly DAGs, as the pipeline gives (inner -> outer); some cycles
+        edges = np.sort(edges, axis=0)
+    scores = rng.random(e)
+    cut, walk_min, walk_add = 0.1, float(rng.uniform(0.1, 0.6)), float(rng.uniform(0.3, 0.9))
+    got = label_hits(
+        n, edges, scores, cut=cut, backend="walk", walk_min=walk_min, walk_add=walk_add
+    )
+    want = reference_walk(n, edges, scores, cut, walk_min, walk_add)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_walk_every_hit_labelled_deterministic_and_order_free() -> None:
+    edges, scores = synthetic_scored_graph(num_hits=20_000, num_edges=120_000, seed=9)
+    # orient inner -> outer as the pipeline does: hit perm[i] of the synthetic graph
+    # is the (i % 10)-th hit of its track; its "layer" plays the role of r
+    perm = np.random.default_rng(9).permutation(20_000)
+    layer = np.empty(20_000)
+    layer[perm] = np.arange(20_000) % 10 + np.arange(20_000) / 1e6
+    swap = layer[edges[0]] > layer[edges[1]]
+    edges = np.where(swap, edges[::-1], edges)
+    labels = label_hits(20_000, edges, scores, cut=0.3, backend="walk")
+    assert labels.shape == (20_000,) and labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, canonical_labels(labels))
+    perm = np.random.default_rng(1).permutation(edges.shape[1])
+    again = label_hits(20_000, edges[:, perm], scores[perm], cut=0.3, backend="walk")
+    np.testing.assert_array_equal(again, labels)
+    # torch input gives the same
+    got = label_hits(20_000, torch.as_tensor(edges), torch.as_tensor(scores), 0.3, backend="walk")
+    np.testing.assert_array_equal(got, labels)
+    # the synthetic 10-hit tracks are found: most true chains end in one track
+    sizes = np.bincount(labels)
+    assert np.sum(sizes >= 8) >= 0.8 * 2_000
+
+
+def test_walk_options_checked() -> None:
+    edges, scores = np.array([[0], [1]]), np.ones(1)
+    with pytest.raises(ValueError, match="walk_min"):
+        label_hits(2, edges, scores, backend="walk", walk_min=1.5)
+    with pytest.raises(ValueError, match="walk_add"):
+        label_hits(2, edges, scores, backend="walk", walk_add=float("nan"))
+    with pytest.raises(ValueError, match="'walk' has no option"):
+        label_hits(2, edges, scores, backend="walk", eps=0.1)

@@ -15,6 +15,19 @@ One entry point, :func:`label_hits`, with backends chosen by name:
   Options ``eps`` (default 0.25) and ``min_samples`` (default 2); DBSCAN's
   noise hits become singletons. With ``eps >= 1 - cut`` and
   ``min_samples <= 2`` it gives exactly the connected components.
+* ``walk``: "CC and walk" track building (Exa.TrkX / acorn), compiled with
+  numba. The graph of edges with ``score > cut`` (``cut`` low here, e.g.
+  0.05: it is the component cut) is split into connected components; a
+  component that is a simple path (every hit at most one inner and one outer
+  neighbour) is a track. The other components are walked: hits in topological
+  order (edges must be oriented inner -> outer, so the graph is a DAG), and from
+  each hit not yet on a track the longest road outwards over unused hits, where
+  a hit continues along each outer edge scoring above ``walk_add`` (branches:
+  a second-best edge, e.g. the other hit of a double hit or an edge that skips
+  a hit) or else along its best outer edge if that scores above ``walk_min``;
+  ties go to the larger summed score. The road's hits become a track; a hit
+  whose road is only itself is a singleton. Options ``walk_min`` (default
+  :data:`DEFAULT_WALK_MIN`) and ``walk_add`` (default :data:`DEFAULT_WALK_ADD`).
 
 Labels are canonical: components numbered 0..C-1 in order of their smallest
 hit index, so partitions from different backends compare with ``==``.
@@ -31,6 +44,7 @@ the walk-through labeling of the later Exa.TrkX papers).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -43,6 +57,8 @@ import numpy as np
 __all__ = [
     "DEFAULT_DBSCAN_EPS",
     "DEFAULT_DBSCAN_MIN_SAMPLES",
+    "DEFAULT_WALK_ADD",
+    "DEFAULT_WALK_MIN",
     "LABEL_BACKENDS",
     "PRUNE_MODES",
     "best_edges",
@@ -51,6 +67,7 @@ __all__ = [
     "synthetic_scored_graph",
     "time_backends",
     "torch_connected_components",
+    "walk_tracks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -279,16 +296,316 @@ def _dbscan(
     return labels
 
 
+# -- walk-through track building ("CC and walk") -----------------------------------------
+#: default minimum score of an edge the walk may follow (acorn's ``th_min``).
+DEFAULT_WALK_MIN = 0.1
+#: default score above which every outgoing edge opens a branch of the walk (``th_add``).
+DEFAULT_WALK_ADD = 0.6
+
+
+def _walk_kernel_py(n, src_in, dst_in, score_in, walk_min, walk_add):  # pragma: no cover
+    """CC-and-walk on edges oriented inner -> outer (compiled by :func:`_walk_kernel`).
+
+    Plain Python source, compiled with ``numba.njit``. Returns ``(labels,
+    kind)``: canonical labels (0..C-1 in order of each track's smallest hit
+    index) and per hit 0 = singleton, 1 = simple-path component, 2 = walked.
+    """
+    # -- CSR by inner hit (counting sort), self loops dropped, one edge per pair (best score)
+    indptr = np.zeros(n + 1, np.int64)
+    for k in range(src_in.shape[0]):
+        if src_in[k] != dst_in[k]:
+            indptr[src_in[k] + 1] += 1
+    for u in range(n):
+        indptr[u + 1] += indptr[u]
+    fill = indptr[:-1].copy()
+    m_in = indptr[n]
+    dst = np.empty(m_in, np.int64)
+    score = np.empty(m_in, np.float64)
+    for k in range(src_in.shape[0]):
+        u = src_in[k]
+        if u != dst_in[k]:
+            dst[fill[u]] = dst_in[k]
+            score[fill[u]] = score_in[k]
+            fill[u] += 1
+    # rows sorted by outer hit (insertion sort: rows are short), duplicates merged
+    # (best score kept), compacted in place: the result does not depend on edge order
+    w = 0
+    start = 0
+    for u in range(n):
+        stop = indptr[u + 1]
+        row_start = w
+        for k in range(start, stop):
+            v = dst[k]
+            sv = score[k]
+            j = w
+            while j > row_start and dst[j - 1] > v:
+                j -= 1
+            if j > row_start and dst[j - 1] == v:
+                if sv > score[j - 1]:
+                    score[j - 1] = sv
+                continue
+            for i in range(w, j, -1):
+                dst[i] = dst[i - 1]
+                score[i] = score[i - 1]
+            dst[j] = v
+            score[j] = sv
+            w += 1
+        start = stop
+        indptr[u + 1] = w
+    m = w
+    # -- connected components (union-find with path halving; the root is the smallest hit)
+    parent = np.arange(n)
+    for u in range(n):
+        for k in range(indptr[u], indptr[u + 1]):
+            a = u
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            b = dst[k]
+            while parent[b] != b:
+                parent[b] = parent[parent[b]]
+                b = parent[b]
+            if a < b:
+                parent[b] = a
+            elif b < a:
+                parent[a] = b
+    for u in range(n):
+        parent[u] = parent[parent[u]]  # roots are smaller: one pass compresses fully
+    # -- simple paths: every hit at most one inner and one outer neighbour, no cycle
+    indeg = np.zeros(n, np.int64)
+    for k in range(m):
+        indeg[dst[k]] += 1
+    size = np.zeros(n, np.int64)
+    n_edges = np.zeros(n, np.int64)
+    branchy = np.zeros(n, np.bool_)
+    for u in range(n):
+        root = parent[u]
+        size[root] += 1
+        n_edges[root] += indptr[u + 1] - indptr[u]
+        if indeg[u] > 1 or indptr[u + 1] - indptr[u] > 1:
+            branchy[root] = True
+    track = np.full(n, -1, np.int64)  # per hit: its track's first (smallest) hit
+    kind = np.zeros(n, np.int8)
+    for u in range(n):
+        root = parent[u]
+        if size[root] > 1 and not branchy[root] and n_edges[root] == size[root] - 1:
+            track[u] = root
+            kind[u] = 1
+    # -- topological order of the rest (Kahn, ready hits first come first; hits on a
+    # cycle, impossible for edges oriented inner -> outer, go last by index)
+    topo = np.empty(n, np.int64)
+    pos = np.full(n, n, np.int64)
+    deg = indeg.copy()
+    head = 0
+    tail = 0
+    for u in range(n):
+        if deg[u] == 0:
+            topo[tail] = u
+            tail += 1
+    while head < tail:
+        u = topo[head]
+        pos[u] = head
+        head += 1
+        for k in range(indptr[u], indptr[u + 1]):
+            v = dst[k]
+            deg[v] -= 1
+            if deg[v] == 0:
+                topo[tail] = v
+                tail += 1
+    for u in range(n):
+        if pos[u] == n:
+            topo[tail] = u
+            pos[u] = tail
+            tail += 1
+    # -- walk: from each unused hit in topological order, the longest road over unused
+    # hits where a hit continues along every outer edge scoring above walk_add, or else
+    # along its best outer edge if that scores above walk_min (depth-first, post-order)
+    used = track >= 0
+    stamp = np.full(n, -1, np.int64)  # == start: hit visited for this start
+    best = np.zeros(n, np.float64)  # best unused outer score (per visit)
+    n_add = np.zeros(n, np.int64)  # unused outer edges above walk_add (per visit)
+    cursor = np.zeros(n, np.int64)
+    dp_len = np.zeros(n, np.int64)
+    dp_sum = np.zeros(n, np.float64)
+    dp_next = np.full(n, -1, np.int64)
+    stack = np.empty(n, np.int64)
+    for t in range(n):
+        s = topo[t]
+        if used[s]:
+            continue
+        top = 0
+        stack[top] = s
+        top += 1
+        u = s
+        # visit u: its allowed steps
+        stamp[u] = s
+        bu = -1.0
+        na = 0
+        for k in range(indptr[u], indptr[u + 1]):
+            v = dst[k]
+            if not used[v] and pos[v] > pos[u]:
+                if score[k] > bu:
+                    bu = score[k]
+                if score[k] > walk_add:
+                    na += 1
+        best[u] = bu
+        n_add[u] = na
+        cursor[u] = indptr[u]
+        dp_len[u] = 1
+        dp_sum[u] = 0.0
+        dp_next[u] = -1
+        while top > 0:
+            u = stack[top - 1]
+            pushed = False
+            if best[u] > walk_min:
+                while cursor[u] < indptr[u + 1]:
+                    k = cursor[u]
+                    cursor[u] += 1
+                    v = dst[k]
+                    if used[v] or pos[v] <= pos[u]:
+                        continue
+                    if n_add[u] > 0:
+                        if not score[k] > walk_add:
+                            continue
+                    elif score[k] != best[u]:
+                        continue
+                    if stamp[v] != s:
+                        stamp[v] = s
+                        bv = -1.0
+                        na = 0
+                        for k2 in range(indptr[v], indptr[v + 1]):
+                            x = dst[k2]
+                            if not used[x] and pos[x] > pos[v]:
+                                if score[k2] > bv:
+                                    bv = score[k2]
+                                if score[k2] > walk_add:
+                                    na += 1
+                        best[v] = bv
+                        n_add[v] = na
+                        cursor[v] = indptr[v]
+                        dp_len[v] = 1
+                        dp_sum[v] = 0.0
+                        dp_next[v] = -1
+                        stack[top] = v
+                        top += 1
+                        pushed = True
+                        break
+                    # v already finished: relax u's road through it
+                    cand_len = dp_len[v] + 1
+                    cand_sum = dp_sum[v] + score[k]
+                    if cand_len > dp_len[u] or (cand_len == dp_len[u] and cand_sum > dp_sum[u]):
+                        dp_len[u] = cand_len
+                        dp_sum[u] = cand_sum
+                        dp_next[u] = v
+            if pushed:
+                continue
+            top -= 1
+            if top > 0:
+                # relax the parent through u (the edge that pushed u is the one just read)
+                p = stack[top - 1]
+                k = cursor[p] - 1
+                cand_len = dp_len[u] + 1
+                cand_sum = dp_sum[u] + score[k]
+                if cand_len > dp_len[p] or (cand_len == dp_len[p] and cand_sum > dp_sum[p]):
+                    dp_len[p] = cand_len
+                    dp_sum[p] = cand_sum
+                    dp_next[p] = u
+        u = s
+        walked = dp_len[s] > 1
+        while u >= 0:
+            used[u] = True
+            track[u] = s
+            if walked:
+                kind[u] = 2
+            u = dp_next[u]
+    # -- canonical labels: tracks numbered in order of their smallest hit
+    first = np.full(n, n, np.int64)
+    for u in range(n):
+        if first[track[u]] > u:
+            first[track[u]] = u
+    label_of = np.full(n, -1, np.int64)
+    labels = np.empty(n, np.int64)
+    c = 0
+    for u in range(n):
+        f = first[track[u]]
+        if label_of[f] < 0:
+            label_of[f] = c
+            c += 1
+        labels[u] = label_of[f]
+    return labels, kind
+
+
+@functools.lru_cache(maxsize=1)
+def _walk_kernel() -> Callable[..., Any]:
+    """The compiled walk kernel (numba imported on first use, compiled once and cached)."""
+    import numba
+
+    return numba.njit(cache=True)(_walk_kernel_py)
+
+
+def _check_unit(name: str, value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not 0.0 <= value <= 1.0
+    ):
+        raise ValueError(f"walk option {name!r} must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def walk_tracks(
+    num_hits: int,
+    edges: np.ndarray,
+    scores: np.ndarray,
+    walk_min: float = DEFAULT_WALK_MIN,
+    walk_add: float = DEFAULT_WALK_ADD,
+) -> tuple[np.ndarray, np.ndarray]:
+    """CC-and-walk track building on already-cut edges (see :func:`label_hits`, ``walk``).
+
+    Args:
+        num_hits: number of hits.
+        edges: ``2 x K`` int64 hit indices, oriented inner -> outer.
+        scores: ``K`` scores of those edges.
+        walk_min: a walk stops where a hit's best unused outer edge scores ``<= walk_min``.
+        walk_add: outer edges scoring above this each open a branch of the walk
+            (the longest branch wins); below it, the walk follows the best edge.
+
+    Returns:
+        ``(labels, kind)``: per hit a label (not canonical) and how it was made
+        (0 = singleton, 1 = component that is a simple path, 2 = walked track).
+    """
+    walk_min = _check_unit("walk_min", walk_min)
+    walk_add = _check_unit("walk_add", walk_add)
+    n = int(num_hits)
+    src = np.ascontiguousarray(edges[0], dtype=np.int64)
+    dst = np.ascontiguousarray(edges[1], dtype=np.int64)
+    s = np.ascontiguousarray(scores, dtype=np.float64)
+    return _walk_kernel()(n, src, dst, s, walk_min, walk_add)
+
+
+def _walk(
+    num_hits: int,
+    edges: np.ndarray,
+    scores: np.ndarray,
+    walk_min: float = DEFAULT_WALK_MIN,
+    walk_add: float = DEFAULT_WALK_ADD,
+) -> np.ndarray:
+    return walk_tracks(num_hits, edges, scores, walk_min=walk_min, walk_add=walk_add)[0]
+
+
 LABEL_BACKENDS: dict[str, Callable[..., Any]] = {
     "scipy": _scipy_cc,
     "sknetwork": _sknetwork_cc,
     "torch": _torch_cc,
     "cugraph": _cugraph_cc,
     "dbscan": _dbscan,
+    "walk": _walk,
 }
 
 _BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     "dbscan": frozenset({"eps", "min_samples"}),
+    "walk": frozenset({"walk_min", "walk_add"}),
 }
 
 
@@ -389,7 +706,8 @@ def label_hits(
             :func:`best_edges`; edges must be oriented inner -> outer).
         **options: backend options; ``dbscan`` takes ``eps`` (distance
             ``1 - score``, default :data:`DEFAULT_DBSCAN_EPS`) and
-            ``min_samples`` (default :data:`DEFAULT_DBSCAN_MIN_SAMPLES`).
+            ``min_samples`` (default :data:`DEFAULT_DBSCAN_MIN_SAMPLES`);
+            ``walk`` takes ``walk_min`` and ``walk_add`` (see the module docstring).
 
     Returns:
         int64 numpy array of ``num_hits`` canonical labels.
@@ -466,6 +784,8 @@ def label_hits(
     mask = scores > cut
     kept = edges[:, mask]
     labels = LABEL_BACKENDS[backend](n, kept, scores[mask], **options)
+    if backend == "walk":  # the kernel numbers its tracks canonically already
+        return labels
     return canonical_labels(labels)
 
 
