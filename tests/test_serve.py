@@ -1,0 +1,343 @@
+"""The tracking service on a real local Ray Serve (no mocks).
+
+One service per module: ``python -m trkx_ray.serve`` started as a subprocess with two
+1-core CPU replicas on a free loopback port, stopped with Ctrl-C (SIGINT) at the end,
+which must exit cleanly. The replica-kill test runs last (it replaces a replica).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from trkx_ray.events import load_event
+from trkx_ray.events.event import Event
+from trkx_ray.events.io import read_submission
+from trkx_ray.pipeline import STAGES
+from trkx_ray.serve import Client, ServiceError
+from trkx_ray.serving import protocol
+
+pytestmark = pytest.mark.ray
+
+MAX_REQUEST_MB = 4
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Service:
+    def __init__(self, proc: subprocess.Popen, url: str, lines: list[str]) -> None:
+        self.proc = proc
+        self.url = url
+        self.lines = lines
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+@pytest.fixture(scope="module")
+def service():
+    port = _free_port()
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "trkx_ray.serve", "--cpu-replicas", "2",
+           "--cores-per-replica", "1", "--port", str(port), "--warmup-hits", "500",
+           "--max-request-mb", str(MAX_REQUEST_MB)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    lines: list[str] = []
+    ready = threading.Event()
+    url = [""]
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("trkx_ray service: "):
+                url[0] = line.split()[2]
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        ready.wait(240)
+        if not url[0]:
+            pytest.fail("service did not start:\n" + "\n".join(lines[-40:]))
+        yield _Service(proc, url[0], lines)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+                pytest.fail("service did not shut down within 90 s of Ctrl-C")
+    assert proc.returncode == 0, "\n".join(lines[-40:])
+    assert any("shutting down" in ln for ln in lines)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The in-process pipeline with the replicas' settings (default config, 1 thread)."""
+    import torch
+
+    from trkx_ray.pipeline import Pipeline
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield Pipeline.from_config("default", device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sample(sample_prefix) -> Event:
+    return load_event(sample_prefix, ("hits", "cells"))
+
+
+@pytest.fixture(scope="module")
+def small_event(sample) -> Event:
+    """The first 300 hits of the real sample (hits only): a quick, valid request."""
+    hits = {k: v[:300].copy() for k, v in sample.hits.items()}
+    return Event(event_id=7, hits=hits)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    from trkx_ray.events.simulate import simulate_event
+
+    return simulate_event(pileup=10, seed=3, event_id=3)
+
+
+def _hits_stream(columns: dict[str, np.ndarray]) -> bytes:
+    return protocol._arrow_stream(columns)
+
+
+# -- serving ----------------------------------------------------------------------------
+def test_binds_loopback_and_reports(service):
+    import psutil
+
+    port = int(service.url.rsplit(":", 1)[1])
+    listening = [c.laddr.ip for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    assert listening and set(listening) <= {"127.0.0.1"}, listening
+    info = Client(service.url).info()
+    assert info["kind"] == "cpu" and info["replicas"] == 2 and info["threads"] == 1
+    assert len(info["cores"]) == 1 and not info["shared_cores"]
+    assert info["max_request_bytes"] == MAX_REQUEST_MB * 2**20
+
+
+@pytest.mark.parametrize("which", ["sample", "simulated"])
+def test_answers_equal_in_process_pipeline(service, reference, which, request):
+    event = request.getfixturevalue(which)
+    answer = Client(service.url).track_answer(event)
+    expected = reference(event)
+    np.testing.assert_array_equal(answer.hit_id, event.hits["hit_id"])
+    np.testing.assert_array_equal(answer.track_id, expected.track_id)
+    assert answer.track_id.dtype == np.int64
+    assert answer.event_id == event.event_id
+    for stage in (*STAGES, "total", "decode", "encode", "service"):
+        assert stage in answer.timings and answer.timings[stage] >= 0, stage
+    assert answer.headers[protocol.stage_header("embedding").lower()]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json"])
+def test_parquet_and_json_paths(service, sample, fmt):
+    arrow = Client(service.url).track(sample)
+    answer = Client(service.url, fmt=fmt).track_answer(sample)
+    np.testing.assert_array_equal(answer.track_id, arrow)
+    assert answer.headers["content-type"].startswith(protocol.CONTENT_TYPES[fmt])
+
+
+def test_accept_header_and_sniffing(service, small_event):
+    body, headers = protocol.encode_event(small_event, "parquet")
+    headers.pop("Content-Type")  # the body's magic bytes tell Parquet
+    r = requests.post(f"{service.url}/v1/track", data=body,
+                      headers={**headers, "Accept": protocol.JSON}, timeout=60)
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["event_id"] == 7 and len(doc["track_id"]) == small_event.num_hits
+    hit_id, track_id = protocol.decode_answer(r.content, r.headers["Content-Type"])
+    np.testing.assert_array_equal(hit_id, small_event.hits["hit_id"])
+
+
+def _bad_requests(sample: Event) -> dict[str, tuple[bytes, dict[str, str], int, list[str]]]:
+    arrow = {"Content-Type": protocol.ARROW_STREAM}
+    hits = {k: v[:300].copy() for k, v in sample.hits.items()}
+    no_z = {k: v for k, v in hits.items() if k != "z"}
+    nan_x = dict(hits, x=hits["x"].copy())
+    nan_x["x"][5] = np.nan
+    dup = dict(hits, hit_id=hits["hit_id"].copy())
+    dup["hit_id"][3] = dup["hit_id"][2]
+    good = _hits_stream(hits)
+    cells = {"hit_id": np.array([hits["hit_id"][0], 999_999], np.int32),
+             "ch0": np.zeros(2, np.int32), "ch1": np.zeros(2, np.int32),
+             "value": np.ones(2, np.float32)}
+    return {
+        "malformed-arrow": (b"\xff\xff\xff\xff\x10\x00\x00\x00garbage", arrow, 400,
+                            ["Arrow IPC stream"]),
+        "malformed-parquet": (b"PAR1 is not enough", {"Content-Type": protocol.PARQUET}, 400,
+                              ["Parquet"]),
+        "malformed-json": (b'{"hits": [1, 2', {"Content-Type": protocol.JSON}, 400,
+                           ["not valid JSON"]),
+        "missing-column": (_hits_stream(no_z), arrow, 422, ["missing", "'z'"]),
+        "nan-coordinate": (_hits_stream(nan_x), arrow, 422, ["'x'", "non-finite", "row 5"]),
+        "duplicate-hit-id": (_hits_stream(dup), arrow, 422, ["duplicate"]),
+        "cells-of-unknown-hit": (good + _hits_stream(cells), arrow, 422, ["unknown hit_id"]),
+        "bad-hits-length": (good, {**arrow, protocol.HITS_LENGTH_HEADER: "x"}, 400,
+                            [protocol.HITS_LENGTH_HEADER]),
+        "oversized": (b"\xff" * ((MAX_REQUEST_MB + 1) * 2**20), arrow, 413,
+                      ["--max-request-mb", f"{MAX_REQUEST_MB:.1f} MiB"]),
+        "unsupported-type": (b"hit_id,x,y,z\n1,2,3,4\n", {"Content-Type": "text/csv"}, 415,
+                             ["text/csv"]),
+        "empty-body": (b"", arrow, 400, ["empty body"]),
+    }
+
+
+BAD = ["malformed-arrow", "malformed-parquet", "malformed-json", "missing-column",
+       "nan-coordinate", "duplicate-hit-id", "cells-of-unknown-hit", "bad-hits-length",
+       "oversized", "unsupported-type", "empty-body"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_gives_4xx_naming_the_problem(service, sample, small_event, case):
+    body, headers, status, words = _bad_requests(sample)[case]
+    r = requests.post(f"{service.url}/v1/track", data=body, headers=headers, timeout=60)
+    assert r.status_code == status, (r.status_code, r.text)
+    message = r.json()["error"]
+    for word in words:
+        assert word in message, (word, message)
+    assert r.headers["X-Trkx-Error"]
+    # the client raises at once (no retry) with the message ...
+    client = Client(service.url, retries=2)
+    with pytest.raises(ServiceError) as err:
+        client._with_retries(lambda: client.post(body, headers))
+    assert err.value.status == status and client.retried == 0
+    # ... and the next request is served
+    assert len(Client(service.url, fmt="json").track(small_event)) == small_event.num_hits
+
+
+def test_wrong_method_and_route(service):
+    r = requests.get(f"{service.url}/v1/track", timeout=30)
+    assert r.status_code == 405 and "POST" in r.json()["error"]
+    r = requests.post(f"{service.url}/v2/whatever", data=b"{}", timeout=30)
+    assert r.status_code == 404 and "/v1/track" in r.json()["error"]
+
+
+def test_no_crash_logged_for_bad_input(service):
+    """The bad requests above left no traceback or error in the service's output."""
+    text = service.output()
+    assert "Traceback" not in text and " ERROR " not in text, text[-3000:]
+
+
+def test_batch_input_writes_submissions(service, sample, tmp_path):
+    from trkx_ray import serve
+
+    out = tmp_path / "tracks"
+    status = serve.main(["--url", service.url, "--input", str(Path(sample.source).parent),
+                         "--save-tracks", str(out)])
+    assert status == 0
+    sub = read_submission(out / "event000000001-submission.csv")
+    np.testing.assert_array_equal(sub["hit_id"], sample.hits["hit_id"])
+    np.testing.assert_array_equal(sub["track_id"], Client(service.url).track(sample))
+
+
+def test_small_loadgen_run(service, data_dir, tmp_path):
+    from trkx_ray import loadgen
+
+    out = tmp_path / "lg"
+    status = loadgen.main(["--url", service.url, "--input", str(data_dir), "--events", "1",
+                           "--concurrency", "1,2", "--duration", "2", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "loadgen.json").read_text())
+    assert [r["concurrency"] for r in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert {"concurrency", "throughput_eps", "p50_s", "p95_s", "p99_s", "errors"} <= set(row)
+        assert row["ok"] >= 1 and row["errors"] == 0 and row["throughput_eps"] > 0
+        assert 0 < row["p50_s"] <= row["p95_s"] <= row["p99_s"]
+    assert report["service"]["replicas"] == 2
+    assert "| 2 |" in (out / "loadgen.md").read_text()
+    assert (out / "loadgen.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- faults (last: it replaces a replica) -------------------------------------------------
+@pytest.mark.slow
+def test_replica_kill_during_load(service, simulated):
+    body, headers = protocol.encode_event(simulated, "arrow")
+    target = f"{service.url}/v1/track"
+    concurrency = 3
+    lock = threading.Lock()
+    outcomes: list[tuple[float, str, int]] = []  # (time, status, replica pid)
+    stop = threading.Event()
+
+    def worker() -> None:
+        session = requests.Session()
+        sent = 0
+        while not stop.is_set() and sent < 400:
+            sent += 1
+            try:
+                r = session.post(target, data=body, headers=headers, timeout=120)
+                status, pid = str(r.status_code), int(r.headers.get("X-Trkx-Replica-Pid", 0))
+            except requests.RequestException as exc:
+                status, pid = type(exc).__name__, 0
+                session = requests.Session()
+            with lock:
+                outcomes.append((time.monotonic(), status, pid))
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with lock:
+            pids = {p for _, s, p in outcomes if s == "200"}
+        if len(pids) == 2:
+            break
+        time.sleep(0.2)
+    assert len(pids) == 2, outcomes[-10:]
+    victim = min(pids)
+    os.kill(victim, signal.SIGKILL)
+    t_kill = time.monotonic()
+    time.sleep(3.0)  # load goes on while Serve notices and replaces the replica
+    # the service keeps answering meanwhile (the other replica)
+    with lock:
+        after = [(s, p) for t, s, p in outcomes if t > t_kill]
+    assert any(s == "200" for s, _ in after), after
+    # the client's retries hide the failure from its user
+    client = Client(service.url, retries=6, backoff_s=0.5)
+    assert len(client.track(simulated)) == simulated.num_hits
+    # Serve replaces the replica: answers come from two live pids, the victim not among them
+    deadline = time.monotonic() + 90
+    fresh: set[int] = set()
+    while time.monotonic() < deadline:
+        with lock:
+            fresh = {p for t, s, p in outcomes if s == "200" and t > t_kill + 1.0}
+        if len(fresh - {victim}) == 2:
+            break
+        time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join(130)
+    assert len(fresh - {victim}) == 2, (fresh, victim)
+    with lock:
+        failed = [(t - t_kill, s) for t, s, _ in outcomes if s != "200"]
+    # only the requests in flight on the victim may fail, and as 5xx / connection errors
+    assert len(failed) <= concurrency, failed
+    assert all(s.startswith("5") or not s.isdigit() for _, s in failed), failed
+    assert all(t >= -0.5 for t, _ in failed), failed

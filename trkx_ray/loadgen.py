@@ -1,0 +1,446 @@
+"""``python -m trkx_ray.loadgen``: closed-loop load against a tracking service.
+
+For each concurrency level ``c`` of ``--concurrency``, ``c`` client threads each
+keep exactly one request in flight for ``--duration`` seconds (closed loop, like
+Triton's ``perf_analyzer``): send an event, wait for the answer, send the next. The
+events are encoded once before any measurement (a pool of ``--events`` payloads,
+cycled), so a request's time spans only request -> answer. Each thread sends one
+unmeasured warm-up request first (connection set-up).
+
+Per level it reports events/s (answers with status 200 per wall second), the
+p50/p95/p99 latency of those answers, the errors (any other status or a
+connection error; none is retried), the mean pipeline seconds the replicas
+reported (``X-Trkx-Stage-Total-S``) and the median service overhead (latency minus
+the replica's own ``X-Trkx-Service-S``). Output: ``DIR/loadgen.json`` (``{"rows":
+[{"concurrency", "throughput_eps", "p50_s", "p95_s", "p99_s", "errors", ...}],
+...}``), ``DIR/loadgen.md`` and ``DIR/loadgen.png``.
+
+Requests go only to ``--url``; every level is bounded by ``--duration`` and
+``--max-requests``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+__all__ = [
+    "Payload",
+    "build_parser",
+    "load_payloads",
+    "main",
+    "measure_level",
+    "parse_levels",
+    "render_markdown",
+    "run_loadgen",
+    "summarise",
+    "write_outputs",
+]
+
+log = logging.getLogger("trkx_ray.loadgen")
+
+#: hard bounds of one run (a load generator must not run away).
+MAX_CONCURRENCY = 1024
+MAX_DURATION_S = 3600.0
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One pre-encoded request."""
+
+    body: bytes
+    headers: dict[str, str]
+    num_hits: int
+
+
+def parse_levels(text: str) -> list[int]:
+    """``"1,2,4,8"`` -> ``[1, 2, 4, 8]`` (each in ``[1, MAX_CONCURRENCY]``)."""
+    try:
+        levels = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ValueError(f"--concurrency {text!r}: expected integers like 1,2,4,8") from exc
+    if not levels:
+        raise ValueError("--concurrency: give at least one level, e.g. 1,2,4")
+    for c in levels:
+        if not 1 <= c <= MAX_CONCURRENCY:
+            raise ValueError(f"--concurrency {c}: must be in [1, {MAX_CONCURRENCY}]")
+    return levels
+
+
+def _base_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"--url {url!r}: expected http://HOST:PORT (the service's URL)")
+    base = url.rstrip("/")
+    if base.endswith("/v1/track"):
+        base = base[: -len("/v1/track")]
+    return base
+
+
+def load_payloads(*, input_dir: str | Path | None = None, pileup: float | None = None,
+                  events: int = 4, seed: int = 0, fmt: str = "arrow",
+                  cells: bool = True) -> tuple[list[Payload], dict[str, Any]]:
+    """Encode the pool of events sent during the run (before any measurement).
+
+    Args:
+        input_dir: TrackML directory (the first ``events`` events), or None.
+        pileup: simulate ``events`` events of this pile-up (seeds ``seed...``);
+            taken from the on-disk cache of :mod:`trkx_ray.events.cache` when
+            that module exists, else simulated here.
+        events: pool size.
+        seed: first simulation seed.
+        fmt: ``arrow``, ``parquet`` or ``json``.
+        cells: send the cells part.
+
+    Returns:
+        ``(payloads, description)``.
+    """
+    from trkx_ray.events.io import list_events, load_event, present_parts
+    from trkx_ray.serving.protocol import encode_event
+
+    t0 = time.perf_counter()
+    loaded = []
+    if input_dir is not None:
+        desc: dict[str, Any] = {"source": "input", "input": str(input_dir)}
+        for prefix in list_events(input_dir)[:events]:
+            parts = tuple(p for p in present_parts(prefix) if p in ("hits", "cells"))
+            loaded.append(load_event(prefix, parts))
+    else:
+        mu = 200.0 if pileup is None else float(pileup)
+        desc = {"source": "simulated", "pileup": mu, "seed": seed}
+        try:
+            from trkx_ray.events.cache import simulated_events
+        except ImportError:
+            simulated_events = None
+        if simulated_events is not None:
+            cached = simulated_events(mu, seed, events)
+            desc["cache"] = str(cached.directory)
+            loaded = [load_event(p, ("hits", "cells")) for p in cached.prefixes]
+        else:
+            from trkx_ray.events.simulate import simulate_event
+
+            loaded = [simulate_event(pileup=mu, seed=seed + i, event_id=seed + i)
+                      for i in range(events)]
+    payloads = []
+    for event in loaded:
+        body, headers = encode_event(event, fmt, cells=cells)
+        payloads.append(Payload(body, headers, event.num_hits))
+    desc.update({
+        "events": len(payloads), "format": fmt, "cells": cells,
+        "mean_hits": float(np.mean([p.num_hits for p in payloads])) if payloads else 0.0,
+        "mean_bytes": float(np.mean([len(p.body) for p in payloads])) if payloads else 0.0,
+        "prepare_s": round(time.perf_counter() - t0, 3),
+    })
+    return payloads, desc
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+def summarise(concurrency: int, wall_s: float, latencies: list[float], statuses: list[str],
+              pipeline_s: list[float], service_s: list[float]) -> dict[str, Any]:
+    """One row of the report from the raw per-request records of a level.
+
+    Args:
+        concurrency: the level.
+        wall_s: wall seconds from the first measured request to the last answer.
+        latencies: seconds of each request with status 200.
+        statuses: ``"200"`` or the error kind of every request.
+        pipeline_s: replica-reported pipeline seconds of each 200 answer.
+        service_s: replica-reported service seconds (decode + pipeline + encode).
+    """
+    lat = np.asarray(latencies, dtype=np.float64)
+    ok = int(len(lat))
+    kinds = Counter(s for s in statuses if s != "200")
+    over = lat - np.asarray(service_s, dtype=np.float64) if len(service_s) == ok else lat[:0]
+    return {
+        "concurrency": int(concurrency),
+        "throughput_eps": ok / wall_s if wall_s > 0 else 0.0,
+        "p50_s": _percentile(lat, 50),
+        "p95_s": _percentile(lat, 95),
+        "p99_s": _percentile(lat, 99),
+        "mean_s": float(lat.mean()) if ok else float("nan"),
+        "errors": int(sum(kinds.values())),
+        "error_kinds": dict(kinds),
+        "requests": int(len(statuses)),
+        "ok": ok,
+        "wall_s": wall_s,
+        "pipeline_mean_s": float(np.mean(pipeline_s)) if pipeline_s else float("nan"),
+        "overhead_p50_s": _percentile(over, 50),
+    }
+
+
+def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_s: float,
+                  *, max_requests: int = 100_000, timeout_s: float = 300.0,
+                  warmup: bool = True) -> dict[str, Any]:
+    """Closed-loop load at one concurrency level; returns its :func:`summarise` row."""
+    import requests
+
+    target = f"{url}/v1/track"
+    lock = threading.Lock()
+    latencies: list[float] = []
+    statuses: list[str] = []
+    pipeline_s: list[float] = []
+    service_s: list[float] = []
+    budget = [max_requests]
+    barrier = threading.Barrier(concurrency + 1)
+    start = [0.0]
+
+    def take() -> bool:
+        with lock:
+            if budget[0] <= 0:
+                return False
+            budget[0] -= 1
+            return True
+
+    def worker(index: int) -> None:
+        session = requests.Session()
+        k = index
+        try:
+            if warmup:
+                p = payloads[k % len(payloads)]
+                try:
+                    session.post(target, data=p.body, headers=p.headers, timeout=timeout_s)
+                except requests.RequestException:
+                    session.close()
+                    session = requests.Session()
+            barrier.wait()
+            deadline = start[0] + duration_s
+            while time.perf_counter() < deadline and take():
+                p = payloads[k % len(payloads)]
+                k += concurrency
+                t0 = time.perf_counter()
+                try:
+                    r = session.post(target, data=p.body, headers=p.headers, timeout=timeout_s)
+                    _ = r.content
+                    dt = time.perf_counter() - t0
+                    code = r.status_code
+                except requests.RequestException as exc:
+                    code, dt = type(exc).__name__, 0.0
+                    session.close()
+                    session = requests.Session()
+                with lock:
+                    if code == 200:
+                        statuses.append("200")
+                        latencies.append(dt)
+                        h = r.headers
+                        service_s.append(float(h.get("X-Trkx-Service-S", "nan")))
+                        pipeline_s.append(float(h.get("X-Trkx-Stage-Total-S", "nan")))
+                    else:
+                        statuses.append(f"HTTP {code}" if isinstance(code, int) else code)
+        finally:
+            session.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"loadgen-{i}")
+               for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    start[0] = time.perf_counter() + 0.05
+    barrier.wait()
+    while time.perf_counter() < start[0]:
+        time.sleep(0.001)
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start[0]
+    return summarise(concurrency, wall, latencies, statuses, pipeline_s, service_s)
+
+
+def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s: float,
+                *, max_requests: int = 100_000, timeout_s: float = 300.0,
+                payload_info: dict[str, Any] | None = None, progress: bool = True
+                ) -> dict[str, Any]:
+    """Measure every level; returns the report (``rows`` and context)."""
+    import requests
+
+    base = _base_url(url)
+    if not payloads:
+        raise ValueError("no events to send (empty --input directory?)")
+    try:
+        service = requests.get(f"{base}/v1/info", timeout=30).json()
+    except (requests.RequestException, ValueError) as exc:
+        log.warning("%s/v1/info: %s", base, exc)
+        service = {}
+    rows = []
+    for c in levels:
+        row = measure_level(base, payloads, c, duration_s, max_requests=max_requests,
+                            timeout_s=timeout_s)
+        rows.append(row)
+        if progress:
+            print(f"concurrency {c:4d}: {row['throughput_eps']:8.2f} events/s, "
+                  f"p50 {row['p50_s']:.4f} s, p95 {row['p95_s']:.4f} s, "
+                  f"p99 {row['p99_s']:.4f} s, errors {row['errors']}", flush=True)
+    first = rows[0]["throughput_eps"] if rows else 0.0
+    for row in rows:
+        row["speedup"] = row["throughput_eps"] / first if first > 0 else float("nan")
+    return {
+        "rows": rows,
+        "url": base,
+        "duration_s": duration_s,
+        "max_requests": max_requests,
+        "payload": payload_info or {},
+        "service": {k: service.get(k) for k in (
+            "kind", "device", "gpu_name", "replicas", "cores", "threads", "config",
+            "pipeline_kind", "precision", "runtime", "host")} if service else {},
+        "client": {"host": platform.node(), "cpus": os.cpu_count(),
+                   "python": platform.python_version()},
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def _fmt(v: float, digits: int = 4) -> str:
+    return "n/a" if v != v else f"{v:.{digits}f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown table with its context."""
+    svc = report.get("service", {})
+    pay = report.get("payload", {})
+    what = (f"{svc.get('replicas', '?')} {str(svc.get('kind', '?')).upper()} replica(s), "
+            f"config `{svc.get('config', '?')}` ({svc.get('precision', '?')}), "
+            f"device {svc.get('device', '?')} {svc.get('gpu_name') or ''}").strip()
+    src = (f"pile-up {pay.get('pileup'):g} simulated" if pay.get("source") == "simulated"
+           else f"`{pay.get('input')}`")
+    lines = [
+        "# Load test",
+        "",
+        f"Service {report.get('url')}: {what}.",
+        f"Events: {pay.get('events', '?')} from {src}, {pay.get('format', '?')} "
+        f"({'with' if pay.get('cells') else 'without'} cells), mean "
+        f"{pay.get('mean_hits', 0):,.0f} hits, {pay.get('mean_bytes', 0) / 2**20:.2f} MiB "
+        "per request.",
+        f"Closed loop, {report.get('duration_s')} s per level. Latency of answered requests; "
+        "overhead = latency - the replica's decode + pipeline + encode time.",
+        "",
+        "| concurrency | events/s | speed-up | p50 (s) | p95 (s) | p99 (s) | errors | "
+        "pipeline mean (s) | overhead p50 (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report.get("rows", []):
+        lines.append(
+            f"| {r['concurrency']} | {r['throughput_eps']:.2f} | {_fmt(r.get('speedup', 1), 2)} "
+            f"| {_fmt(r['p50_s'])} | {_fmt(r['p95_s'])} | {_fmt(r['p99_s'])} | {r['errors']} "
+            f"| {_fmt(r['pipeline_mean_s'])} | {_fmt(r['overhead_p50_s'])} |")
+    lines += ["", f"Client: {report.get('client', {}).get('host')}, "
+              f"{report.get('created', '')}.", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: str | Path) -> Path:
+    """Throughput and latency percentiles against concurrency (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report.get("rows", [])
+    c = [r["concurrency"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(c, [r["throughput_eps"] for r in rows], "o-", label="measured")
+    ax1.set_xlabel("concurrent requests")
+    ax1.set_ylabel("events / s")
+    ax1.set_title("throughput")
+    ax1.grid(alpha=0.3)
+    for key in ("p50_s", "p95_s", "p99_s"):
+        ax2.plot(c, [r[key] for r in rows], "o-", label=key[:-2])
+    ax2.set_xlabel("concurrent requests")
+    ax2.set_ylabel("latency (s)")
+    ax2.set_title("latency")
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    svc = report.get("service", {})
+    fig.suptitle(f"trkx_ray service: {svc.get('replicas', '?')} "
+                 f"{str(svc.get('kind', '?')).upper()} replica(s), config "
+                 f"{svc.get('config', '?')}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(report: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Write ``loadgen.json``, ``loadgen.md`` and ``loadgen.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "loadgen.json"
+    js.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    md = out / "loadgen.md"
+    md.write_text(render_markdown(report))
+    return [js, md, plot(report, out / "loadgen.png")]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface (flags as in DESIGN.md)."""
+    p = argparse.ArgumentParser(
+        prog="python -m trkx_ray.loadgen",
+        description="Closed-loop load against a trkx_ray service: events/s and latency "
+        "percentiles per concurrency level.")
+    p.add_argument("--url", required=True, help="the service, e.g. http://127.0.0.1:8000")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--input", type=Path, default=None, help="TrackML directory of events")
+    src.add_argument("--pileup", type=float, default=None,
+                     help="simulated events of this pile-up (default 200)")
+    p.add_argument("--events", type=int, default=4,
+                   help="distinct events in the payload pool, cycled (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="first simulation seed (default 0)")
+    p.add_argument("--format", default="arrow", choices=("arrow", "parquet", "json"),
+                   help="request format (default arrow)")
+    p.add_argument("--no-cells", action="store_true", help="send hits only")
+    p.add_argument("--concurrency", default="1,2,4,8",
+                   help="comma-separated concurrency levels (default 1,2,4,8)")
+    p.add_argument("--duration", type=float, default=10.0,
+                   help="seconds per level (default 10)")
+    p.add_argument("--max-requests", type=int, default=100_000,
+                   help="at most this many measured requests per level (default 100000)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds to wait for one answer (default 300)")
+    p.add_argument("--out", type=Path, default=Path("loadgen"),
+                   help="output directory for loadgen.json/.md/.png (default loadgen)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 ok, 1 every request failed, 2 bad flags)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        url = _base_url(args.url)
+        levels = parse_levels(args.concurrency)
+        if not 0 < args.duration <= MAX_DURATION_S:
+            raise ValueError(f"--duration must be in (0, {MAX_DURATION_S:g}], got {args.duration}")
+        if args.events < 1:
+            raise ValueError(f"--events must be >= 1, got {args.events}")
+        if args.max_requests < 1:
+            raise ValueError(f"--max-requests must be >= 1, got {args.max_requests}")
+        if args.pileup is not None and not args.pileup > 0:
+            raise ValueError(f"--pileup must be > 0, got {args.pileup}")
+        payloads, info = load_payloads(input_dir=args.input, pileup=args.pileup,
+                                       events=args.events, seed=args.seed, fmt=args.format,
+                                       cells=not args.no_cells)
+        report = run_loadgen(url, payloads, levels, args.duration,
+                             max_requests=args.max_requests, timeout_s=args.timeout,
+                             payload_info=info)
+    except ValueError as exc:  # EventFormatError included
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    files = write_outputs(report, args.out)
+    print("wrote " + ", ".join(str(f) for f in files))
+    return 0 if any(r["ok"] for r in report["rows"]) else 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,450 @@
+"""The Ray Serve deployment: one whole :class:`~trkx_ray.pipeline.Pipeline` per replica.
+
+:func:`build_app` makes a Serve application of one deployment, ``trkx_tracker``,
+whose replicas are :class:`TrackingService` objects. Each replica
+
+* builds its pipeline once in its constructor and warms it up (``Pipeline.warmup``
+  on a random event), never per request;
+* on CPU (``num_cpus=K``): gets ``CUDA_VISIBLE_DEVICES=""`` and the thread-pool
+  variables of :func:`~trkx_ray.scaling.resources.thread_env` in its
+  ``runtime_env`` (set before any import in the worker process), limits torch /
+  numba threads with :func:`~trkx_ray.scaling.resources.apply_thread_limits` and
+  pins every thread of its process to ``K`` cores that no other replica of the
+  deployment on the node holds (see :func:`replica_cores`);
+* on GPU (``num_gpus=1/A``): Ray sets ``CUDA_VISIBLE_DEVICES``; ``K`` host cores are
+  reserved and pinned the same way, and the pipeline runs on ``cuda``;
+* runs the pipeline on one worker thread (events are processed one at a time, the
+  event loop stays free to read the next request and answer health checks).
+
+Core sets come from the replica's *local rank* (its number among the deployment's
+replicas on its node, which Serve hands out densely and gives to the replacement of
+a dead replica): rank ``r`` owns cores ``[r*K, (r+1)*K)`` of the cores the process
+may use. When more replicas than ``cores // K`` land on one node (autoscaling past
+the machine, or a node advertising more CPUs than it has) the sets wrap around and
+are shared, with a warning.
+
+HTTP routes (the protocol is :mod:`trkx_ray.serving.protocol`, ``docs/serving.md``):
+
+* ``POST /v1/track``: one event in, ``hit_id, track_id`` out;
+* ``GET /v1/info``: the replica's configuration, device, cores and counters (JSON);
+* ``GET /v1/healthz``: ``ok`` once the replica is ready (Serve's own proxy also
+  answers ``GET /-/healthz``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from trkx_ray.scaling.resources import apply_thread_limits, thread_env
+from trkx_ray.serving import protocol
+from trkx_ray.serving.protocol import ProtocolError
+
+__all__ = [
+    "APP_NAME",
+    "DEPLOYMENT_NAME",
+    "ServiceSettings",
+    "TrackingService",
+    "build_app",
+    "deployment_options",
+    "replica_cores",
+]
+
+log = logging.getLogger("trkx_ray.serving")
+
+#: Serve application and deployment names.
+APP_NAME = "trkx"
+DEPLOYMENT_NAME = "trkx_tracker"
+
+TRACK_PATH = "/v1/track"
+INFO_PATH = "/v1/info"
+HEALTH_PATH = "/v1/healthz"
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """How to build the deployment and its replicas.
+
+    Attributes:
+        config: pipeline config name or YAML path (``Pipeline.from_config``).
+        overrides: nested config overrides (e.g. ``{"precision": "fp32"}``).
+        kind: ``"cpu"`` or ``"gpu"`` replicas.
+        cores: cores per CPU replica (``num_cpus``, pinned, thread count); for GPU
+            replicas the host cores reserved and pinned.
+        replicas_per_gpu: GPU replicas sharing one GPU (``num_gpus = 1/A``).
+        num_replicas: replicas at start (fixed count without autoscaling).
+        min_replicas: autoscaling lower bound (None: no autoscaling).
+        max_replicas: autoscaling upper bound (None: no autoscaling).
+        target_ongoing_requests: autoscaling target of requests per replica.
+        max_ongoing_requests: requests a replica holds at once (one running, the
+            others decoded and waiting); more queue in Serve's proxy.
+        max_request_bytes: request body limit (413 above it).
+        warmup_hits: hits of the random warm-up event (0: no warm-up).
+        pin: pin replicas to cores (Linux).
+    """
+
+    config: str = "default"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    kind: str = "cpu"
+    cores: int = 1
+    replicas_per_gpu: int = 1
+    num_replicas: int = 1
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_ongoing_requests: float = 2.0
+    max_ongoing_requests: int = 4
+    max_request_bytes: int = protocol.DEFAULT_MAX_REQUEST_BYTES
+    warmup_hits: int = 2000
+    pin: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("cpu", "gpu"):
+            raise ValueError(f"kind must be 'cpu' or 'gpu', got {self.kind!r}")
+        checks = [("cores", self.cores, 0 if self.kind == "gpu" else 1),
+                  ("replicas_per_gpu", self.replicas_per_gpu, 1),
+                  ("num_replicas", self.num_replicas, 1),
+                  ("max_ongoing_requests", self.max_ongoing_requests, 1),
+                  ("max_request_bytes", self.max_request_bytes, 1),
+                  ("warmup_hits", self.warmup_hits, 0)]
+        for name, value, low in checks:
+            if value < low:
+                raise ValueError(f"{name} must be >= {low}, got {value}")
+        if (self.min_replicas is None) != (self.max_replicas is None):
+            raise ValueError("give both min_replicas and max_replicas for autoscaling, or neither")
+        if self.min_replicas is not None and self.max_replicas is not None:
+            if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
+                raise ValueError(
+                    f"autoscaling bounds must satisfy 0 <= min ({self.min_replicas}) <= "
+                    f"max ({self.max_replicas}), max >= 1"
+                )
+            if not self.min_replicas <= self.num_replicas <= self.max_replicas:
+                raise ValueError(
+                    f"replicas at start ({self.num_replicas}) must lie within the autoscaling "
+                    f"bounds [{self.min_replicas}, {self.max_replicas}]"
+                )
+
+    @property
+    def autoscaling(self) -> bool:
+        """Whether Serve scales the replicas between the bounds."""
+        return self.min_replicas is not None
+
+    @property
+    def device(self) -> str:
+        """Torch device of the replicas' pipelines."""
+        return "cuda" if self.kind == "gpu" else "cpu"
+
+
+def replica_cores(local_rank: int, cores: int, available: list[int]) -> tuple[list[int], bool]:
+    """The cores of the replica with ``local_rank`` on its node.
+
+    Args:
+        local_rank: the replica's rank among the deployment's replicas on its node.
+        cores: cores per replica (K).
+        available: cores the process may use (``os.sched_getaffinity``), any order.
+
+    Returns:
+        ``(cores, shared)``: ``K`` sorted core ids, ``[r*K, (r+1)*K)`` of ``available``
+        (wrapping around), and whether they overlap another rank's (more replicas
+        than ``len(available) // K``).
+    """
+    avail = sorted(available)
+    if cores < 1 or not avail:
+        return [], False
+    slots = max(len(avail) // cores, 1)
+    start = (local_rank % slots) * cores
+    picked = sorted({avail[(start + i) % len(avail)] for i in range(cores)})
+    shared = local_rank >= slots or cores > len(avail)
+    return picked, shared
+
+
+def _pin_process(cores: list[int]) -> list[int]:
+    """Pin every thread of this process (and threads it starts later) to ``cores``."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cores)
+        except OSError:  # a thread that exited meanwhile
+            continue
+    os.sched_setaffinity(0, cores)
+    return sorted(os.sched_getaffinity(0))
+
+
+def _local_rank() -> tuple[int, int]:
+    """``(local_rank, world_size)`` of this replica (``(0, 1)`` outside Serve)."""
+    try:
+        from ray import serve
+
+        ctx = serve.get_replica_context()
+    except Exception:  # noqa: BLE001 - outside a replica (tests of the class itself)
+        return 0, 1
+    rank = getattr(ctx, "rank", None)
+    local = getattr(rank, "local_rank", rank)
+    return (int(local) if local is not None else 0), int(getattr(ctx, "world_size", 1) or 1)
+
+
+class _Reply:
+    """What a request produces: status, body, headers (built off the event loop)."""
+
+    __slots__ = ("body", "headers", "media_type", "status")
+
+    def __init__(self, status: int, body: bytes, media_type: str,
+                 headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.body = body
+        self.media_type = media_type
+        self.headers = headers or {}
+
+
+def _error(status: int, message: str) -> _Reply:
+    one_line = " ".join(message.split())
+    return _Reply(status, protocol.error_body(status, one_line), protocol.JSON,
+                  {"X-Trkx-Error": one_line.encode("ascii", "replace").decode()[:1000]})
+
+
+class TrackingService:
+    """One Serve replica: a whole pipeline behind ``POST /v1/track`` (module docstring)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        """Pin, limit threads, build the pipeline and warm it up.
+
+        Args:
+            settings: :class:`ServiceSettings` as a dict (plain data travels to Ray).
+        """
+        self.settings = ServiceSettings(**settings)
+        s = self.settings
+        self.local_rank, self.world_size = _local_rank()
+        self.pid = os.getpid()
+        self.host = socket.gethostname()
+        self.cores: list[int] = []
+        self.shared_cores = False
+        threads = max(s.cores, 1)
+        if s.pin and s.cores > 0 and hasattr(os, "sched_setaffinity"):
+            wanted, self.shared_cores = replica_cores(
+                self.local_rank, s.cores, list(os.sched_getaffinity(0)))
+            if self.shared_cores:
+                log.warning("replica rank %d: more replicas than %d-core slots on %s; "
+                            "sharing cores %s", self.local_rank, s.cores, self.host, wanted)
+            self.cores = _pin_process(wanted)
+        apply_thread_limits(threads)
+        if s.kind == "gpu":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise RuntimeError(
+                    "GPU replica but torch sees no CUDA device "
+                    f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+        from trkx_ray.pipeline import Pipeline
+
+        t0 = time.perf_counter()
+        self.pipeline = Pipeline.from_config(s.config, device=s.device,
+                                             overrides=dict(s.overrides) or None)
+        self.build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if s.warmup_hits > 0:
+            self.pipeline.warmup(int(s.warmup_hits))
+        self.warmup_s = time.perf_counter() - t0
+        # One thread runs decode + pipeline + encode: events go one at a time on
+        # the replica's cores while the event loop reads the next request.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trkx-pipeline")
+        self.requests = 0
+        self.errors_4xx = 0
+        self.errors_5xx = 0
+        self.busy_s = 0.0
+        log.info("replica rank %d ready: pid %d, cores %s, %r, build %.2f s, warm-up %.2f s",
+                 self.local_rank, self.pid, self.cores, self.pipeline, self.build_s,
+                 self.warmup_s)
+
+    # ------------------------------------------------------------------ info
+    def info(self) -> dict[str, Any]:
+        """The replica's identity, placement, configuration and counters."""
+        cfg = self.pipeline.config
+        gpu = ""
+        if self.settings.kind == "gpu":
+            import torch
+
+            gpu = torch.cuda.get_device_name(0)
+        return {
+            "service": "trkx_ray",
+            "replica_rank": self.local_rank,
+            "replicas": self.world_size,
+            "pid": self.pid,
+            "host": self.host,
+            "kind": self.settings.kind,
+            "device": str(self.pipeline.device),
+            "gpu_name": gpu,
+            "cores": self.cores,
+            "shared_cores": self.shared_cores,
+            "threads": _torch_threads(),
+            "config": cfg.name,
+            "pipeline_kind": cfg.kind,
+            "precision": cfg.precision,
+            "runtime": cfg.runtime,
+            "max_request_bytes": self.settings.max_request_bytes,
+            "build_s": self.build_s,
+            "warmup_s": self.warmup_s,
+            "requests": self.requests,
+            "errors_4xx": self.errors_4xx,
+            "errors_5xx": self.errors_5xx,
+            "busy_s": self.busy_s,
+            "settings": asdict(self.settings),
+        }
+
+    # ------------------------------------------------------------------ work
+    def _track(self, body: bytes, headers: dict[str, str]) -> _Reply:
+        """Decode, run the pipeline, encode (on the worker thread)."""
+        t0 = time.perf_counter()
+        try:
+            event, fmt = protocol.decode_event(
+                body, headers.get("content-type"), headers,
+                max_bytes=self.settings.max_request_bytes)
+            out_fmt = protocol.answer_format(fmt, headers.get("accept"))
+            t1 = time.perf_counter()
+            result = self.pipeline(event)
+            t2 = time.perf_counter()
+            answer = protocol.encode_answer(result.hit_id, result.track_id, out_fmt,
+                                            event.event_id)
+        except ProtocolError as exc:
+            log.info("refused a request (%d): %s", exc.status, exc.message)
+            return _error(exc.status, exc.message)
+        except ValueError as exc:  # EventFormatError / PipelineError: the event's fault
+            log.info("refused an event (422): %s", exc)
+            return _error(422, str(exc))
+        t3 = time.perf_counter()
+        headers_out = protocol.timing_headers(result.timings)
+        headers_out.update({
+            "X-Trkx-Decode-S": f"{t1 - t0:.6f}",
+            "X-Trkx-Encode-S": f"{t3 - t2:.6f}",
+            "X-Trkx-Service-S": f"{t3 - t0:.6f}",
+            protocol.EVENT_ID_HEADER: str(event.event_id),
+            "X-Trkx-Num-Hits": str(event.num_hits),
+            "X-Trkx-Num-Tracks": str(int(np.unique(result.track_id).size)),
+            "X-Trkx-Replica-Rank": str(self.local_rank),
+            "X-Trkx-Replica-Pid": str(self.pid),
+        })
+        self.busy_s += t3 - t0
+        return _Reply(200, answer, protocol.CONTENT_TYPES[out_fmt], headers_out)
+
+    async def _read_body(self, request: Any) -> bytes | _Reply:
+        limit = self.settings.max_request_bytes
+        length = request.headers.get("content-length")
+        if length is not None:
+            try:
+                size = int(length)
+            except ValueError:
+                return _error(400, f"Content-Length {length!r} is not an integer")
+            if size > limit:
+                return _error(413, protocol._too_large(size, limit))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                return _error(413, protocol._too_large(size, limit))
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def __call__(self, request: Any) -> Any:
+        """Route one HTTP request (Starlette ``Request`` in, ``Response`` out)."""
+        from starlette.responses import Response
+
+        path = request.url.path.rstrip("/") or "/"
+        method = request.method
+        reply: _Reply
+        if path == TRACK_PATH:
+            if method != "POST":
+                reply = _error(405, f"{TRACK_PATH} takes POST (got {method})")
+            else:
+                body = await self._read_body(request)
+                if isinstance(body, _Reply):
+                    reply = body
+                else:
+                    headers = {k.lower(): v for k, v in request.headers.items()}
+                    loop = asyncio.get_running_loop()
+                    try:
+                        reply = await loop.run_in_executor(self._worker, self._track, body,
+                                                           headers)
+                    except Exception as exc:  # a real failure of the pipeline: 500
+                        log.exception("pipeline failed on a request")
+                        reply = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+                self.requests += 1
+        elif path in (INFO_PATH, "/"):
+            reply = _Reply(200, json.dumps(self.info()).encode(), protocol.JSON)
+        elif path == HEALTH_PATH:
+            reply = _Reply(200, b"ok", "text/plain")
+        else:
+            reply = _error(404, f"no route {path!r}: POST {TRACK_PATH}, GET {INFO_PATH}")
+        if 400 <= reply.status < 500:
+            self.errors_4xx += 1
+        elif reply.status >= 500:
+            self.errors_5xx += 1
+        return Response(reply.body, status_code=reply.status, media_type=reply.media_type,
+                        headers=reply.headers)
+
+    def check_health(self) -> None:
+        """Serve's health probe: the pipeline exists (the constructor finished)."""
+        if getattr(self, "pipeline", None) is None:  # pragma: no cover - defensive
+            raise RuntimeError("pipeline not built")
+
+
+def _torch_threads() -> int:
+    try:
+        import torch
+
+        return int(torch.get_num_threads())
+    except ImportError:  # pragma: no cover
+        return 0
+
+
+def deployment_options(settings: ServiceSettings) -> dict[str, Any]:
+    """Serve ``Deployment.options`` for ``settings`` (resources, replicas, autoscaling)."""
+    if settings.kind == "cpu":
+        actor: dict[str, Any] = {
+            "num_cpus": settings.cores,
+            "num_gpus": 0,
+            "runtime_env": {"env_vars": thread_env(settings.cores, hide_gpus=True)},
+        }
+    else:
+        actor = {
+            "num_cpus": settings.cores,
+            "num_gpus": 1.0 / settings.replicas_per_gpu,
+            "runtime_env": {"env_vars": thread_env(max(settings.cores, 1), hide_gpus=False)},
+        }
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT_NAME,
+        "ray_actor_options": actor,
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "health_check_period_s": 5.0,
+        "health_check_timeout_s": 60.0,
+        "graceful_shutdown_timeout_s": 10.0,
+        "graceful_shutdown_wait_loop_s": 0.5,
+    }
+    if settings.autoscaling:
+        options["autoscaling_config"] = {
+            "min_replicas": settings.min_replicas,
+            "initial_replicas": settings.num_replicas,
+            "max_replicas": settings.max_replicas,
+            "target_ongoing_requests": settings.target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = settings.num_replicas
+    return options
+
+
+def build_app(settings: ServiceSettings) -> Any:
+    """The Serve application (bind of the ``trkx_tracker`` deployment) for ``settings``."""
+    from ray import serve
+
+    deployment = serve.deployment(TrackingService).options(**deployment_options(settings))
+    return deployment.bind(asdict(settings))

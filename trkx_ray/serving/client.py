@@ -1,0 +1,239 @@
+"""A Python client of the tracking service, and batch tracking of a TrackML directory.
+
+``Client("http://127.0.0.1:8000").track(event)`` sends one event and returns its
+``track_id`` array (one label per hit, in the event's hit order). Server errors
+(5xx) and connection errors (a replica died, the service restarts) are retried
+with exponential back-off; a 4xx (the event is at fault) raises
+:class:`ServiceError` at once with the service's message.
+
+:meth:`Client.track_directory` tracks every event of a directory and writes TrackML
+submission files.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trkx_ray.events.event import Event
+from trkx_ray.serving import protocol
+from trkx_ray.serving.protocol import TrackAnswer
+
+__all__ = ["Client", "ServiceError", "track_directory"]
+
+log = logging.getLogger(__name__)
+
+#: HTTP statuses worth retrying: the service (not the event) failed.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class ServiceError(RuntimeError):
+    """The service refused or failed a request.
+
+    Attributes:
+        status: HTTP status (0 when no answer came back).
+        message: the service's message (``X-Trkx-Error`` / JSON ``error``).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+        self.message = message
+
+
+def _message(response: Any) -> str:
+    msg = response.headers.get("X-Trkx-Error")
+    if msg:
+        return msg
+    try:
+        return str(response.json().get("error", response.text))
+    except ValueError:
+        return response.text[:500] or response.reason or "no message"
+
+
+class Client:
+    """Talks to one tracking service.
+
+    Args:
+        url: the service's base URL, e.g. ``http://127.0.0.1:8000`` (as printed by
+            ``python -m trkx_ray.serve``).
+        fmt: request format, ``arrow`` (default), ``parquet`` or ``json``.
+        timeout_s: seconds to wait for one answer.
+        retries: retries after a 5xx or connection error (0: none).
+        backoff_s: first retry delay, doubled at each retry (seconds).
+
+    A client keeps one HTTP connection per thread, so one client may be shared by
+    threads.
+    """
+
+    def __init__(self, url: str, fmt: str = "arrow", timeout_s: float = 300.0,
+                 retries: int = 4, backoff_s: float = 0.25) -> None:
+        if fmt not in protocol.CONTENT_TYPES:
+            raise ValueError(f"fmt must be one of {sorted(protocol.CONTENT_TYPES)}, got {fmt!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, got {retries}")
+        self.url = url.rstrip("/")
+        self.fmt = fmt
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self._local = threading.local()
+        #: retries done so far (all threads), for reports.
+        self.retried = 0
+
+    def _session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+
+            session = requests.Session()
+            self._local.session = session
+        return session
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        session = getattr(self._local, "session", None)
+        if session is not None:
+            session.close()
+            self._local.session = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ requests
+    def post(self, body: bytes, headers: dict[str, str]) -> Any:
+        """POST a pre-encoded event once (no retry); returns the ``requests`` response."""
+        return self._session().post(f"{self.url}/v1/track", data=body, headers=headers,
+                                    timeout=self.timeout_s)
+
+    def _with_retries(self, call: Callable[[], Any]) -> Any:
+        import requests
+
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = call()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if last:
+                    raise ServiceError(0, f"{self.url}: {type(exc).__name__}: {exc}") from exc
+                log.warning("%s: %s; retrying in %.2f s", self.url, type(exc).__name__, delay)
+                self.close()  # a fresh connection for the retry
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code not in RETRY_STATUSES or last:
+                    raise ServiceError(response.status_code, _message(response))
+                log.warning("%s: HTTP %d (%s); retrying in %.2f s", self.url,
+                            response.status_code, _message(response), delay)
+            self.retried += 1
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def track_encoded(self, body: bytes, headers: dict[str, str]) -> TrackAnswer:
+        """Send a pre-encoded event (:func:`~trkx_ray.serving.protocol.encode_event`)."""
+        response = self._with_retries(lambda: self.post(body, headers))
+        hit_id, track_id = protocol.decode_answer(response.content,
+                                                  response.headers.get("Content-Type"))
+        hdrs = {k.lower(): v for k, v in response.headers.items()}
+        return TrackAnswer(
+            hit_id=hit_id,
+            track_id=track_id,
+            timings=protocol.parse_timing_headers(hdrs),
+            event_id=int(hdrs.get(protocol.EVENT_ID_HEADER.lower(), -1)),
+            headers=hdrs,
+        )
+
+    def track_answer(self, event: Event, *, cells: bool = True) -> TrackAnswer:
+        """Send ``event`` and return the whole answer (ids, labels, timings, headers).
+
+        Raises:
+            ServiceError: a 4xx, or a 5xx / connection error after the retries.
+        """
+        body, headers = protocol.encode_event(event, self.fmt, cells=cells)
+        answer = self.track_encoded(body, headers)
+        hit_id = np.asarray(event.hits["hit_id"])
+        if len(answer.hit_id) != len(hit_id) or not np.array_equal(answer.hit_id, hit_id):
+            raise ServiceError(0, f"answer for event {event.event_id} does not match its "
+                                  f"{len(hit_id)} hit ids ({len(answer.hit_id)} came back)")
+        return answer
+
+    def track(self, event: Event) -> np.ndarray:
+        """Track ``event``: one ``track_id`` (int64) per hit, in the event's hit order."""
+        return self.track_answer(event).track_id
+
+    def info(self) -> dict[str, Any]:
+        """``GET /v1/info`` of one replica (whichever Serve routes to)."""
+        response = self._with_retries(
+            lambda: self._session().get(f"{self.url}/v1/info", timeout=self.timeout_s))
+        return dict(response.json())
+
+    def wait_ready(self, timeout_s: float = 120.0) -> dict[str, Any]:
+        """Poll ``/v1/info`` until a replica answers; returns its info.
+
+        Raises:
+            ServiceError: nothing answered within ``timeout_s``.
+        """
+        import requests
+
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                response = self._session().get(f"{self.url}/v1/info", timeout=10)
+                if response.status_code == 200:
+                    return dict(response.json())
+                last = f"HTTP {response.status_code}"
+            except requests.RequestException as exc:
+                last = type(exc).__name__
+                self.close()
+            time.sleep(0.5)
+        raise ServiceError(0, f"{self.url}: no replica ready within {timeout_s:g} s ({last})")
+
+    def track_directory(self, input_dir: str | Path, out_dir: str | Path, *,
+                        events: int | None = None,
+                        on_event: Callable[[Path, TrackAnswer], None] | None = None
+                        ) -> list[Path]:
+        """Track every event of ``input_dir``; see :func:`track_directory`."""
+        return track_directory(self, input_dir, out_dir, events=events, on_event=on_event)
+
+
+def track_directory(client: Client, input_dir: str | Path, out_dir: str | Path, *,
+                    events: int | None = None,
+                    on_event: Callable[[Path, TrackAnswer], None] | None = None) -> list[Path]:
+    """Send each event of a TrackML directory to the service; write submissions.
+
+    Args:
+        client: the service's client.
+        input_dir: directory of TrackML events (``event*-hits.csv[.gz]`` / Parquet).
+        out_dir: where ``event{ID:09d}-submission.csv`` files go (created).
+        events: at most this many events (None: all).
+        on_event: called with each prefix and its answer.
+
+    Returns:
+        The submission files written, in event order.
+    """
+    from trkx_ray.events.io import list_events, load_event, present_parts, write_submission
+
+    written: list[Path] = []
+    prefixes = list_events(input_dir)
+    if events is not None:
+        prefixes = prefixes[:events]
+    for prefix in prefixes:
+        parts = tuple(p for p in present_parts(prefix) if p in ("hits", "cells"))
+        event = load_event(prefix, parts)
+        answer = client.track_answer(event)
+        written.append(write_submission(event.event_id, answer.hit_id, answer.track_id, out_dir))
+        if on_event is not None:
+            on_event(prefix, answer)
+    return written

@@ -1,0 +1,584 @@
+"""The wire protocol of the tracking service: events in, ``hit_id, track_id`` out.
+
+One HTTP ``POST /v1/track`` carries one event. The body is the event's hits table,
+optionally followed by its cells table, in one of three formats, chosen by the
+request's ``Content-Type`` (see ``docs/serving.md`` for the full specification):
+
+* ``application/vnd.apache.arrow.stream``: an Arrow IPC stream of the hits; the
+  cells, when sent, follow as a second, complete Arrow IPC stream in the same body
+  (two streams back to back, each ended by its end-of-stream marker).
+* ``application/vnd.apache.parquet``: a Parquet file of the hits; with cells, the
+  body is the hits file followed by the cells file and the request header
+  ``X-Trkx-Hits-Length`` gives the byte length of the hits file.
+* ``application/json``: ``{"hits": {"hit_id": [...], "x": [...], ...},
+  "cells": {...}}`` for small events.
+
+Columns (TrackML names): hits ``hit_id`` (integer), ``x, y, z`` (float, mm) and,
+when present, ``volume_id, layer_id, module_id`` (integer); cells ``hit_id, ch0,
+ch1`` (integer) and ``value`` (float). Integers are narrowed to int32 (an
+overflow is refused), floats to float32. Other columns are ignored.
+
+The answer is the ``hit_id`` (int32) and ``track_id`` (int64) columns in the
+request's format (``Accept`` may ask for another one), in the request's row order,
+with per-stage seconds in headers such as ``X-Trkx-Stage-Embedding-S``.
+
+Every problem with a request raises :class:`ProtocolError` carrying the HTTP status
+and a message naming the problem (the column, the row, the limit). Events are
+checked by :meth:`trkx_ray.events.Event.validate` (finite coordinates, unique
+non-negative hit ids, cells of known hits), so the service refuses exactly what
+the file readers refuse. Nothing here executes or unpickles anything from a request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from trkx_ray.events.event import Event, EventFormatError, Table
+from trkx_ray.events.schema import CELLS, HITS
+
+__all__ = [
+    "ANSWER_COLUMNS",
+    "ARROW_FILE",
+    "ARROW_STREAM",
+    "CELLS_COLUMNS",
+    "CONTENT_TYPES",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "EVENT_ID_HEADER",
+    "HITS_COLUMNS",
+    "HITS_LENGTH_HEADER",
+    "JSON",
+    "PARQUET",
+    "ProtocolError",
+    "TrackAnswer",
+    "answer_format",
+    "decode_answer",
+    "decode_event",
+    "encode_answer",
+    "encode_event",
+    "error_body",
+    "parse_timing_headers",
+    "request_format",
+    "stage_header",
+    "timing_headers",
+]
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+ARROW_FILE = "application/vnd.apache.arrow.file"
+PARQUET = "application/vnd.apache.parquet"
+JSON = "application/json"
+
+#: short format name -> the media type the service answers with.
+CONTENT_TYPES: dict[str, str] = {"arrow": ARROW_STREAM, "parquet": PARQUET, "json": JSON}
+
+#: accepted media types (lower case, without parameters) -> format name.
+_MEDIA: dict[str, str] = {
+    ARROW_STREAM: "arrow",
+    "application/x-apache-arrow-stream": "arrow",
+    ARROW_FILE: "arrow-file",
+    "application/x-apache-arrow-file": "arrow-file",
+    PARQUET: "parquet",
+    "application/x-parquet": "parquet",
+    "application/parquet": "parquet",
+    JSON: "json",
+}
+
+#: request header: the event number (optional, echoed in the answer).
+EVENT_ID_HEADER = "X-Trkx-Event-Id"
+#: request header: byte length of the hits part when cells follow it (required for
+#: Parquet with cells, optional for Arrow streams, which delimit themselves).
+HITS_LENGTH_HEADER = "X-Trkx-Hits-Length"
+
+#: default request size limit, bytes (the service's ``--max-request-mb``).
+DEFAULT_MAX_REQUEST_BYTES = 64 * 2**20
+
+#: hits columns the service reads: required ones, then optional ones (TrackML dtypes).
+HITS_REQUIRED = ("hit_id", "x", "y", "z")
+HITS_OPTIONAL = ("volume_id", "layer_id", "module_id")
+HITS_COLUMNS: dict[str, np.dtype] = {c: HITS[c] for c in HITS_REQUIRED + HITS_OPTIONAL}
+#: cells columns (all required when cells are sent).
+CELLS_COLUMNS: dict[str, np.dtype] = dict(CELLS)
+#: answer columns and dtypes.
+ANSWER_COLUMNS: dict[str, np.dtype] = {"hit_id": np.dtype("int32"), "track_id": np.dtype("int64")}
+
+_ARROW_MAGIC = b"\xff\xff\xff\xff"
+_ARROW_FILE_MAGIC = b"ARROW1"
+_PARQUET_MAGIC = b"PAR1"
+
+
+class ProtocolError(ValueError):
+    """A request the service refuses: ``status`` is the HTTP status, the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = int(status)
+        self.message = message
+
+
+@dataclass
+class TrackAnswer:
+    """A decoded answer of the service.
+
+    Attributes:
+        hit_id: hit ids (int32), in the request's row order.
+        track_id: track label of each hit (int64).
+        timings: seconds per pipeline stage (``embedding``, ..., ``total``) and the
+            replica's ``decode``, ``encode`` and ``service`` seconds, from the headers.
+        event_id: the event number echoed by the service.
+        headers: all response headers, names in lower case.
+    """
+
+    hit_id: np.ndarray
+    track_id: np.ndarray
+    timings: dict[str, float]
+    event_id: int
+    headers: dict[str, str]
+
+
+# -- formats ------------------------------------------------------------------------
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _sniff(body: bytes) -> str | None:
+    if body[:4] == _PARQUET_MAGIC:
+        return "parquet"
+    if body[:6] == _ARROW_FILE_MAGIC:
+        return "arrow-file"
+    if body[:4] == _ARROW_MAGIC:
+        return "arrow"
+    if body[:1] in (b"{", b" ", b"\n", b"\t", b"\r"):
+        return "json"
+    return None
+
+
+def request_format(content_type: str | None, body: bytes = b"") -> str:
+    """The format of a request body: ``arrow``, ``arrow-file``, ``parquet`` or ``json``.
+
+    ``Content-Type`` decides; when it is absent or ``application/octet-stream`` the
+    body's magic bytes do (``PAR1``: Parquet, ``ARROW1``: Arrow file, ``0xFFFFFFFF``:
+    Arrow stream, ``{``: JSON).
+
+    Raises:
+        ProtocolError: 415 for any other media type or an unrecognisable body.
+    """
+    media = _media_type(content_type)
+    if media in _MEDIA:
+        return _MEDIA[media]
+    if media in ("", "application/octet-stream"):
+        fmt = _sniff(body)
+        if fmt is not None:
+            return fmt
+        raise ProtocolError(
+            415,
+            "cannot tell the body's format: send Content-Type "
+            f"{ARROW_STREAM}, {PARQUET} or {JSON}",
+        )
+    raise ProtocolError(
+        415,
+        f"unsupported Content-Type {media!r}: use {ARROW_STREAM}, {PARQUET} or {JSON}",
+    )
+
+
+def answer_format(request_fmt: str, accept: str | None = None) -> str:
+    """The format of the answer: the request's, unless ``Accept`` names another one.
+
+    ``Accept`` values the service does not produce (``*/*``, ``text/html``, lists)
+    leave the request's format.
+    """
+    fmt = "arrow" if request_fmt == "arrow-file" else request_fmt
+    for item in (accept or "").split(","):
+        named = _MEDIA.get(_media_type(item))
+        if named is not None:
+            return "arrow" if named == "arrow-file" else named
+    return fmt
+
+
+# -- tables -> columns ----------------------------------------------------------------
+def _columns_from_arrow(
+    table: Any,
+    part: str,
+    schema: Mapping[str, np.dtype],
+    required: tuple[str, ...],
+) -> Table:
+    """Check and convert an Arrow table's columns of ``part`` to numpy (TrackML dtypes).
+
+    Raises:
+        ProtocolError: 422 naming the missing / mistyped / null / overflowing column.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = list(table.column_names)
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ProtocolError(422, f"{part}: column(s) {dup} appear more than once")
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise ProtocolError(
+            422, f"{part}: missing required column(s) {missing} (the body has {names})"
+        )
+    out: Table = {}
+    for name, dtype in schema.items():
+        if name not in names:
+            continue
+        column = table.column(name)
+        have = column.type
+        if pa.types.is_dictionary(have):
+            column = column.cast(have.value_type)
+            have = column.type
+        if not (pa.types.is_integer(have) or pa.types.is_floating(have)):
+            kind = "an integer" if dtype.kind == "i" else "a floating-point"
+            raise ProtocolError(
+                422, f"{part}: column {name!r} has type {have}, expected {kind} type ({dtype})"
+            )
+        if dtype.kind == "i" and pa.types.is_floating(have):
+            raise ProtocolError(
+                422, f"{part}: column {name!r} has type {have}, expected an integer type ({dtype})"
+            )
+        if column.null_count:
+            row = pc.index(pc.is_null(column), True).as_py()
+            raise ProtocolError(422, f"{part}: column {name!r} has a null value at row {row}")
+        want = pa.from_numpy_dtype(dtype)
+        if have != want:
+            try:
+                column = column.cast(want, safe=dtype.kind == "i")
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ProtocolError(
+                    422, f"{part}: column {name!r} of type {have} does not fit {want} ({exc})"
+                ) from exc
+        arr = column.to_numpy()
+        if not arr.flags.writeable:
+            arr = arr.copy()
+        out[name] = arr
+    return out
+
+
+def _read_arrow_stream(reader: Any, part: str) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(reader).read_all()
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise ProtocolError(400, f"{part}: body is not a valid Arrow IPC stream ({exc})") from exc
+
+
+def _read_table(data: bytes, fmt: str, part: str) -> Any:
+    import pyarrow as pa
+
+    if not data:
+        raise ProtocolError(400, f"{part}: empty body part")
+    if fmt == "arrow":
+        return _read_arrow_stream(pa.BufferReader(data), part)
+    if fmt == "arrow-file":
+        try:
+            return pa.ipc.open_file(pa.BufferReader(data)).read_all()
+        except (pa.ArrowInvalid, OSError, ValueError) as exc:
+            raise ProtocolError(
+                400, f"{part}: body is not a valid Arrow IPC file ({exc})"
+            ) from exc
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise ProtocolError(400, f"{part}: body is not a valid Parquet file ({exc})") from exc
+
+
+def _json_tables(body: bytes) -> tuple[Any, Any]:
+    import pyarrow as pa
+
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(400, f"body is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise ProtocolError(400, 'JSON body must be an object {"hits": {...}, "cells": {...}}')
+    if "hits" not in doc:
+        raise ProtocolError(422, 'JSON body has no "hits" object')
+    tables = []
+    for part in ("hits", "cells"):
+        cols = doc.get(part)
+        if cols is None:
+            tables.append(None)
+            continue
+        if not isinstance(cols, dict):
+            raise ProtocolError(422, f'JSON "{part}" must be an object of column arrays')
+        arrays = {}
+        for name, values in cols.items():
+            if not isinstance(values, list):
+                raise ProtocolError(422, f"{part}: column {name!r} must be a JSON array")
+            try:
+                arrays[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+                raise ProtocolError(
+                    422, f"{part}: column {name!r} is not an array of numbers ({exc})"
+                ) from exc
+        lengths = {name: len(a) for name, a in arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise ProtocolError(422, f"{part}: columns have different lengths {lengths}")
+        tables.append(pa.table(arrays) if arrays else pa.table({}))
+    return tables[0], tables[1]
+
+
+def _split_parts(body: bytes, fmt: str, headers: Mapping[str, str]) -> tuple[Any, Any]:
+    """The hits and (optional) cells Arrow tables of a binary body."""
+    import pyarrow as pa
+
+    length = _header(headers, HITS_LENGTH_HEADER)
+    if length is not None:
+        try:
+            n = int(length)
+        except ValueError:
+            n = -1
+        if not 0 < n <= len(body):
+            raise ProtocolError(
+                400,
+                f"{HITS_LENGTH_HEADER} {length!r} must be an integer in [1, {len(body)}] "
+                "(the byte length of the hits part of the body)",
+            )
+        hits = _read_table(body[:n], fmt, "hits")
+        cells = _read_table(body[n:], fmt, "cells") if n < len(body) else None
+        return hits, cells
+    if fmt == "arrow":
+        reader = pa.BufferReader(body)
+        hits = _read_arrow_stream(reader, "hits")
+        rest = len(body) - reader.tell()
+        cells = _read_arrow_stream(reader, "cells") if rest > 0 else None
+        if cells is not None and reader.tell() < len(body):
+            raise ProtocolError(
+                400,
+                f"body has {len(body) - reader.tell()} byte(s) after the hits and cells "
+                "Arrow streams",
+            )
+        return hits, cells
+    return _read_table(body, fmt, "hits"), None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.lower())
+    return value
+
+
+def _event_id(headers: Mapping[str, str]) -> int:
+    raw = _header(headers, EVENT_ID_HEADER)
+    if raw is None or raw == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**63:
+        raise ProtocolError(400, f"{EVENT_ID_HEADER} {raw!r} must be a non-negative integer")
+    return value
+
+
+def decode_event(
+    body: bytes,
+    content_type: str | None,
+    headers: Mapping[str, str] | None = None,
+    *,
+    max_bytes: int | None = DEFAULT_MAX_REQUEST_BYTES,
+) -> tuple[Event, str]:
+    """Decode and validate one request body.
+
+    Args:
+        body: the request body.
+        content_type: its ``Content-Type``.
+        headers: request headers (``X-Trkx-Event-Id``, ``X-Trkx-Hits-Length``).
+        max_bytes: refuse bodies above this size (None: no limit).
+
+    Returns:
+        ``(event, fmt)``: the event (hits, cells when sent; ``source`` names the
+        request) and the request's format name.
+
+    Raises:
+        ProtocolError: 400 malformed body / header, 413 too large, 415 unknown
+            format, 422 missing or mistyped column, null, NaN, duplicate hit id,
+            cells of unknown hits.
+    """
+    headers = headers or {}
+    if max_bytes is not None and len(body) > max_bytes:
+        raise ProtocolError(413, _too_large(len(body), max_bytes))
+    if not body:
+        raise ProtocolError(400, "empty body: send one event's hits")
+    fmt = request_format(content_type, body)
+    event_id = _event_id(headers)
+    if fmt == "json":
+        hits_table, cells_table = _json_tables(body)
+    else:
+        hits_table, cells_table = _split_parts(body, fmt, headers)
+    hits = _columns_from_arrow(hits_table, "hits", HITS_COLUMNS, HITS_REQUIRED)
+    cells = None
+    if cells_table is not None:
+        cells = _columns_from_arrow(cells_table, "cells", CELLS_COLUMNS, tuple(CELLS_COLUMNS))
+    source = f"request (event {event_id})"
+    # Event.validate wants every TrackML hits column; the pipeline does not use the
+    # module ids, so absent ones are stood in by zero-copy zeros for the check only.
+    n = len(hits["hit_id"])
+    filled = dict(hits)
+    for name in HITS_OPTIONAL:
+        if name not in filled:
+            filled[name] = np.broadcast_to(np.zeros(1, dtype=HITS_COLUMNS[name]), (n,))
+    try:
+        Event(event_id=event_id, hits=filled, cells=cells, source=source).validate()
+    except EventFormatError as exc:
+        raise ProtocolError(422, str(exc)) from exc
+    return Event(event_id=event_id, hits=hits, cells=cells, source=source), fmt
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"request body of {size / 2**20:.1f} MiB exceeds the service's limit of "
+        f"{limit / 2**20:.1f} MiB (--max-request-mb)"
+    )
+
+
+# -- encoding ---------------------------------------------------------------------------
+def _arrow_stream(columns: Mapping[str, np.ndarray]) -> bytes:
+    import pyarrow as pa
+
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _parquet(columns: Mapping[str, np.ndarray], compression: str | None) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({k: pa.array(v) for k, v in columns.items()})
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression=compression or "none", use_dictionary=False)
+    return sink.getvalue().to_pybytes()
+
+
+def _json_list(arr: np.ndarray) -> list[Any]:
+    return np.asarray(arr).tolist()
+
+
+def encode_event(
+    event: Event,
+    fmt: str = "arrow",
+    *,
+    cells: bool = True,
+    compression: str | None = None,
+) -> tuple[bytes, dict[str, str]]:
+    """Encode an event as a request body.
+
+    Args:
+        event: the event (its hits, and cells when present and ``cells``).
+        fmt: ``arrow``, ``parquet`` or ``json``.
+        cells: send the cells (the default pipeline's cell features use them).
+        compression: Parquet codec (``snappy``, ``zstd``, ...; None: uncompressed).
+
+    Returns:
+        ``(body, headers)`` with ``Content-Type``, ``X-Trkx-Event-Id`` and, for a
+        body with cells, ``X-Trkx-Hits-Length``.
+    """
+    if fmt not in CONTENT_TYPES:
+        raise ValueError(f"format must be one of {sorted(CONTENT_TYPES)}, got {fmt!r}")
+    hits = {c: np.asarray(event.hits[c]) for c in HITS_COLUMNS if c in event.hits}
+    cell_cols = None
+    if cells and event.cells is not None:
+        cell_cols = {c: np.asarray(event.cells[c]) for c in CELLS_COLUMNS if c in event.cells}
+    headers = {"Content-Type": CONTENT_TYPES[fmt], EVENT_ID_HEADER: str(int(event.event_id))}
+    if fmt == "json":
+        doc: dict[str, Any] = {"hits": {c: _json_list(a) for c, a in hits.items()}}
+        if cell_cols is not None:
+            doc["cells"] = {c: _json_list(a) for c, a in cell_cols.items()}
+        return json.dumps(doc, separators=(",", ":")).encode(), headers
+    if fmt == "arrow":
+        body = _arrow_stream(hits)
+        if cell_cols is not None:
+            headers[HITS_LENGTH_HEADER] = str(len(body))
+            body += _arrow_stream(cell_cols)
+        return body, headers
+    body = _parquet(hits, compression)
+    if cell_cols is not None:
+        headers[HITS_LENGTH_HEADER] = str(len(body))
+        body += _parquet(cell_cols, compression)
+    return body, headers
+
+
+def encode_answer(hit_id: np.ndarray, track_id: np.ndarray, fmt: str, event_id: int = 0) -> bytes:
+    """Encode the answer columns ``hit_id`` (int32), ``track_id`` (int64) in ``fmt``."""
+    columns = {
+        "hit_id": np.asarray(hit_id, dtype=ANSWER_COLUMNS["hit_id"]),
+        "track_id": np.asarray(track_id, dtype=ANSWER_COLUMNS["track_id"]),
+    }
+    if fmt == "json":
+        doc = {"event_id": int(event_id), **{k: _json_list(v) for k, v in columns.items()}}
+        return json.dumps(doc, separators=(",", ":")).encode()
+    if fmt == "arrow":
+        return _arrow_stream(columns)
+    if fmt == "parquet":
+        return _parquet(columns, None)
+    raise ValueError(f"format must be one of {sorted(CONTENT_TYPES)}, got {fmt!r}")
+
+
+def decode_answer(body: bytes, content_type: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode an answer body into ``(hit_id int32, track_id int64)``.
+
+    Raises:
+        ProtocolError: 502-style problems of the answer (status 0: client side).
+    """
+    fmt = request_format(content_type, body)
+    if fmt == "json":
+        try:
+            doc = json.loads(body)
+            hit_id = np.asarray(doc["hit_id"], dtype=np.int32)
+            track_id = np.asarray(doc["track_id"], dtype=np.int64)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(0, f"malformed JSON answer ({exc})") from exc
+        return hit_id, track_id
+    table = _read_table(body, fmt, "answer")
+    cols = _columns_from_arrow(table, "answer", ANSWER_COLUMNS, tuple(ANSWER_COLUMNS))
+    return cols["hit_id"], cols["track_id"]
+
+
+# -- headers ------------------------------------------------------------------------------
+def stage_header(stage: str) -> str:
+    """``"build_edges"`` -> ``"X-Trkx-Stage-Build-Edges-S"``."""
+    return "X-Trkx-Stage-" + "-".join(p.capitalize() for p in stage.split("_")) + "-S"
+
+
+def timing_headers(timings: Mapping[str, float]) -> dict[str, str]:
+    """Per-stage seconds as ``X-Trkx-Stage-<Stage>-S`` headers (microsecond resolution)."""
+    out = {}
+    for stage, seconds in timings.items():
+        value = float(seconds)
+        if math.isfinite(value):
+            out[stage_header(stage)] = f"{value:.6f}"
+    return out
+
+
+def parse_timing_headers(headers: Mapping[str, str]) -> dict[str, float]:
+    """Invert :func:`timing_headers` (also reads ``X-Trkx-{Decode,Encode,Service}-S``)."""
+    out: dict[str, float] = {}
+    for key, value in headers.items():
+        low = key.lower()
+        if not (low.startswith("x-trkx-") and low.endswith("-s")):
+            continue
+        name = low[len("x-trkx-"):-2]
+        if name.startswith("stage-"):
+            name = name[len("stage-"):]
+        try:
+            out[name.replace("-", "_")] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def error_body(status: int, message: str) -> bytes:
+    """The JSON body of an error answer: ``{"error": message, "status": status}``."""
+    return json.dumps({"error": message, "status": int(status)}).encode()
