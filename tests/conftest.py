@@ -33,6 +33,39 @@ def _devices() -> list[str]:
     return devices
 
 
+def _cuda_missing() -> str | None:
+    """Why CUDA tests cannot run here (None: torch sees a CUDA device)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return "needs torch with CUDA (torch is not installed)"
+    if not torch.cuda.is_available():
+        return (f"needs a CUDA GPU: torch {torch.__version__} (CUDA build: {torch.version.cuda}) "
+                "sees none")
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark ``cuda``-parametrised tests ``cuda``; skip every ``cuda`` test without a GPU.
+
+    Runs before ``-m`` deselection (``tryfirst``), so ``pytest -m cuda`` also selects the
+    ``device == "cuda"`` cases of the :func:`device` fixture. The skip asks torch itself
+    (``torch.cuda.is_available()``): a GPU is never faked.
+    """
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("device") == "cuda":
+            item.add_marker(pytest.mark.cuda)
+    cuda_items = [item for item in items if item.get_closest_marker("cuda") is not None]
+    if not cuda_items:
+        return
+    reason = _cuda_missing()
+    if reason is not None:
+        for item in cuda_items:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(params=_devices())
 def device(request) -> str:
     """Parametrises a test over ``cpu`` and, when present, ``cuda``."""
@@ -62,3 +95,17 @@ def ray_session():
              log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Simulated-event and ONNX caches in a temporary directory, never the user's."""
+    import os
+
+    old = os.environ.get("TRKX_RAY_CACHE")
+    os.environ["TRKX_RAY_CACHE"] = str(tmp_path_factory.mktemp("trkx_cache"))
+    yield
+    if old is None:
+        os.environ.pop("TRKX_RAY_CACHE", None)
+    else:
+        os.environ["TRKX_RAY_CACHE"] = old

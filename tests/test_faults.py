@@ -226,7 +226,7 @@ def test_driver_state_per_event_stays_small(ray_session):
     Keeping each result dict (timings, edge counts, ~35 physics numbers) cost
     ~2,700 bytes per event (measured with scripts/soak.py, default pipeline; ~1,200
     without physics), ~4 GB for a million-event stream; the compact log keeps a
-    62-byte row (7 stage timings) in arrays that double when full (measured: ~70
+    66-byte row (7 stage timings and the physics cost) in arrays that double when full (measured: ~70
     bytes per event of heap growth). Also checks that the queue, the window of
     payloads and the exactly-once bookkeeping do not grow with the stream.
     """

@@ -10,7 +10,8 @@ from trkx_ray import study
 
 ray = pytest.importorskip("ray")
 
-ROW_KEYS = {"kind", "workers", "throughput_eps", "speedup", "efficiency", "p50_s", "p95_s"}
+ROW_KEYS = {"kind", "workers", "cores", "throughput_eps", "speedup", "efficiency", "p50_s",
+            "p95_s"}
 
 
 
@@ -36,6 +37,24 @@ def test_scaling_rows_speedup_and_efficiency():
     assert rows[1]["efficiency"] == pytest.approx(0.9)  # E(N) = X(N) / (N X(1))
     assert rows[3]["speedup"] == pytest.approx(1.5) and rows[3]["efficiency"] == pytest.approx(0.75)
     assert rows[0]["speedup"] == rows[0]["efficiency"] == 1.0
+
+
+def test_scaling_rows_cores_and_actors_per_gpu_axes():
+    rows = study.scaling_rows([
+        {"kind": "cpu", "workers": 1, "cores": 2, "throughput_eps": 3.4},
+        {"kind": "cpu", "workers": 2, "cores": 1, "throughput_eps": 3.6},
+        {"kind": "cpu", "workers": 1, "cores": 1, "throughput_eps": 2.0},
+        {"kind": "gpu", "workers": 1, "actors_per_gpu": 4, "throughput_eps": 50.0},
+        {"kind": "gpu", "workers": 1, "actors_per_gpu": 1, "throughput_eps": 20.0},
+    ])
+    got = [(r["kind"], r["workers"], r.get("cores"), r.get("actors_per_gpu")) for r in rows]
+    assert got == [("cpu", 1, 1, None), ("cpu", 2, 1, None), ("cpu", 1, 2, None),
+                   ("gpu", 1, None, 1), ("gpu", 1, None, 4)]
+    fat = rows[2]  # one 2-core actor against one 1-core actor: both use 2 cores
+    assert fat["speedup"] == pytest.approx(1.7) and fat["efficiency"] == pytest.approx(0.85)
+    assert rows[1]["efficiency"] == pytest.approx(0.9)
+    four = rows[4]  # four actors share one GPU: speed-up over one actor, same GPU count
+    assert four["speedup"] == pytest.approx(2.5) and four["efficiency"] == pytest.approx(2.5)
 
 
 def test_bad_flags(capsys, tmp_path):
@@ -72,8 +91,9 @@ def test_tiny_sweep_writes_the_three_files(ray_session, tmp_path):
     assert rows[0]["speedup"] == 1.0 and rows[0]["efficiency"] == 1.0
     assert rows[1]["efficiency"] == pytest.approx(rows[1]["speedup"] / 2)
     assert data["source"]["kind"] == "simulated" and data["config"] == "noop"
+    assert data["source"]["mode"] == "read-ahead" and data["source"]["events"] == 8
     md = (out / "scaling.md").read_text()
-    assert "| workers | events/s | speed-up | efficiency | p50 s | p95 s |" in md
-    assert md.count("\n| 1 |") == 1 and md.count("\n| 2 |") == 1
+    assert "| kind | workers | cores/actor | actors/GPU | events/s | speed-up | efficiency" in md
+    assert md.count("\n| cpu | 1 | 1 |") == 1 and md.count("\n| cpu | 2 | 1 |") == 1
     png = (out / "scaling.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

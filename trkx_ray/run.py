@@ -3,8 +3,12 @@
 With no flags it starts an embedded local Ray (no dashboard, everything on
 127.0.0.1), makes one 1-core CPU actor per core Ray sees (minus the host cores
 of GPU actors) and one GPU actor per GPU, streams ``--events`` simulated
-pile-up-200 events (default 32, about two minutes on a 2-core machine with the
-default pipeline) and prints a table. ``--address auto`` (or ``RAY_ADDRESS``)
+pile-up-200 events (default 32) and prints a table. Simulated events come from
+an on-disk cache (:mod:`trkx_ray.events.cache`; simulated once, in parallel, before
+anything is measured) and are read into the object store ahead of the stream, so no
+producer shares the measured cores; ``--input`` events are read ahead the same way
+(or, for long runs, streamed by reader tasks on a reserved CPU). Progress: a bar on
+a terminal, else a line on stderr about every 10 s. ``--address auto`` (or ``RAY_ADDRESS``)
 joins an existing cluster instead; this is also how it runs under
 ``ray job submit --working-dir . -- python -m trkx_ray.run ...``.
 
@@ -31,6 +35,9 @@ log = logging.getLogger("trkx_ray.run")
 
 #: default number of measured events (about 2 minutes on 2 cores, default pipeline, mu=200).
 DEFAULT_EVENTS = 32
+#: seconds between progress lines when the output is not a terminal.
+PROGRESS_EVERY_S = 10.0
+MAX_POOL = 64  # = trkx_ray.scaling.sources.MAX_POOL (not imported: keeps --help light)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="warm-up events per actor, excluded from the figures (default 1)")
     ev.add_argument("--seed", type=int, default=0, help="simulation seed: event i uses seed+i")
     ev.add_argument("--pool", type=int, default=None,
-                    help="simulate only this many distinct events and reuse them "
-                    "(measures driver overhead without simulating every event)")
+                    help="distinct simulated events, read ahead and cycled through "
+                    f"(default: --events, at most {MAX_POOL})")
+    ev.add_argument("--cache", type=Path, default=None,
+                    help="on-disk cache of simulated events (default: $TRKX_RAY_CACHE, "
+                    "else ~/.cache/trkx_ray); a second run does not simulate again")
     run = p.add_argument_group("run")
     run.add_argument("--config", default="default",
                      help="pipeline config: a name (default, noop, ...) or a YAML path")
@@ -109,6 +119,8 @@ def validate_args(args: argparse.Namespace) -> None:
         find_event_prefixes(args.input)  # raises FileNotFoundError naming --input
         if args.pool is not None:
             raise ValueError("--pool applies to simulated events (--pileup), not --input")
+        if args.cache is not None:
+            raise ValueError("--cache applies to simulated events (--pileup), not --input")
     if args.place_timeout <= 0:
         raise ValueError(f"--place-timeout must be > 0, got {args.place_timeout}")
     if args.save_tracks is not None and args.save_tracks.exists() and not args.save_tracks.is_dir():
@@ -126,17 +138,68 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _progress(total: int, enabled: bool) -> tuple[Any, Any]:
-    if not enabled:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+class _Progress:
+    """Progress of the stream: a rich bar on a terminal, else a line every ~10 s.
 
-    prog = Progress(TextColumn("[bold]events"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]:.2f} ev/s"),
-                    TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
-                    transient=False)
-    task = prog.add_task("events", total=total, rate=0.0, failed=0)
-    return prog, task
+    Lines go to stderr: ``progress: 12/32 events (0 failed), 0.41 events/s, ~49 s left``.
+    """
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        import time
+
+        self.total = total
+        self.clock = time.perf_counter
+        self.t0 = 0.0
+        self.last_line = 0.0
+        self.bar = self.task = None
+        self.lines = not quiet and not sys.stderr.isatty()
+        if not quiet and sys.stderr.isatty() and not os.environ.get("CI"):
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self.bar = Progress(TextColumn("[bold]events"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]:.2f} ev/s"),
+                                TextColumn("failed {task.fields[failed]}"), TimeElapsedColumn(),
+                                transient=False)
+            self.task = self.bar.add_task("events", total=total, rate=0.0, failed=0)
+
+    def say(self, text: str) -> None:
+        """A status line (set-up steps) unless quiet."""
+        if self.bar is not None:
+            self.bar.console.print(text)
+        elif self.lines:
+            print(text, file=sys.stderr, flush=True)
+
+    def start(self) -> None:
+        """The stream starts (rates count from here)."""
+        self.t0 = self.last_line = self.clock()
+        if self.bar is not None:
+            self.bar.start()
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, done: int, failed: int) -> None:
+        now = self.clock()
+        if not self.t0:
+            self.t0 = self.last_line = now
+        dt = now - self.t0
+        rate = done / dt if dt > 0 else 0.0
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done + failed, failed=failed, rate=rate)
+        elif self.lines and (now - self.last_line >= PROGRESS_EVERY_S
+                             or done + failed == self.total):
+            self.last_line = now
+            left = self.total - done - failed
+            eta = f"~{left / rate:.0f} s left" if rate > 0 else "estimating time left"
+            print(f"progress: {done + failed}/{self.total} events ({failed} failed), "
+                  f"{rate:.2f} events/s, {eta}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,8 +212,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    import time
-
     import ray
 
     from trkx_ray.scaling.driver import FaultInjection, run_scaling
@@ -165,45 +226,48 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from trkx_ray.scaling.cluster import connect_ray
 
+    progress = _Progress(DEFAULT_EVENTS if args.events is None else args.events, args.quiet)
+    progress.say("starting Ray ...")
     started = connect_ray(args.address)
     try:
         total = ray.cluster_resources()
         gpus = int(total.get("GPU", 0)) if args.gpus is None else args.gpus
         cpus_for_gpu = 1
+        if args.input is not None:
+            from trkx_ray.scaling.sources import find_event_prefixes
+
+            found = len(find_event_prefixes(args.input))
+            events = found if args.events is None else args.events
+            progress.say(f"reading {min(events, found)} event(s) of {args.input} ...")
+            source: Any = DirectorySource(args.input, cycle=events > found, events=events)
+        else:
+            pileup = 200.0 if args.pileup is None else args.pileup
+            events = DEFAULT_EVENTS if args.events is None else args.events
+            progress.say(f"preparing {args.pool or min(events, MAX_POOL)} simulated "
+                         f"pile-up-{pileup:g} events (cached on disk after the first run) ...")
+            try:
+                source = SimulatedSource(pileup, seed=args.seed, pool=args.pool, events=events,
+                                         cache_dir=args.cache)
+            except OSError as exc:
+                print(f"error: --cache: {_one_line(exc)}", file=sys.stderr)
+                return 2
+        progress.total = events
+        reserved = getattr(source, "reserved_cpus", 0.0)
         if args.cpu_actors is None:
-            free = int(total.get("CPU", 0)) - gpus * args.actors_per_gpu * cpus_for_gpu
+            free = int(total.get("CPU", 0) - reserved) - gpus * args.actors_per_gpu * cpus_for_gpu
             cpu_actors = max(free // args.cores_per_actor, 0)
             if cpu_actors == 0 and gpus == 0:
                 print(f"error: --cores-per-actor {args.cores_per_actor}: more cores than the "
-                      f"{free} CPU(s) Ray sees", file=sys.stderr)
+                      f"{free} CPU(s) Ray sees" + (f" besides the {reserved:g} reserved for "
+                                                   "reading --input" if reserved else ""),
+                      file=sys.stderr)
                 return 2
         else:
             cpu_actors = args.cpu_actors
         plan = ResourcePlan(cpu_actors=cpu_actors, cores_per_actor=args.cores_per_actor,
                             gpus=gpus, actors_per_gpu=args.actors_per_gpu,
                             cpus_per_gpu_actor=cpus_for_gpu)
-        if args.input is not None:
-            source: Any = DirectorySource(args.input)
-            events = len(source) if args.events is None else args.events
-            if events > len(source):
-                source = DirectorySource(args.input, cycle=True)
-        else:
-            pileup = 200.0 if args.pileup is None else args.pileup
-            source = SimulatedSource(pileup, seed=args.seed, pool=args.pool)
-            events = DEFAULT_EVENTS if args.events is None else args.events
-
-        show = not args.quiet and sys.stderr.isatty() and not os.environ.get("CI")
-        prog, task = _progress(events, show)
-        t_start = [0.0]
-
-        def on_progress(done: int, failed: int) -> None:
-            if prog is None:
-                return
-            if not t_start[0]:
-                t_start[0] = time.perf_counter()
-            dt = time.perf_counter() - t_start[0]
-            prog.update(task, completed=done + failed, failed=failed,
-                        rate=done / dt if dt > 0 else 0.0)
+        on_progress = progress.update
 
         save_dir = args.save_tracks
         if save_dir is not None:
@@ -221,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             [n for n in ray.nodes() if n.get("Alive")]), "embedded": started}
         outcome = slots = None
         try:
-            if prog is not None:
-                prog.start()
+            progress.say(f"starting {plan.cpu_actors} CPU and {plan.gpu_actors} GPU actor(s), "
+                         f"then {events} events ...")
+            progress.start()
             outcome, slots = run_scaling(
                 plan, args.config, source, events, warmup=args.warmup, in_flight=args.in_flight,
                 want_tracks=save_dir is not None, physics=False if args.no_physics else None, fault=fault,
@@ -245,8 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                                     interrupted=True)
             slots = []
         finally:
-            if prog is not None:
-                prog.stop()
+            progress.stop()
         report = build_report(outcome, slots or [], config=args.config,
                               source=source.describe(), options=options, ray_resources=ray_info)
         if args.report is not None:

@@ -1,19 +1,26 @@
 """``python -m trkx_ray.study``: throughput scaling sweep in one Ray session.
 
-For every CPU-actor count in ``--cpu-actors`` and every GPU count in ``--gpus``
-(``0`` entries are skipped) it runs the streaming driver on the SAME events:
-they are simulated (``--pileup``) or read (``--input``) once before the sweep and
-kept in the object store, so neither simulation nor file reading is timed.
+For every CPU-actor count in ``--cpu-actors`` times every core count in
+``--cores-per-actor`` (many thin actors or few fat ones), and every GPU count in
+``--gpus`` times every ``--actors-per-gpu`` (``0`` entries are skipped), it runs
+the streaming driver on the SAME events: they come from the on-disk cache of
+simulated events (``--pileup``, :mod:`trkx_ray.events.cache`) or a directory
+(``--input``), are read into the object store once before the sweep, and are
+neither simulated nor read while anything is measured.
 
 Writes ``DIR/scaling.json`` (**contract**: ``{"rows": [{"kind", "workers",
-"throughput_eps", "speedup", "efficiency", "p50_s", "p95_s", ...}]}``),
-``DIR/scaling.md`` (table, CPU and GPU rows side by side) and ``DIR/scaling.png``
-(throughput and parallel efficiency vs workers). Workers are CPU actors for CPU
-rows and GPUs for GPU rows (each GPU runs ``--actors-per-gpu`` actors).
-Speed-up is ``X(N) / X(N0)`` and efficiency ``E(N) = X(N) / ((N / N0) * X(N0))``
-with ``N0`` the smallest worker count of that kind in the sweep (1 normally,
-which gives ``E(N) = X(N) / (N * X(1))``). Latencies are per-event service times
-in the actors, seconds.
+"cores", "throughput_eps", "speedup", "efficiency", "p50_s", "p95_s", ...}]}``
+with ``cores`` = cores per CPU actor and ``actors_per_gpu`` for GPU rows),
+``DIR/scaling.md`` (one table) and ``DIR/scaling.png`` (throughput and parallel
+efficiency). Speed-up and efficiency are relative to the kind's baseline row, the
+one with the fewest resources (CPU: fewest cores in all, ``workers x cores``,
+then fewest actors; GPU: fewest GPUs, then fewest actors per GPU):
+``speedup = X / X0`` and, for CPU rows, ``efficiency = X / ((C / C0) X0)`` with
+``C`` the row's total cores, for GPU rows ``X / ((G / G0) X0)`` with ``G`` its GPUs.
+So with 1 x 1-core as the baseline, a 2 x 1-core row and a 1 x 2-core row are both
+judged against twice the baseline; several actors on one GPU show their gain as a
+speed-up above 1 at the same GPU count. Latencies are per-event pipeline service
+times in the actors.
 """
 
 from __future__ import annotations
@@ -48,14 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cpu-actors", default="1,2", help="CPU actor counts, e.g. 1,2,4 (default 1,2)")
     p.add_argument("--gpus", default="0", help="GPU counts, e.g. 0,1,2 (0: no GPU rows)")
-    p.add_argument("--actors-per-gpu", type=int, default=1, help="actors per GPU (default 1)")
-    p.add_argument("--cores-per-actor", type=int, default=1, help="cores per CPU actor")
+    p.add_argument("--actors-per-gpu", default="1",
+                   help="actors per GPU, a sweep axis, e.g. 1,2,4 (default 1)")
+    p.add_argument("--cores-per-actor", default="1",
+                   help="cores per CPU actor, a sweep axis, e.g. 1,2 (default 1)")
     p.add_argument("--events", type=int, default=8, help="events per configuration (default 8)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up events per actor (default 1)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pileup", type=float, default=None, help="simulate (default mu=200)")
     src.add_argument("--input", type=Path, default=None, help="TrackML directory")
-    p.add_argument("--seed", type=int, default=0, help="simulation seed")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed of the first event")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="on-disk cache of simulated events (default: $TRKX_RAY_CACHE, "
+                   "else ~/.cache/trkx_ray)")
     p.add_argument("--config", default="default", help="pipeline config name or YAML path")
     p.add_argument("--in-flight", type=int, default=2, help="tasks queued per actor")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: embedded)")
@@ -65,24 +77,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resources(r: dict[str, Any]) -> tuple[int, int]:
+    """(the row's amount of its kind's resource, actors) for choosing baselines."""
+    if r["kind"] == "cpu":
+        cores = int(r.get("cores") or 1)
+        return r["workers"] * cores, r["workers"]
+    return r["workers"], r["workers"] * int(r.get("actors_per_gpu") or 1)
+
+
 def scaling_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Add ``speedup`` and ``efficiency`` to measured runs (see the module docstring).
 
     Args:
-        runs: dicts with ``kind``, ``workers`` and ``throughput_eps`` (+ anything).
+        runs: dicts with ``kind``, ``workers``, ``throughput_eps`` and, for CPU rows,
+            ``cores`` (cores per actor, default 1), for GPU rows ``actors_per_gpu``
+            (default 1).
 
     Returns:
-        New dicts, ordered by kind then workers.
+        New dicts, ordered by kind, then cores per actor / actors per GPU, then workers.
     """
-    rows = [dict(r) for r in sorted(runs, key=lambda r: (r["kind"], r["workers"]))]
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        per = r.get("cores") if r["kind"] == "cpu" else r.get("actors_per_gpu")
+        return r["kind"], int(per or 1), r["workers"]
+
+    rows = [dict(r) for r in sorted(runs, key=key)]
     for kind in {r["kind"] for r in rows}:
         same = [r for r in rows if r["kind"] == kind]
-        base = same[0]
+        base = min(same, key=_resources)
+        x0, c0 = base["throughput_eps"], _resources(base)[0]
         for r in same:
-            x0, n0 = base["throughput_eps"], base["workers"]
-            r["baseline_workers"] = n0
+            r["baseline"] = {"workers": base["workers"], "cores": base.get("cores"),
+                             "actors_per_gpu": base.get("actors_per_gpu")}
+            r["baseline_workers"] = base["workers"]
             r["speedup"] = r["throughput_eps"] / x0 if x0 > 0 else None
-            r["efficiency"] = (r["throughput_eps"] / ((r["workers"] / n0) * x0)
+            r["efficiency"] = (r["throughput_eps"] / ((_resources(r)[0] / c0) * x0)
                                if x0 > 0 else None)
     return rows
 
@@ -102,70 +130,60 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -
 
     out.mkdir(parents=True, exist_ok=True)
     paths = [write_report({"rows": rows, **meta}, out / "scaling.json")]
+    src = meta.get("source", {})
     lines = [
         "# Throughput scaling",
         "",
         f"Pipeline `{meta.get('config')}`, {meta.get('events')} events per configuration "
-        f"({meta.get('source', {}).get('kind', '?')} source"
-        + (f", pile-up {meta['source'].get('pileup'):g}" if meta.get("source", {}).get("pileup")
-           else "") + "), same events for every row. "
-        "E(N) = X(N) / (N X(1)); latencies are per-event service times in the actors.",
+        f"({src.get('kind', '?')} source"
+        + (f", pile-up {src.get('pileup'):g}" if src.get("pileup") else "")
+        + "), the same events for every row, read into the object store before the sweep. "
+        "Speed-up and efficiency are against the row with the fewest resources of its kind; "
+        "efficiency divides by the resources in use (CPU: all cores, workers x cores; GPU: "
+        "GPUs). Latencies are per-event pipeline service times in the actors.",
         "",
+        "| kind | workers | cores/actor | actors/GPU | events/s | speed-up | efficiency "
+        "| p50 s | p95 s |",
+        "|:--|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    cpu = [r for r in rows if r["kind"] == "cpu"]
-    gpu = [r for r in rows if r["kind"] == "gpu"]
-    head = "| workers | events/s | speed-up | efficiency | p50 s | p95 s |"
-    rule = "|---:|---:|---:|---:|---:|---:|"
-
-    def cells(r: dict[str, Any] | None) -> str:
-        if r is None:
-            return " | | | | |"
-        return (f" {_fmt(r['throughput_eps'], '.3f')} | {_fmt(r['speedup'], '.2f')} | "
-                f"{_fmt(r['efficiency'], '.2f')} | {_fmt(r['p50_s'], '.3f')} | "
-                f"{_fmt(r['p95_s'], '.3f')} |")
-
-    if cpu and gpu:
-        lines += ["| workers | CPU events/s | CPU speed-up | CPU efficiency | CPU p50 s | CPU p95 s "
-                  "| GPU events/s | GPU speed-up | GPU efficiency | GPU p50 s | GPU p95 s |",
-                  "|---:" * 11 + "|"]
-        for n in sorted({r["workers"] for r in rows}):
-            c = next((r for r in cpu if r["workers"] == n), None)
-            g = next((r for r in gpu if r["workers"] == n), None)
-            lines.append(f"| {n} |" + cells(c) + cells(g))
-    else:
-        kind = "CPU actors" if cpu else "GPUs"
-        lines += [f"Workers are {kind}.", "", head, rule]
-        for r in cpu or gpu:
-            lines.append(f"| {r['workers']} |" + cells(r))
+    for r in rows:
+        cpu = r["kind"] == "cpu"
+        lines.append(
+            f"| {r['kind']} | {r['workers']} | {r.get('cores') if cpu else '-'} | "
+            f"{'-' if cpu else r.get('actors_per_gpu')} | {_fmt(r['throughput_eps'], '.3f')} | "
+            f"{_fmt(r['speedup'], '.2f')} | {_fmt(r['efficiency'], '.2f')} | "
+            f"{_fmt(r['p50_s'], '.3f')} | {_fmt(r['p95_s'], '.3f')} |")
     hw = meta.get("hardware", {})
-    lines += ["", f"Hardware: {hw.get('cpu_model', '?')}, {hw.get('logical_cpus', '?')} logical "
-              f"CPUs; Ray resources {meta.get('ray', {}).get('cluster_resources', {})}.", ""]
+    lines += ["", f"Hardware: {hw.get('cpu_model', '?')} (CPU capability "
+              f"{hw.get('cpu_capability', '?')}), {hw.get('logical_cpus', '?')} logical CPUs, "
+              f"precision {hw.get('precision', '?')}; Ray resources "
+              f"{meta.get('ray', {}).get('cluster_resources', {})}.", ""]
     md = out / "scaling.md"
     md.write_text("\n".join(lines), encoding="utf-8")
     paths.append(md)
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    for kind, style in (("cpu", "o-"), ("gpu", "s-")):
-        sel = [r for r in rows if r["kind"] == kind]
-        if not sel:
-            continue
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        per = r.get("cores") if r["kind"] == "cpu" else r.get("actors_per_gpu")
+        groups.setdefault((r["kind"], int(per or 1)), []).append(r)
+    for (kind, per), sel in groups.items():
+        style = "o-" if kind == "cpu" else "s-"
+        label = f"CPU, {per} core(s)/actor" if kind == "cpu" else f"GPU, {per} actor(s)/GPU"
         n = [r["workers"] for r in sel]
-        ax1.plot(n, [r["throughput_eps"] for r in sel], style, label=kind.upper())
-        x0, n0 = sel[0]["throughput_eps"], sel[0]["workers"]
-        ax1.plot(n, [x0 * k / n0 for k in n], ":", color="grey",
-                 label=f"{kind.upper()} ideal (linear)")
-        ax2.plot(n, [r["efficiency"] or 0.0 for r in sel], style, label=kind.upper())
+        ax1.plot(n, [r["throughput_eps"] for r in sel], style, label=label)
+        ax2.plot(n, [r["efficiency"] or 0.0 for r in sel], style, label=label)
     ax1.set_xlabel("workers (CPU actors / GPUs)")
     ax1.set_ylabel("throughput [events/s]")
     ax2.set_xlabel("workers (CPU actors / GPUs)")
-    ax2.set_ylabel("parallel efficiency E(N)")
+    ax2.set_ylabel("efficiency per core / per GPU")
     ax2.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax2.set_ylim(0, 1.2)
     ax1.set_ylim(bottom=0)
     ticks = sorted({r["workers"] for r in rows})
     for ax in (ax1, ax2):
         ax.set_xticks(ticks)
-        ax.legend()
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     png = out / "scaling.png"
@@ -176,21 +194,14 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -
 
 
 def _pregenerate(args: argparse.Namespace) -> Any:
-    """Make the sweep's events once; return a PayloadSource holding their refs."""
-    import ray
-
-    from trkx_ray.scaling.sources import DirectorySource, PayloadSource, SimulatedSource
+    """Read (or simulate into the cache, then read) the sweep's events once, ahead."""
+    from trkx_ray.scaling.sources import DirectorySource, SimulatedSource
 
     if args.input is not None:
-        src: Any = DirectorySource(args.input, cycle=True)
-        n = min(args.events, len(src.prefixes))
-    else:
-        src = SimulatedSource(200.0 if args.pileup is None else args.pileup, seed=args.seed)
-        n = args.events
-    made = [src.ref(i) for i in range(n)]
-    refs = [r for _, r in made]
-    ray.wait(refs, num_returns=len(refs), fetch_local=False)
-    return PayloadSource(refs, [e for e, _ in made], describe=src.describe())
+        return DirectorySource(args.input, cycle=True, events=args.events,
+                               max_read_ahead=max(args.events, 1))
+    return SimulatedSource(200.0 if args.pileup is None else args.pileup, seed=args.seed,
+                           pool=args.events, events=args.events, cache_dir=args.cache)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,9 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cpu_counts = [n for n in parse_counts(args.cpu_actors, "--cpu-actors") if n > 0]
         gpu_counts = [n for n in parse_counts(args.gpus, "--gpus") if n > 0]
-        for flag, v in (("--events", args.events), ("--actors-per-gpu", args.actors_per_gpu),
-                        ("--cores-per-actor", args.cores_per_actor),
-                        ("--in-flight", args.in_flight)):
+        cores_list = parse_counts(args.cores_per_actor, "--cores-per-actor")
+        apg_list = parse_counts(args.actors_per_gpu, "--actors-per-gpu")
+        for flag, values in (("--cores-per-actor", cores_list),
+                             ("--actors-per-gpu", apg_list)):
+            if min(values) < 1:
+                raise ValueError(f"{flag} must be >= 1, got {min(values)}")
+        for flag, v in (("--events", args.events), ("--in-flight", args.in_flight)):
             if v < 1:
                 raise ValueError(f"{flag} must be >= 1, got {v}")
         if args.warmup < 0:
@@ -232,19 +247,26 @@ def main(argv: list[str] | None = None) -> int:
     started = connect_ray(args.address)
     try:
         total = ray.cluster_resources()
-        plans = [("cpu", n, ResourcePlan(n, args.cores_per_actor, 0)) for n in cpu_counts]
-        plans += [("gpu", g, ResourcePlan(0, args.cores_per_actor, g, args.actors_per_gpu))
-                  for g in gpu_counts]
+        plans = [("cpu", n, ResourcePlan(n, k, 0)) for k in cores_list for n in cpu_counts]
+        plans += [("gpu", g, ResourcePlan(0, 1, g, a)) for a in apg_list for g in gpu_counts]
         for kind, n, plan in plans:  # fail before spending time on the first rows
             if plan.gpus > total.get("GPU", 0) or plan.cpus_needed > total.get("CPU", 0):
                 print(f"error: {kind} row with {n} worker(s) needs {plan.cpus_needed} CPU(s) and "
                       f"{plan.gpus} GPU(s) but Ray sees {total.get('CPU', 0):g} CPU(s), "
                       f"{total.get('GPU', 0):g} GPU(s)", file=sys.stderr)
                 return 2
-        source = _pregenerate(args)
+        print("study: preparing the events (cache, then read ahead) ...", file=sys.stderr,
+              flush=True)
+        try:
+            source = _pregenerate(args)
+        except OSError as exc:
+            print(f"error: --cache: {exc}", file=sys.stderr)
+            return 2
         runs: list[dict[str, Any]] = []
         for kind, n, plan in plans:
-            log.warning("study: %s x %d ...", kind, n)
+            per = (f"{plan.cores_per_actor} core(s) each" if kind == "cpu"
+                   else f"{plan.actors_per_gpu} actor(s) per GPU")
+            print(f"study: {kind} x {n}, {per} ...", file=sys.stderr, flush=True)
             try:
                 outcome, slots = run_scaling(
                     plan, args.config, source, args.events, warmup=args.warmup,
@@ -261,14 +283,17 @@ def main(argv: list[str] | None = None) -> int:
                 "p50_s": rep["latency_s"]["p50"], "p95_s": rep["latency_s"]["p95"],
                 "events": rep["events_processed"], "failed": len(rep["events_failed"]),
                 "wall_s": rep["wall_s"], "stages": rep["stages"],
-                "cores_per_actor": args.cores_per_actor if kind == "cpu" else None,
-                "actors_per_gpu": args.actors_per_gpu if kind == "gpu" else None,
+                "cores": plan.cores_per_actor if kind == "cpu" else None,
+                "actors_per_gpu": plan.actors_per_gpu if kind == "gpu" else None,
+                "physics": rep["physics"], "physics_cost_s": rep["physics_cost_s"],
+                "precision": rep["hardware"].get("precision"),
                 "error": rep["error"],
             })
         rows = scaling_rows(runs)
         meta = {"config": args.config, "events": args.events, "warmup": args.warmup,
                 "in_flight": args.in_flight, "source": source.describe(),
-                "hardware": hardware_info(),
+                "hardware": {**hardware_info(), "precision": next(
+                    (r["precision"] for r in runs if r.get("precision")), None)},
                 "ray": {"cluster_resources": dict(total), "embedded": started}}
         paths = write_outputs(rows, args.out, meta)
         print((args.out / "scaling.md").read_text(encoding="utf-8"))

@@ -46,9 +46,9 @@ is an edge when ``d2 < float64(r)^2`` (strict: a pair at exactly ``r`` is not an
 edge). Because every backend applies this same formula, they return
 bit-identical edge sets.
 
-Two implementations: a compiled numba CPU version (:func:`frnn_edges`,
-single-threaded unless ``threads > 1``, then numba ``prange`` with a count pass
-and a fill pass) and a vectorised torch version for any device
+Two implementations: a compiled numba CPU version (:func:`frnn_edges`, on
+numba's thread count unless ``threads`` says otherwise; one thread: a serial
+kernel, more: numba ``prange`` with a count pass and a fill pass) and a vectorised torch version for any device
 (:func:`frnn_edges_torch`; sort by cell id, neighbour cells by
 ``searchsorted``, candidate pairs expanded in bounded chunks; no Python loop
 over points or cells).
@@ -312,8 +312,10 @@ def frnn_edges(
         grid_dims: number of grid dimensions (see :func:`plan_grid`).
         max_cells: cap on the padded number of cells.
         subdiv: cells per radius (see :func:`plan_grid`).
-        threads: ``None``/``1``: single-threaded kernel; ``> 1``: numba
-            parallel kernel on that many threads.
+        threads: ``None``: numba's current thread count
+            (``numba.get_num_threads()``, which a Ray actor with ``K`` cores and
+            the bench's ``--threads`` set to ``K``); ``1``: single-threaded kernel;
+            ``> 1``: the parallel kernel on that many threads.
         rotate: grid axes, ``"pca"`` (principal axes, default) or ``"none"``
             (see :func:`grid_frame`).
 
@@ -335,9 +337,11 @@ def frnn_edges(
     order, cstart, occupied, bits, wrank = k.build_cells(cid, plan.num_cells)
     xs = x[order]
     r2 = float(r) ** 2
-    if threads is not None and int(threads) > 1:
-        import numba
+    import numba
 
+    if threads is None:
+        threads = numba.get_num_threads()
+    if int(threads) > 1:
         before = numba.get_num_threads()
         numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
         try:

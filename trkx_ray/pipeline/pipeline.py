@@ -9,7 +9,8 @@ through the stages
 ``labeling`` (connected components / DBSCAN) -> one ``track_id`` per hit,
 
 timing each stage in seconds (``time.perf_counter``; on CUDA the stream is
-synchronised at stage boundaries when ``profile=True``). Mixed precision
+synchronised at stage boundaries only when ``profile=True``, otherwise only the
+total is timed). Mixed precision
 (``precision: bf16|fp16``, or what ``auto`` picks for the device:
 :mod:`trkx_ray.hardware`) wraps the three models in ``torch.autocast``.
 With ``runtime: onnx`` the three models run in onnxruntime sessions instead
@@ -196,10 +197,20 @@ def orient_edges(edges: Any, r: Any) -> Any:
 
 
 class _Timer:
-    """Stage timer; synchronises CUDA at boundaries when profiling."""
+    """Stage timer.
+
+    On CUDA, kernels run asynchronously: a stage's wall time is only its own when
+    the stream is synchronised at its boundaries, which costs throughput. So with
+    ``profile=True`` it synchronises at every boundary, and with ``profile=False``
+    it does not and reports the stages as NaN (not timed); the total is always
+    measured (the result ends on the host, which waits for the device). On the CPU
+    nothing is asynchronous: every stage is timed either way.
+    """
 
     def __init__(self, device: Any, profile: bool) -> None:
-        self.sync = profile and device.type == "cuda"
+        cuda = device.type == "cuda"
+        self.sync = profile and cuda
+        self.exact = profile or not cuda
         self.device = device
         self.timings: dict[str, float] = {}
         self._sync()
@@ -214,12 +225,12 @@ class _Timer:
     def lap(self, stage: str) -> None:
         self._sync()
         now = time.perf_counter()
-        self.timings[stage] = now - self.last
+        self.timings[stage] = now - self.last if self.exact else float("nan")
         self.last = now
 
     def finish(self) -> dict[str, float]:
         for stage in STAGES:
-            self.timings.setdefault(stage, 0.0)
+            self.timings.setdefault(stage, 0.0 if self.exact else float("nan"))
         self.timings["total"] = self.last - self.start
         return {k: self.timings[k] for k in (*STAGES, "total")}
 
@@ -383,7 +394,8 @@ class Pipeline:
             event: the event (hits required; cells used for cell features).
             keep_graphs: also return each stage's edges and scores as numpy.
             profile: synchronise CUDA at stage boundaries so per-stage timings
-                are exact (no effect on CPU).
+                are exact; without it, CUDA stage timings are NaN and only the
+                total is timed (no effect on CPU, where every stage is timed).
 
         Returns:
             The :class:`PipelineResult`.

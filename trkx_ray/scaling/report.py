@@ -2,12 +2,16 @@
 
 :func:`build_report` turns a :class:`~trkx_ray.scaling.driver.StreamOutcome` and the
 actor slots into the JSON-able dict written by ``run --report``. Latency: ``latency_s``
-is the per-event service time inside the actor (payload in -> track ids out, with the
-pipeline and metrics), seconds; ``queue_latency_s`` is what the driver observed from
+is the per-event service time of the pipeline inside the actor (event in -> track ids
+out), seconds; the physics metrics are computed after it and their cost is
+``physics_cost_s`` (mean and total seconds); ``queue_latency_s`` is what the driver observed from
 submission to result (includes waiting behind the other ``--in-flight`` events).
 Memory (added keys): each actor's ``rss_start_mb`` / ``rss_end_mb`` is its resident
 memory after warm-up and after the stream (MiB; None for an actor that was dead or
 did not answer), ``memory`` holds the driver's at the start and end of the stream.
+``hardware`` holds the driver's machine and what the actors ran at: ``precision``
+(``auto`` resolved) and ``cpu_capability``. ``source`` says where the events came
+from and what producing them cost, outside the measured span.
 The figures come from the outcome's compact
 :class:`~trkx_ray.scaling.results.ResultLog` (per-event columns, physics and edge
 counts as running sums); stage timings are stored as float32 seconds.
@@ -28,8 +32,6 @@ from trkx_ray.scaling.results import ResultLog
 
 __all__ = ["build_report", "format_table", "hardware_info", "percentiles", "write_report"]
 
-
-
 def percentiles(values: list[float] | np.ndarray) -> dict[str, float | None]:
     """``{"p50", "p95", "mean"}`` of ``values`` (None when empty), same unit."""
     a = np.asarray(values, dtype=np.float64)
@@ -39,27 +41,20 @@ def percentiles(values: list[float] | np.ndarray) -> dict[str, float | None]:
             "mean": float(a.mean())}
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def hardware_info() -> dict[str, Any]:
     """The driver machine and library versions (never touches CUDA)."""
     import numpy
     import psutil
 
+    from trkx_ray.hardware import cpu_bf16, cpu_capability, cpu_model
+
     info: dict[str, Any] = {
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
+        "cpu_capability": cpu_capability(),
+        "cpu_native_bf16": cpu_bf16()[0],
         "logical_cpus": os.cpu_count(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "numpy": numpy.__version__,
@@ -70,6 +65,16 @@ def hardware_info() -> dict[str, Any]:
         except ImportError:  # pragma: no cover
             info[mod] = None
     return info
+
+
+def _actor_hardware(slots: list[Any]) -> dict[str, Any]:
+    """What the actors ran on: precision and CPU capability (one value, or a list)."""
+    out: dict[str, Any] = {}
+    for key in ("precision", "cpu_capability", "cpu_native_bf16"):
+        seen = sorted({str(s.info.get(key)) for s in slots if s.info.get(key) is not None})
+        if seen:
+            out[key] = seen[0] if len(seen) == 1 else seen
+    return out
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -138,6 +143,7 @@ def build_report(
             stages[name] = {"mean_s": float(vals.mean()), "p50_s": float(np.median(vals)),
                             "p95_s": float(np.percentile(vals, 95))}
     lat = percentiles(results.column("service_s"))
+    phys_s = results.column("physics_s").astype(np.float64)
     qlat_all = results.column("queue_latency_s")
     qlat = percentiles(qlat_all[np.isfinite(qlat_all)])
     actors = []
@@ -191,7 +197,9 @@ def build_report(
                    "resolved": resolved},
         "source": source or {},
         "options": options or {},
-        "hardware": {**hardware_info(), "gpus": sorted(
+        "physics_cost_s": {"mean": float(phys_s.mean()) if phys_s.size else 0.0,
+                           "total": float(phys_s.sum())},
+        "hardware": {**hardware_info(), **_actor_hardware(slots), "gpus": sorted(
             {str(s.info.get("gpu_name")) for s in slots if s.info.get("gpu_name")})},
         "ray": ray_resources or {},
     }
@@ -236,9 +244,20 @@ def format_table(report: dict[str, Any]) -> str:
         f"events: {report['events_processed']} processed, {len(report['events_failed'])} failed"
         f" of {report['events_requested']} in {report['wall_s']:.2f} s"
         f" -> {report['throughput_eps']:.2f} events/s",
-        f"latency per event (in actor): p50 {_f(report['latency_s']['p50'])} s,"
+        f"latency per event (pipeline in actor): p50 {_f(report['latency_s']['p50'])} s,"
         f" p95 {_f(report['latency_s']['p95'])} s",
     ]
+    hw = report.get("hardware") or {}
+    if hw:
+        lines.append(f"hardware: {hw.get('cpu_model', '?')}, CPU capability "
+                     f"{hw.get('cpu_capability', '?')}, precision {hw.get('precision', '?')}"
+                     + (f", GPUs {', '.join(hw['gpus'])}" if hw.get("gpus") else ""))
+    src = report.get("source") or {}
+    if src.get("mode"):
+        cost = ", ".join(f"{k} {src[k]:.2f} s" for k in ("simulate_s", "read_s")
+                         if isinstance(src.get(k), (int, float)))
+        lines.append(f"source: {src.get('kind')} events ({src['mode']}"
+                     + (f"; before the measured span: {cost}" if cost else "") + ")")
     if report.get("stages"):
         lines.append(f"{'stage':<14}{'mean ms':>10}{'p50 ms':>10}")
         for name, st in report["stages"].items():
@@ -253,7 +272,9 @@ def format_table(report: dict[str, Any]) -> str:
     phys = report.get("physics") or {}
     if phys:
         lines.append("physics: " + ", ".join(
-            f"{k} {_f(phys.get(k), '.4f')}" for k in ("efficiency", "fake_rate", "trackml_score")))
+            f"{k} {_f(phys.get(k), '.4f')}" for k in ("efficiency", "fake_rate", "trackml_score"))
+            + f" (metrics cost {report.get('physics_cost_s', {}).get('mean', 0.0) * 1e3:.1f} ms"
+            " per event, outside the latency)")
     if report.get("error"):
         lines.append(f"ERROR: {report['error']}")
     return "\n".join(lines)

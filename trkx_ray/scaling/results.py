@@ -6,8 +6,9 @@ keeps instead
 
 * per event, columns in growable numpy arrays: ``seq``, ``event_id``, ``actor``,
   ``pid``, ``num_hits`` (int32, promoted to int64 only if a value needs it),
-  ``service_s`` and ``queue_latency_s`` (float64, seconds) and one float32 column
-  per timed stage (seconds, NaN where an event has no such stage): ~62 bytes per
+  ``service_s`` and ``queue_latency_s`` (float64, seconds), ``physics_s`` (float32,
+  the metrics' cost, outside the measured span) and one float32 column per timed
+  stage (seconds, NaN where an event has no such stage): ~66 bytes per
   event for the 7 timings of the default pipeline (allocated: at most twice that,
   the arrays double when full);
 * for the rest only running sums, O(1) in the number of events: the edge counts per
@@ -48,6 +49,7 @@ _FIXED: dict[str, np.dtype[Any]] = {
     "pid": np.dtype(np.int32),
     "num_hits": np.dtype(np.int32),
     "service_s": np.dtype(np.float64),
+    "physics_s": np.dtype(np.float32),
     "queue_latency_s": np.dtype(np.float64),
 }
 _STAGE_DTYPE = np.dtype(np.float32)
@@ -170,6 +172,7 @@ class ResultLog(Sequence[dict[str, Any]]):
             raw = res.get(name)
             self._put_int(name, -1 if raw is None and name in ("actor", "pid") else raw or 0)
         self._cols["service_s"][i] = float(res.get("service_s") or 0.0)
+        self._cols["physics_s"][i] = float(res.get("physics_s") or 0.0)
         self._cols["queue_latency_s"][i] = float(queue_latency_s)
         timings = res.get("timings") or {}
         for arr in self._stages.values():

@@ -1,36 +1,48 @@
 """Event sources for the streaming driver: payload ObjectRefs made ahead of the actors.
 
 A source turns an event index ``i`` (0-based) into ``(event_id, ref)`` where ``ref``
-is an ObjectRef of an :meth:`Event.to_payload` dict. Sources produce lazily with
-Ray tasks (``num_cpus=0``, so they never block actors from being placed; they share
-the machine's cores with the actors), and the driver keeps only a bounded window
-of them alive, so memory stays flat on endless streams.
+is an ObjectRef of an :meth:`Event.to_payload` dict. Producing events must never
+share the cores that are being measured, so:
 
-* :class:`SimulatedSource`: ``simulate_event(pileup, seed=seed + i, event_id=i)``;
-  with ``pool=P`` only ``P`` distinct events are simulated and then reused
-  (measuring driver overhead without simulating thousands of events).
-* :class:`DirectorySource`: every ``event*-hits.*`` prefix of a TrackML directory
-  (``.csv``, ``.csv.gz`` or Parquet cache), read by ``load_event`` in a task;
-  a broken event fails its task and ends up in the run's ``events_failed``.
+* :class:`SimulatedSource`: events come from the on-disk cache of simulated events
+  (:mod:`trkx_ray.events.cache`): missing ones are simulated once, in parallel
+  processes, before any actor starts; ``pool`` distinct events (default: as many as
+  the run asks, at most :data:`MAX_POOL`) are read into the object store before the
+  measured span and cycled through. A second run finds them cached.
+* :class:`DirectorySource`: the events of a TrackML directory (``.csv``,
+  ``.csv.gz`` or Parquet). Up to ``read_ahead`` events are read into the object
+  store before the measured span (``mode: read-ahead``, up to ``max_read_ahead``); a longer run streams them
+  with Ray tasks that each reserve ``reader_cpus`` CPUs (``mode: streamed``), so
+  readers never run on an actor's cores. A broken event fails its own task and ends
+  up in the run's ``events_failed``; the run goes on.
 * :class:`PayloadSource`: already-made refs (the scaling study's fixed events).
+
+``describe()`` says where the events came from, how they reach the actors, and what
+producing them cost (``simulate_s``, ``read_s``), all outside the measured span.
 """
 
 from __future__ import annotations
 
-import re
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
-    "FreshPutSource",
+    "MAX_POOL",
+    "READ_AHEAD",
     "DirectorySource",
     "EventSource",
+    "FreshPutSource",
     "PayloadSource",
     "SimulatedSource",
     "find_event_prefixes",
+    "read_ahead",
 ]
 
-_PREFIX_RE = re.compile(r"^(event(\d+))-hits\.(csv|csv\.gz|parquet|pq)$")
+#: distinct simulated events a run reads ahead by default (then cycles), at most.
+MAX_POOL = 64
+#: directory events read ahead into the object store before streaming is needed.
+READ_AHEAD = 256
 
 
 class EventSource(Protocol):
@@ -46,28 +58,22 @@ class EventSource(Protocol):
 def find_event_prefixes(directory: str | Path) -> list[tuple[int, Path]]:
     """List ``(event_id, prefix)`` of the TrackML events in ``directory``, by id.
 
+    Discovery is :func:`trkx_ray.events.io.list_events`, the same the readers use.
+
     Raises:
         FileNotFoundError: ``directory`` does not exist or holds no ``event*-hits.*`` file.
     """
+    from trkx_ray.events.event import EventFormatError
+    from trkx_ray.events.io import event_id_from_prefix, list_events
+
     d = Path(directory)
     if not d.is_dir():
         raise FileNotFoundError(f"--input {d}: no such directory")
-    found: dict[int, Path] = {}
-    for p in d.iterdir():
-        m = _PREFIX_RE.match(p.name)
-        if m:
-            found.setdefault(int(m.group(2)), d / m.group(1))
-    if not found:
-        raise FileNotFoundError(
-            f"--input {d}: no TrackML events (event*-hits.csv[.gz] or Parquet) found"
-        )
-    return sorted(found.items())
-
-
-def _simulate_payload(pileup: float, seed: int, event_id: int) -> dict[str, Any]:
-    from trkx_ray.events.simulate import simulate_event
-
-    return simulate_event(pileup=pileup, seed=seed, event_id=event_id).to_payload()
+    try:
+        prefixes = list_events(d)
+    except EventFormatError as exc:
+        raise FileNotFoundError(f"--input {exc}") from exc
+    return [(event_id_from_prefix(p), p) for p in prefixes]
 
 
 def _load_payload(prefix: str) -> dict[str, Any]:
@@ -76,18 +82,51 @@ def _load_payload(prefix: str) -> dict[str, Any]:
     return load_event(prefix).to_payload()
 
 
+def _failed_event(message: str) -> None:
+    from trkx_ray.events.event import EventFormatError
+
+    raise EventFormatError(message)
+
+
+def read_ahead(prefixes: list[tuple[int, Path]]) -> tuple[list[Any], float]:
+    """Read events into the object store (in this process, before measuring).
+
+    A broken event becomes a ref whose task fails with its error, so the event
+    is reported failed when streamed and the others are unaffected.
+
+    Returns:
+        ``(refs, seconds)``.
+    """
+    import ray
+
+    from trkx_ray.events.event import EventFormatError
+
+    fail = ray.remote(num_cpus=0, max_retries=0)(_failed_event)
+    refs = []
+    t0 = time.perf_counter()
+    for _, prefix in prefixes:
+        try:
+            refs.append(ray.put(_load_payload(str(prefix))))
+        except (EventFormatError, OSError, ValueError) as exc:
+            refs.append(fail.remote(f"{exc}"))
+    return refs, time.perf_counter() - t0
+
+
 class SimulatedSource:
-    """Simulated events, one Ray task each (see module docstring).
+    """Simulated events from the on-disk cache, read ahead (see module docstring).
 
     Args:
         pileup: mean number of pile-up interactions per event.
-        seed: event ``i`` is simulated with seed ``seed + i``.
-        pool: simulate only this many distinct events and cycle through them
-            (event ids stay distinct: ``i``); None: every event is new.
+        seed: the first event is simulated with this seed (and has it as event id);
+            event ``k`` of the pool with ``seed + k``.
+        pool: distinct events (None: ``min(events, MAX_POOL)``).
+        events: events the run will stream (sizes the default pool).
+        cache_dir: cache root (None: ``$TRKX_RAY_CACHE`` or the user cache).
     """
 
-    def __init__(self, pileup: float, seed: int = 0, pool: int | None = None) -> None:
-        import ray
+    def __init__(self, pileup: float, seed: int = 0, pool: int | None = None,
+                 events: int | None = None, cache_dir: str | Path | None = None) -> None:
+        from trkx_ray.events.cache import simulated_events
 
         if not pileup > 0:
             raise ValueError(f"--pileup must be > 0, got {pileup}")
@@ -95,56 +134,82 @@ class SimulatedSource:
             raise ValueError(f"--pool must be >= 1, got {pool}")
         self.pileup = float(pileup)
         self.seed = int(seed)
-        self.pool = pool
-        self._task = ray.remote(num_cpus=0)(_simulate_payload)
-        self._cache: dict[int, Any] = {}
+        self.pool = int(pool) if pool is not None else min(max(int(events or 1), 1), MAX_POOL)
+        self.cached = simulated_events(self.pileup, self.seed, self.pool, cache_dir=cache_dir)
+        ids = list(range(self.seed, self.seed + self.pool))
+        self.refs, self.read_s = read_ahead(list(zip(ids, self.cached.prefixes)))
+        self.event_ids = ids
 
     def __len__(self) -> int:
         return 2**62
 
     def ref(self, i: int) -> tuple[int, Any]:
-        """Event ``i``: ``(i, ref)``."""
-        if self.pool is None:
-            return i, self._task.remote(self.pileup, self.seed + i, i)
+        """Event ``i``: pool entry ``i % pool``."""
         k = i % self.pool
-        if k not in self._cache:
-            self._cache[k] = self._task.remote(self.pileup, self.seed + k, k)
-        return i, self._cache[k]
+        return self.event_ids[k], self.refs[k]
 
     def describe(self) -> dict[str, Any]:
         """Source description for reports."""
-        return {"kind": "simulated", "pileup": self.pileup, "seed": self.seed, "pool": self.pool}
+        return {"kind": "simulated", "pileup": self.pileup, "seed": self.seed,
+                "pool": self.pool, "mode": "read-ahead", "read_s": round(self.read_s, 3),
+                **self.cached.describe()}
 
 
 class DirectorySource:
-    """TrackML events of a directory, loaded by Ray tasks.
+    """TrackML events of a directory, read ahead or streamed (see module docstring).
 
     Args:
         directory: a TrackML directory (``event*-hits.csv[.gz]`` ...) or Parquet cache.
         cycle: when more events are asked than exist, cycle through them (the
             event id of a repeat is the file's id; the driver keeps sequence
             numbers distinct).
+        events: events the run will stream (None: every event once).
+        max_read_ahead: read ahead when the run needs at most this many distinct events.
+        reader_cpus: CPUs each reader task reserves when streaming.
     """
 
-    def __init__(self, directory: str | Path, cycle: bool = False) -> None:
+    def __init__(self, directory: str | Path, cycle: bool = False, *,
+                 events: int | None = None, max_read_ahead: int = READ_AHEAD,
+                 reader_cpus: float = 1.0) -> None:
         import ray
 
         self.directory = Path(directory)
         self.prefixes = find_event_prefixes(self.directory)
         self.cycle = cycle
-        self._task = ray.remote(num_cpus=0)(_load_payload)
+        needed = len(self.prefixes) if events is None else min(events, len(self.prefixes))
+        self.read_s = 0.0
+        self.refs: list[Any] | None = None
+        self.reserved_cpus = 0.0
+        if needed <= max_read_ahead:
+            self.mode = "read-ahead"
+            self.refs, self.read_s = read_ahead(self.prefixes[:needed])
+        else:
+            self.mode = "streamed"
+            self.reserved_cpus = float(reader_cpus)
+            self._task = ray.remote(num_cpus=reader_cpus)(_load_payload)
 
     def __len__(self) -> int:
-        return 2**62 if self.cycle else len(self.prefixes)
+        if self.cycle:
+            return 2**62
+        return len(self.refs) if self.refs is not None else len(self.prefixes)
 
     def ref(self, i: int) -> tuple[int, Any]:
         """Event ``i`` of the sorted directory listing."""
+        if self.refs is not None:
+            k = i % len(self.refs)
+            return self.prefixes[k][0], self.refs[k]
         event_id, prefix = self.prefixes[i % len(self.prefixes)]
         return event_id, self._task.remote(str(prefix))
 
     def describe(self) -> dict[str, Any]:
         """Source description for reports."""
-        return {"kind": "directory", "path": str(self.directory), "events": len(self.prefixes)}
+        out: dict[str, Any] = {"kind": "directory", "path": str(self.directory),
+                               "events": len(self.prefixes), "mode": self.mode}
+        if self.refs is not None:
+            out.update(read_ahead=len(self.refs), read_s=round(self.read_s, 3))
+        else:
+            out["reader_cpus"] = self.reserved_cpus
+        return out
 
 
 class PayloadSource:
