@@ -303,30 +303,35 @@ DEFAULT_WALK_MIN = 0.1
 DEFAULT_WALK_ADD = 0.6
 
 
-def _walk_kernel_py(n, src_in, dst_in, score_in, walk_min, walk_add):  # pragma: no cover
+def _walk_kernel_py(n, src_in, dst_in, score_in, cut, walk_min, walk_add):  # pragma: no cover
     """CC-and-walk on edges oriented inner -> outer (compiled by :func:`_walk_kernel`).
 
     Plain Python source, compiled with ``numba.njit``. Returns ``(labels,
     kind)``: canonical labels (0..C-1 in order of each track's smallest hit
     index) and per hit 0 = singleton, 1 = simple-path component, 2 = walked.
     """
-    # -- CSR by inner hit (counting sort), self loops dropped, one edge per pair (best score)
+    # -- CSR by inner hit (counting sort) of the edges above the cut, self loops
+    # dropped; first a branch-free pass listing the kept edges
+    n_in = src_in.shape[0]
+    kept = np.empty(n_in, np.int64)
+    m_in = 0
+    for k in range(n_in):
+        kept[m_in] = k
+        m_in += (score_in[k] > cut) & (src_in[k] != dst_in[k])
     indptr = np.zeros(n + 1, np.int64)
-    for k in range(src_in.shape[0]):
-        if src_in[k] != dst_in[k]:
-            indptr[src_in[k] + 1] += 1
+    for j in range(m_in):
+        indptr[src_in[kept[j]] + 1] += 1
     for u in range(n):
         indptr[u + 1] += indptr[u]
     fill = indptr[:-1].copy()
-    m_in = indptr[n]
     dst = np.empty(m_in, np.int64)
     score = np.empty(m_in, np.float64)
-    for k in range(src_in.shape[0]):
+    for j in range(m_in):
+        k = kept[j]
         u = src_in[k]
-        if u != dst_in[k]:
-            dst[fill[u]] = dst_in[k]
-            score[fill[u]] = score_in[k]
-            fill[u] += 1
+        dst[fill[u]] = dst_in[k]
+        score[fill[u]] = score_in[k]
+        fill[u] += 1
     # rows sorted by outer hit (insertion sort: rows are short), duplicates merged
     # (best score kept), compacted in place: the result does not depend on edge order
     w = 0
@@ -417,107 +422,126 @@ def _walk_kernel_py(n, src_in, dst_in, score_in, walk_min, walk_add):  # pragma:
             topo[tail] = u
             pos[u] = tail
             tail += 1
+    # -- renumber hits in topological order (t = pos[u]): outer neighbours then have
+    # larger numbers, and the walk's memory accesses run mostly forwards
+    tptr = np.zeros(n + 1, np.int64)
+    for t in range(n):
+        u = topo[t]
+        tptr[t + 1] = tptr[t] + indptr[u + 1] - indptr[u]
+    tdst = np.empty(m, np.int64)
+    tscore = np.empty(m, np.float64)
+    for t in range(n):
+        u = topo[t]
+        j = tptr[t]
+        for k in range(indptr[u], indptr[u + 1]):
+            tdst[j] = pos[dst[k]]
+            tscore[j] = score[k]
+            j += 1
     # -- walk: from each unused hit in topological order, the longest road over unused
     # hits where a hit continues along every outer edge scoring above walk_add, or else
-    # along its best outer edge if that scores above walk_min (depth-first, post-order)
-    used = track >= 0
-    stamp = np.full(n, -1, np.int64)  # == start: hit visited for this start
-    best = np.zeros(n, np.float64)  # best unused outer score (per visit)
-    n_add = np.zeros(n, np.int64)  # unused outer edges above walk_add (per visit)
-    cursor = np.zeros(n, np.int64)
-    dp_len = np.zeros(n, np.int64)
-    dp_sum = np.zeros(n, np.float64)
-    dp_next = np.full(n, -1, np.int64)
-    stack = np.empty(n, np.int64)
+    # along its best outer edge if that scores above walk_min (depth-first, post-order).
+    # Per hit state, one row each: [stamp (start that visited it), cursor, road length,
+    # next hit on the road, edges above walk_add] and [best outer score, road score sum]
+    used = np.empty(n, np.bool_)
+    owner = np.full(n, -1, np.int64)  # per renumbered hit: the start of its road
     for t in range(n):
-        s = topo[t]
+        used[t] = track[topo[t]] >= 0
+    st = np.full((n, 5), -1, np.int64)
+    sf = np.zeros((n, 2), np.float64)
+    stack = np.empty(n, np.int64)
+    for s in range(n):
         if used[s]:
             continue
         top = 0
-        stack[top] = s
-        top += 1
-        u = s
-        # visit u: its allowed steps
-        stamp[u] = s
-        bu = -1.0
+        v = s
+        # visit v: its best unused outer score and its edges above walk_add
+        st[v, 0] = s
+        bv = -1.0
         na = 0
-        for k in range(indptr[u], indptr[u + 1]):
-            v = dst[k]
-            if not used[v] and pos[v] > pos[u]:
-                if score[k] > bu:
-                    bu = score[k]
-                if score[k] > walk_add:
+        for k2 in range(tptr[v], tptr[v + 1]):
+            x = tdst[k2]
+            if x > v and not used[x]:
+                if tscore[k2] > bv:
+                    bv = tscore[k2]
+                if tscore[k2] > walk_add:
                     na += 1
-        best[u] = bu
-        n_add[u] = na
-        cursor[u] = indptr[u]
-        dp_len[u] = 1
-        dp_sum[u] = 0.0
-        dp_next[u] = -1
+        sf[v, 0] = bv
+        sf[v, 1] = 0.0
+        st[v, 1] = tptr[v]
+        st[v, 2] = 1
+        st[v, 3] = -1
+        st[v, 4] = na
+        stack[top] = v
+        top += 1
         while top > 0:
             u = stack[top - 1]
             pushed = False
-            if best[u] > walk_min:
-                while cursor[u] < indptr[u + 1]:
-                    k = cursor[u]
-                    cursor[u] += 1
-                    v = dst[k]
-                    if used[v] or pos[v] <= pos[u]:
+            if sf[u, 0] > walk_min:
+                n_add = st[u, 4]
+                bu = sf[u, 0]
+                while st[u, 1] < tptr[u + 1]:
+                    k = st[u, 1]
+                    st[u, 1] = k + 1
+                    v = tdst[k]
+                    if v <= u or used[v]:
                         continue
-                    if n_add[u] > 0:
-                        if not score[k] > walk_add:
+                    if n_add > 0:
+                        if not tscore[k] > walk_add:
                             continue
-                    elif score[k] != best[u]:
+                    elif tscore[k] != bu:
                         continue
-                    if stamp[v] != s:
-                        stamp[v] = s
+                    if st[v, 0] != s:
+                        st[v, 0] = s
                         bv = -1.0
                         na = 0
-                        for k2 in range(indptr[v], indptr[v + 1]):
-                            x = dst[k2]
-                            if not used[x] and pos[x] > pos[v]:
-                                if score[k2] > bv:
-                                    bv = score[k2]
-                                if score[k2] > walk_add:
+                        for k2 in range(tptr[v], tptr[v + 1]):
+                            x = tdst[k2]
+                            if x > v and not used[x]:
+                                if tscore[k2] > bv:
+                                    bv = tscore[k2]
+                                if tscore[k2] > walk_add:
                                     na += 1
-                        best[v] = bv
-                        n_add[v] = na
-                        cursor[v] = indptr[v]
-                        dp_len[v] = 1
-                        dp_sum[v] = 0.0
-                        dp_next[v] = -1
+                        sf[v, 0] = bv
+                        sf[v, 1] = 0.0
+                        st[v, 1] = tptr[v]
+                        st[v, 2] = 1
+                        st[v, 3] = -1
+                        st[v, 4] = na
                         stack[top] = v
                         top += 1
                         pushed = True
                         break
-                    # v already finished: relax u's road through it
-                    cand_len = dp_len[v] + 1
-                    cand_sum = dp_sum[v] + score[k]
-                    if cand_len > dp_len[u] or (cand_len == dp_len[u] and cand_sum > dp_sum[u]):
-                        dp_len[u] = cand_len
-                        dp_sum[u] = cand_sum
-                        dp_next[u] = v
+                    # v already finished for this start: u's road through it
+                    cand_len = st[v, 2] + 1
+                    cand_sum = sf[v, 1] + tscore[k]
+                    if cand_len > st[u, 2] or (cand_len == st[u, 2] and cand_sum > sf[u, 1]):
+                        st[u, 2] = cand_len
+                        sf[u, 1] = cand_sum
+                        st[u, 3] = v
             if pushed:
                 continue
             top -= 1
             if top > 0:
-                # relax the parent through u (the edge that pushed u is the one just read)
+                # the parent's road through u (the edge that pushed u was its last read)
                 p = stack[top - 1]
-                k = cursor[p] - 1
-                cand_len = dp_len[u] + 1
-                cand_sum = dp_sum[u] + score[k]
-                if cand_len > dp_len[p] or (cand_len == dp_len[p] and cand_sum > dp_sum[p]):
-                    dp_len[p] = cand_len
-                    dp_sum[p] = cand_sum
-                    dp_next[p] = u
+                k = st[p, 1] - 1
+                cand_len = st[u, 2] + 1
+                cand_sum = sf[u, 1] + tscore[k]
+                if cand_len > st[p, 2] or (cand_len == st[p, 2] and cand_sum > sf[p, 1]):
+                    st[p, 2] = cand_len
+                    sf[p, 1] = cand_sum
+                    st[p, 3] = u
+        walked = st[s, 2] > 1
         u = s
-        walked = dp_len[s] > 1
         while u >= 0:
             used[u] = True
-            track[u] = s
+            owner[u] = s
             if walked:
-                kind[u] = 2
-            u = dp_next[u]
+                kind[topo[u]] = 2
+            u = st[u, 3]
+    for t in range(n):
+        if owner[t] >= 0:
+            track[topo[t]] = topo[owner[t]]
     # -- canonical labels: tracks numbered in order of their smallest hit
     first = np.full(n, n, np.int64)
     for u in range(n):
@@ -558,30 +582,45 @@ def walk_tracks(
     num_hits: int,
     edges: np.ndarray,
     scores: np.ndarray,
+    cut: float = -math.inf,
     walk_min: float = DEFAULT_WALK_MIN,
     walk_add: float = DEFAULT_WALK_ADD,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CC-and-walk track building on already-cut edges (see :func:`label_hits`, ``walk``).
+    """CC-and-walk track building (see :func:`label_hits`, backend ``walk``).
+
+    Inputs are not checked here (:func:`label_hits` does).
 
     Args:
         num_hits: number of hits.
-        edges: ``2 x K`` int64 hit indices, oriented inner -> outer.
-        scores: ``K`` scores of those edges.
+        edges: ``2 x E`` integer hit indices, oriented inner -> outer.
+        scores: ``E`` edge scores.
+        cut: only edges scoring above it take part (the component cut).
         walk_min: a walk stops where a hit's best unused outer edge scores ``<= walk_min``.
         walk_add: outer edges scoring above this each open a branch of the walk
             (the longest branch wins); below it, the walk follows the best edge.
 
     Returns:
-        ``(labels, kind)``: per hit a label (not canonical) and how it was made
-        (0 = singleton, 1 = component that is a simple path, 2 = walked track).
+        ``(labels, kind)``: per hit its canonical int64 label and how its track was
+        made (int8: 0 = singleton, 1 = component that is a simple path, 2 = walked).
     """
     walk_min = _check_unit("walk_min", walk_min)
     walk_add = _check_unit("walk_add", walk_add)
     n = int(num_hits)
-    src = np.ascontiguousarray(edges[0], dtype=np.int64)
-    dst = np.ascontiguousarray(edges[1], dtype=np.int64)
-    s = np.ascontiguousarray(scores, dtype=np.float64)
-    return _walk_kernel()(n, src, dst, s, walk_min, walk_add)
+    edges = np.asarray(edges)
+    if edges.dtype != np.int64:
+        edges = edges.astype(np.int64)
+    scores = np.asarray(scores)
+    if scores.dtype != np.float32:
+        scores = scores.astype(np.float64)
+    return _walk_kernel()(
+        n,
+        np.ascontiguousarray(edges[0]),
+        np.ascontiguousarray(edges[1]),
+        np.ascontiguousarray(scores),
+        float(cut),
+        walk_min,
+        walk_add,
+    )
 
 
 def _walk(
@@ -780,12 +819,12 @@ def label_hits(
         mask = scores > cut
         kept = edges[:, mask]
         return canonical_labels(_cugraph_cc(n, kept, None))
+    if backend == "walk":  # the kernel applies the cut itself (no copy of the graph)
+        return walk_tracks(n, edges, scores, cut=float(cut), **options)[0]
     edges = edges.astype(np.int64, copy=False)
     mask = scores > cut
     kept = edges[:, mask]
     labels = LABEL_BACKENDS[backend](n, kept, scores[mask], **options)
-    if backend == "walk":  # the kernel numbers its tracks canonically already
-        return labels
     return canonical_labels(labels)
 
 
