@@ -129,6 +129,53 @@ def _hits_stream(columns: dict[str, np.ndarray]) -> bytes:
     return protocol._arrow_stream(columns)
 
 
+# -- protocol (no service) ------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["arrow", "parquet", "json"])
+def test_protocol_round_trip(sample, fmt):
+    body, headers = protocol.encode_event(sample, fmt)
+    for data in (body, np.frombuffer(body, dtype=np.uint8)):  # bytes, or a Ray-store buffer
+        event, got = protocol.decode_event(data, headers["Content-Type"], headers)
+        assert got == fmt and event.event_id == sample.event_id
+        for part in ("hits", "cells"):
+            for col, arr in getattr(sample, part).items():
+                np.testing.assert_array_equal(getattr(event, part)[col], arr)
+                assert getattr(event, part)[col].dtype == arr.dtype
+    track_id = np.arange(sample.num_hits, dtype=np.int64)[::-1].copy()
+    answer = protocol.encode_answer(sample.hits["hit_id"], track_id, fmt)
+    hit_id, back = protocol.decode_answer(answer, protocol.CONTENT_TYPES[fmt])
+    np.testing.assert_array_equal(hit_id, sample.hits["hit_id"])
+    np.testing.assert_array_equal(back, track_id)
+
+
+def test_protocol_minimal_hits_and_wide_dtypes():
+    """hit_id, x, y, z alone are enough; int64 ids and float64 coordinates are narrowed."""
+    hits = {"hit_id": np.arange(1, 6, dtype=np.int64), "x": np.linspace(30, 60, 5),
+            "y": np.ones(5), "z": np.zeros(5), "extra": np.ones(5)}
+    event, _ = protocol.decode_event(protocol._arrow_stream(hits), protocol.ARROW_STREAM)
+    assert set(event.hits) == {"hit_id", "x", "y", "z"}
+    assert event.hits["hit_id"].dtype == np.int32 and event.hits["x"].dtype == np.float32
+    big = dict(hits, hit_id=np.array([1, 2, 3, 4, 2**40]))
+    with pytest.raises(protocol.ProtocolError, match="'hit_id'.*does not fit int32") as err:
+        protocol.decode_event(protocol._arrow_stream(big), protocol.ARROW_STREAM)
+    assert err.value.status == 422
+
+
+def test_timing_headers_round_trip():
+    timings = {"build_edges": 0.25, "embedding": 0.125, "total": 0.5}
+    headers = protocol.timing_headers(timings)
+    assert headers["X-Trkx-Stage-Build-Edges-S"] == "0.250000"
+    assert protocol.parse_timing_headers(headers) == timings
+
+
+def test_replica_cores():
+    from trkx_ray.serving.app import replica_cores
+
+    assert replica_cores(0, 1, [0, 1]) == ([0], False)
+    assert replica_cores(1, 1, [1, 0]) == ([1], False)
+    assert replica_cores(1, 2, [0, 1, 2, 3, 4]) == ([2, 3], False)
+    assert replica_cores(2, 1, [0, 1]) == ([0], True)  # more replicas than cores: shared
+
+
 # -- serving ----------------------------------------------------------------------------
 def test_binds_loopback_and_reports(service):
     import psutil

@@ -336,6 +336,31 @@ class TrackingService:
         self.busy_s += t3 - t0
         return _Reply(200, answer, protocol.CONTENT_TYPES[out_fmt], headers_out)
 
+    async def track(self, body: Any, headers: dict[str, str]) -> tuple[int, bytes, str,
+                                                                        dict[str, str]]:
+        """Track one encoded event given as bytes or a uint8 array (handle calls).
+
+        Args:
+            body: the request body (bytes, or a numpy ``uint8`` array: zero-copy from
+                Ray's object store).
+            headers: request headers, names in lower case.
+
+        Returns:
+            ``(status, body, content_type, headers)`` of the answer.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(self._worker, self._track, body, headers)
+        except Exception as exc:  # a real failure of the pipeline: 500
+            log.exception("pipeline failed on a request")
+            reply = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        self.requests += 1
+        if 400 <= reply.status < 500:
+            self.errors_4xx += 1
+        elif reply.status >= 500:
+            self.errors_5xx += 1
+        return reply.status, reply.body, reply.media_type, reply.headers
+
     async def _read_body(self, request: Any) -> bytes | _Reply:
         limit = self.settings.max_request_bytes
         length = request.headers.get("content-length")
@@ -371,14 +396,8 @@ class TrackingService:
                     reply = body
                 else:
                     headers = {k.lower(): v for k, v in request.headers.items()}
-                    loop = asyncio.get_running_loop()
-                    try:
-                        reply = await loop.run_in_executor(self._worker, self._track, body,
-                                                           headers)
-                    except Exception as exc:  # a real failure of the pipeline: 500
-                        log.exception("pipeline failed on a request")
-                        reply = _error(500, f"internal error: {type(exc).__name__}: {exc}")
-                self.requests += 1
+                    status, data, media, extra = await self.track(body, headers)
+                    return Response(data, status_code=status, media_type=media, headers=extra)
         elif path in (INFO_PATH, "/"):
             reply = _Reply(200, json.dumps(self.info()).encode(), protocol.JSON)
         elif path == HEALTH_PATH:

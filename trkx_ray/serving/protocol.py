@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from trkx_ray.events.event import Event, EventFormatError, Table
+from trkx_ray.events.event import Event, EventFormatError, Table, locate_ids
 from trkx_ray.events.schema import CELLS, HITS
 
 __all__ = [
@@ -145,7 +145,8 @@ def _media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def _sniff(body: bytes) -> str | None:
+def _sniff(body: Any) -> str | None:
+    body = bytes(body[:6])
     if body[:4] == _PARQUET_MAGIC:
         return "parquet"
     if body[:6] == _ARROW_FILE_MAGIC:
@@ -157,7 +158,7 @@ def _sniff(body: bytes) -> str | None:
     return None
 
 
-def request_format(content_type: str | None, body: bytes = b"") -> str:
+def request_format(content_type: str | None, body: Any = b"") -> str:
     """The format of a request body: ``arrow``, ``arrow-file``, ``parquet`` or ``json``.
 
     ``Content-Type`` decides; when it is absent or ``application/octet-stream`` the
@@ -271,7 +272,7 @@ def _read_arrow_stream(reader: Any, part: str) -> Any:
 def _read_table(data: bytes, fmt: str, part: str) -> Any:
     import pyarrow as pa
 
-    if not data:
+    if len(data) == 0:
         raise ProtocolError(400, f"{part}: empty body part")
     if fmt == "arrow":
         return _read_arrow_stream(pa.BufferReader(data), part)
@@ -290,11 +291,11 @@ def _read_table(data: bytes, fmt: str, part: str) -> Any:
         raise ProtocolError(400, f"{part}: body is not a valid Parquet file ({exc})") from exc
 
 
-def _json_tables(body: bytes) -> tuple[Any, Any]:
+def _json_tables(body: Any) -> tuple[Any, Any]:
     import pyarrow as pa
 
     try:
-        doc = json.loads(body)
+        doc = json.loads(bytes(body))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(400, f"body is not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
@@ -381,7 +382,7 @@ def _event_id(headers: Mapping[str, str]) -> int:
 
 
 def decode_event(
-    body: bytes,
+    body: Any,
     content_type: str | None,
     headers: Mapping[str, str] | None = None,
     *,
@@ -390,7 +391,8 @@ def decode_event(
     """Decode and validate one request body.
 
     Args:
-        body: the request body.
+        body: the request body: bytes or any buffer (a numpy ``uint8`` array from
+            Ray's object store is read without a copy).
         content_type: its ``Content-Type``.
         headers: request headers (``X-Trkx-Event-Id``, ``X-Trkx-Hits-Length``).
         max_bytes: refuse bodies above this size (None: no limit).
@@ -405,9 +407,11 @@ def decode_event(
             cells of unknown hits.
     """
     headers = headers or {}
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        body = memoryview(body).cast("B")
     if max_bytes is not None and len(body) > max_bytes:
         raise ProtocolError(413, _too_large(len(body), max_bytes))
-    if not body:
+    if len(body) == 0:
         raise ProtocolError(400, "empty body: send one event's hits")
     fmt = request_format(content_type, body)
     event_id = _event_id(headers)
@@ -428,10 +432,44 @@ def decode_event(
         if name not in filled:
             filled[name] = np.broadcast_to(np.zeros(1, dtype=HITS_COLUMNS[name]), (n,))
     try:
-        Event(event_id=event_id, hits=filled, cells=cells, source=source).validate()
+        Event(event_id=event_id, hits=filled, cells=None, source=source).validate()
+        if cells is not None:
+            _check_cells(hits["hit_id"], cells, source)
     except EventFormatError as exc:
         raise ProtocolError(422, str(exc)) from exc
     return Event(event_id=event_id, hits=hits, cells=cells, source=source), fmt
+
+
+def _check_cells(hit_id: np.ndarray, cells: Table, source: str) -> None:
+    """The checks :meth:`Event.validate` makes of cells (same messages), with a fast path.
+
+    Hit ids are usually contiguous (TrackML numbers hits 1..N): then "every cell is of
+    a known hit" is a range check, ~50x faster than the general sorted look-up
+    (:func:`~trkx_ray.events.event.locate_ids`) on a pile-up-200 event's 330k cells.
+
+    Raises:
+        EventFormatError: a non-finite ``value`` or a cell of an unknown hit.
+    """
+    where = f"{source}: cells"
+    ids = cells["hit_id"]
+    for col, want in CELLS_COLUMNS.items():
+        if want.kind != "f":
+            continue
+        bad = ~np.isfinite(cells[col])
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise EventFormatError(f"{where}: column {col!r} has a non-finite value "
+                                   f"({cells[col][i]}) at row {i} (hit_id {int(ids[i])})")
+    if not len(ids):
+        return
+    n = len(hit_id)
+    if n and int(hit_id[-1]) - int(hit_id[0]) == n - 1 and bool((np.diff(hit_id) == 1).all()):
+        found = (ids >= hit_id[0]) & (ids <= hit_id[-1])
+    else:
+        _, found = locate_ids(hit_id, ids)
+    if not found.all():
+        i = int(np.argmax(~found))
+        raise EventFormatError(f"{where}: row {i} is for unknown hit_id {int(ids[i])}")
 
 
 def _too_large(size: int, limit: int) -> str:

@@ -1,0 +1,135 @@
+"""The load generator's measurement and outputs, against a small local HTTP server.
+
+The end-to-end run against a real Serve service is in ``tests/test_serve.py``; here a
+stdlib HTTP server on 127.0.0.1 stands in for any service, so the closed loop, the
+bounds and the error counting are checked quickly and exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from trkx_ray import loadgen
+from trkx_ray.loadgen import Payload
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fail_every = 0
+    seen = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        length = int(self.headers.get("Content-Length", 0))
+        self.rfile.read(length)
+        with _Handler.lock:
+            _Handler.seen += 1
+            n = _Handler.seen
+        fail = _Handler.fail_every and n % _Handler.fail_every == 0
+        body = b'{"error": "down"}' if fail else b"{}"
+        self.send_response(503 if fail else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Trkx-Service-S", "0.001")
+        self.send_header("X-Trkx-Stage-Total-S", "0.0005")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = json.dumps({"kind": "cpu", "replicas": 1, "config": "noop"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def server():
+    _Handler.seen = 0
+    _Handler.fail_every = 0
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+PAYLOADS = [Payload(b"x" * 1000, {"Content-Type": "application/vnd.apache.arrow.stream"}, 10)]
+
+
+def test_parse_levels():
+    assert loadgen.parse_levels("1,2, 4,8") == [1, 2, 4, 8]
+    for bad in ("", "a", "0", "1,2000"):
+        with pytest.raises(ValueError, match="--concurrency"):
+            loadgen.parse_levels(bad)
+
+
+def test_base_url():
+    assert loadgen._base_url("http://127.0.0.1:8000/v1/track") == "http://127.0.0.1:8000"
+    assert loadgen._base_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000"
+    with pytest.raises(ValueError, match="--url"):
+        loadgen._base_url("ftp://127.0.0.1")
+
+
+def test_summarise():
+    lat = [0.1, 0.2, 0.3, 0.4]
+    row = loadgen.summarise(2, 2.0, lat, ["200"] * 4 + ["HTTP 503", "ConnectionError"],
+                            [0.05] * 4, [0.09, 0.18, 0.27, 0.36])
+    assert row["throughput_eps"] == pytest.approx(2.0)
+    assert row["p50_s"] == pytest.approx(np.percentile(lat, 50))
+    assert row["p99_s"] == pytest.approx(np.percentile(lat, 99))
+    assert row["errors"] == 2 and row["error_kinds"] == {"HTTP 503": 1, "ConnectionError": 1}
+    assert row["requests"] == 6 and row["ok"] == 4
+    assert row["overhead_p50_s"] == pytest.approx(np.median([0.01, 0.02, 0.03, 0.04]))
+
+
+def test_closed_loop_is_bounded_and_counts_errors(server):
+    _Handler.fail_every = 5
+    row = loadgen.measure_level(server, PAYLOADS, 3, 5.0, max_requests=40)
+    assert row["requests"] == 40  # the count bound ends the level well before 5 s
+    assert row["wall_s"] < 5.0
+    assert row["errors"] == row["error_kinds"]["HTTP 503"] >= 1
+    assert row["ok"] + row["errors"] == 40
+    assert _Handler.seen == 40 + 3  # plus one unmeasured warm-up request per thread
+
+
+def test_duration_bound(server):
+    row = loadgen.measure_level(server, PAYLOADS, 2, 0.3, max_requests=10**6)
+    assert 0.3 <= row["wall_s"] < 2.0
+    assert row["ok"] > 0 and row["errors"] == 0
+
+
+def test_run_and_outputs(server, tmp_path):
+    report = loadgen.run_loadgen(server, PAYLOADS, [1, 2], 0.3, max_requests=50,
+                                 payload_info={"source": "input", "input": "x", "events": 1,
+                                               "format": "arrow", "mean_bytes": 1000.0},
+                                 progress=False)
+    assert [r["concurrency"] for r in report["rows"]] == [1, 2]
+    assert report["rows"][0]["speedup"] == pytest.approx(1.0)
+    assert report["service"]["config"] == "noop"
+    files = loadgen.write_outputs(report, tmp_path)
+    assert [f.name for f in files] == ["loadgen.json", "loadgen.md", "loadgen.png"]
+    back = json.loads(files[0].read_text())
+    for row in back["rows"]:
+        assert {"concurrency", "throughput_eps", "p50_s", "p95_s", "p99_s", "errors"} <= set(row)
+    assert "| concurrency |" in files[1].read_text()
+    assert files[2].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_rejects_bad_flags(capsys, tmp_path):
+    assert loadgen.main(["--url", "http://127.0.0.1:9", "--concurrency", "0",
+                         "--out", str(tmp_path)]) == 2
+    assert "--concurrency" in capsys.readouterr().err
+    assert loadgen.main(["--url", "localhost:9", "--out", str(tmp_path)]) == 2
+    assert loadgen.main(["--url", "http://127.0.0.1:9", "--duration", "0",
+                         "--out", str(tmp_path)]) == 2
+    assert not (tmp_path / "loadgen.json").exists()
