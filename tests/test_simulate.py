@@ -13,6 +13,7 @@ from trkx_ray.events.simulate import (
     hit_weights,
     particle_generation,
     sample_pt,
+    simulate_cells,
     simulate_event,
 )
 from trkx_ray.generate import event_seed, main
@@ -236,3 +237,26 @@ def test_generate_cli_bad_flags(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--events", "1", "--pileup", "-3", "--out", str(tmp_path)])
     assert "--pileup" in capsys.readouterr().err
+
+
+def test_vertex_spread_option(det):
+    narrow = simulate_event(pileup=20, seed=5, detector=det)
+    wide = simulate_event(pileup=20, seed=5, detector=det, vertex_sigma_z_mm=50.0)
+    prim = particle_generation(narrow.particles["particle_id"]) == 0
+    assert np.std(narrow.particles["vz"][prim]) < 12
+    prim = particle_generation(wide.particles["particle_id"]) == 0
+    assert 25 < np.std(wide.particles["vz"][prim]) < 100
+    with pytest.raises(ValueError, match="vertex_sigma_z_mm"):
+        simulate_event(pileup=5, vertex_sigma_z_mm=-1.0)
+
+
+def test_simulate_cells_reproduces_the_cell_model(event, det):
+    cells = simulate_cells(event, det, seed=3)
+    assert np.isin(cells["hit_id"], event.hits["hit_id"]).all()
+    assert np.isin(event.hits["hit_id"], cells["hit_id"]).all()
+    # same model as the event's own cells: same cells per hit in each volume, within noise
+    for vol in (8, 13, 17):
+        ids = event.hits["hit_id"][event.hits["volume_id"] == vol]
+        n_own = np.isin(event.cells["hit_id"], ids).sum() / ids.size
+        n_new = np.isin(cells["hit_id"], ids).sum() / ids.size
+        assert n_new == pytest.approx(n_own, rel=0.05)
