@@ -167,7 +167,12 @@ def _import_faiss() -> Any:
     return faiss
 
 
+#: set once the missing faiss-gpu has been logged (the search falls back to the CPU).
+_warned_no_faiss_gpu = False
+
+
 def _faiss(x: Any, r: float, k_max: int | None = None, threads: int | None = None) -> np.ndarray:
+    global _warned_no_faiss_gpu
     faiss = _import_faiss()
     on_cuda = not isinstance(x, np.ndarray) and x.device.type == "cuda"
     xn = x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
@@ -194,8 +199,12 @@ def _faiss(x: Any, r: float, k_max: int | None = None, threads: int | None = Non
             if on_cuda and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0:
                 res = faiss.StandardGpuResources()
                 index = faiss.index_cpu_to_gpu(res, x.device.index or 0, index)
-            elif on_cuda:
-                logger.info("faiss: no faiss-gpu, kNN search runs on the CPU")
+            elif on_cuda and not _warned_no_faiss_gpu:
+                _warned_no_faiss_gpu = True  # one log line per process, not one per event
+                logger.warning(
+                    "faiss: faiss-gpu is not installed (pip install trkx_ray[gpu]): the kNN "
+                    "search of CUDA points runs on the CPU"
+                )
             index.add(xq)
             k = min(int(k_max) + 1, n)
             dist, nbr = index.search(xq, k)
