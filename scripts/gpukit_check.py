@@ -81,7 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "actors_per_gpu": [1, 2], "cpu_actors": [1, 2],
         "t_pytest": 60, "t_events": 30, "t_bench_config": 15, "t_bench_cuda_total": 60,
         "t_bench_cpu_total": 75,
-        "t_study_gpu": 60, "t_study_cpu": 70, "t_onnx": 40,
+        "t_study_gpu": 60, "t_study_cpu": 70, "t_onnx": 45,
     },
 }
 
@@ -625,9 +625,10 @@ class Check:
                    f"CUDAExecutionProvider (providers: {', '.join(providers)})")
             info["why_not_cuda"] = why
         js = self.work / f"onnx_models_{dev}.json"
+        threads = (os.cpu_count() or 1) if self.device == "cuda" else 1
         cmd = [self.python, "-m", "trkx_ray.bench", "--backends", "models", "--config", "onnx",
-               "--device", dev, *self._bench_source(1), "--repeats", "3",
-               "--threads", str(os.cpu_count() or 1), "--json", str(js)]
+               "--device", dev, *self._bench_source(1), "--repeats",
+               "3" if self.device == "cuda" else "1", "--threads", str(threads), "--json", str(js)]
         res = self.run(f"onnx_models_{dev}", cmd, self.profile["t_onnx"])
         if res["status"] == "ok" and js.is_file():
             data = json.loads(js.read_text())
