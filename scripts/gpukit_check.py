@@ -69,15 +69,17 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cuda": {
         "budget_s": 470, "pileup": 200, "bench_events": 5, "bench_warmup": 1,
         "cpu_bench_events": 2, "cpu_bench_warmup": 1,
-        "study_gpu_events": 40, "study_cpu_events": 16, "study_warmup": 1,
+        "study_gpu_events": 40, "study_cpu_events": 8, "study_cpu_events_many": 30,
+        "study_cpu_split": 4, "study_warmup": 1,
         "actors_per_gpu": [1, 2, 4], "cpu_actors": [1, 2, 4, 8, 15],
         "t_pytest": 100, "t_events": 40, "t_bench_config": 50, "t_bench_cuda_total": 120,
-        "t_bench_cpu_total": 90, "t_study_gpu": 150, "t_study_cpu": 140, "t_onnx": 60,
+        "t_bench_cpu_total": 90, "t_study_gpu": 150, "t_study_cpu": 150, "t_onnx": 60,
     },
     "cpu": {
         "budget_s": 170, "pileup": 10, "bench_events": 1, "bench_warmup": 1,
         "cpu_bench_events": 1, "cpu_bench_warmup": 1,
-        "study_gpu_events": 4, "study_cpu_events": 2, "study_warmup": 0,
+        "study_gpu_events": 4, "study_cpu_events": 2, "study_cpu_events_many": 4,
+        "study_cpu_split": 4, "study_warmup": 0,
         "actors_per_gpu": [1, 2], "cpu_actors": [1, 2],
         "t_pytest": 60, "t_events": 30, "t_bench_config": 15, "t_bench_cuda_total": 60,
         "t_bench_cpu_total": 75,
@@ -398,15 +400,32 @@ class Check:
         res = self.run("pytest_cuda", cmd, self.profile["t_pytest"])
         counts, failed, skips = _junit_counts(junit)
         res["tests"] = counts
-        res["failed_tests"] = failed
+        res["failed_tests"] = failed[:40]
         res["skip_reasons"] = sorted(set(skips))[:10]
-        if res["status"] == "ok" and counts.get("passed", 0) == 0:
-            res["status"] = "skipped"
+        not_collected = (f"; {counts['collection_errors']} test file(s) not collected here"
+                         if counts["collection_errors"] else "")
+        if res["status"] == "timeout":
+            res["reason"] += (f" ({counts['passed']} passed, {counts['failed']} failed before "
+                              "the kill)" if counts["tests"] else "")
+        elif res["rc"] not in (0, 1, 5):
+            res["status"] = "failed"
+            res["reason"] = (f"pytest exit status {res['rc']}: "
+                             f"{_last_error(res['log_tail'])}{not_collected}")
+        elif res["rc"] == 5 or counts["tests"] == 0:
+            res["status"] = "skipped" if self.device == "cpu" else "failed"
+            res["reason"] = "no CUDA-marked test was collected" + not_collected
+        elif counts["failed"] or counts["errors"]:
+            res["status"] = "failed"
+            res["reason"] = (f"{counts['failed']} failed, {counts['errors']} errors, "
+                             f"{counts['passed']} passed{not_collected}")
+        elif counts["passed"] == 0:
             why = next((r for r in skips if "CUDA GPU" in r), skips[0] if skips else "")
-            res["reason"] = (f"no CUDA test ran: {counts.get('skipped', 0)} skipped ({why})"
-                             if why else "no CUDA test was collected")
-        elif res["status"] == "failed" and res["rc"] == 5:
-            res["reason"] = "no CUDA-marked test was collected"
+            res["status"] = "skipped"
+            res["reason"] = f"no CUDA test ran: {counts['skipped']} skipped ({why}){not_collected}"
+        else:  # every collected CUDA test passed or skipped
+            res["status"] = "ok"
+            res["reason"] = (f"{counts['passed']} passed, {counts['skipped']} skipped"
+                             f"{not_collected}")
         self.record("pytest_cuda", res.pop("status"), res.pop("reason"), **res)
 
     def step_events(self) -> None:
@@ -557,11 +576,22 @@ class Check:
         if cpu_counts != p["cpu_actors"]:
             self.note(f"CPU actor counts {p['cpu_actors']} cut to {cpu_counts} "
                       f"({os.cpu_count()} CPUs)")
-        out = self.work / "study_cpu"
-        cmd = [self.python, "-m", "trkx_ray.study", "--gpus", "0",
-               "--cpu-actors", ",".join(map(str, cpu_counts)), "--events",
-               str(p["study_cpu_events"]), "--config", self.cpu_config, *common, "--out", str(out)]
-        parts.append(("cpu", self.run("study_cpu", cmd, p["t_study_cpu"]), out))
+        # few actors on few events, many actors on more (each row long enough to measure,
+        # none waiting on one core for long): two runs on the same cached events
+        split = p["study_cpu_split"]
+        cpu_parts = [(tag, counts, events) for tag, counts, events in (
+            ("cpu", [n for n in cpu_counts if n <= split], p["study_cpu_events"]),
+            ("cpu_many", [n for n in cpu_counts if n > split], p["study_cpu_events_many"]),
+        ) if counts]
+        t_cpu0 = _now()
+        for i, (tag, counts, events) in enumerate(cpu_parts):
+            out = self.work / f"study_{tag}"
+            cmd = [self.python, "-m", "trkx_ray.study", "--gpus", "0",
+                   "--cpu-actors", ",".join(map(str, counts)), "--events", str(events),
+                   "--config", self.cpu_config, *common, "--out", str(out)]
+            left = p["t_study_cpu"] - (_now() - t_cpu0)
+            share = left if i == len(cpu_parts) - 1 else left * 0.6
+            parts.append((tag, self.run(f"study_{tag}", cmd, share), out))
         rows: list[dict[str, Any]] = []
         meta: dict[str, Any] = {}
         runs_info = {}
@@ -760,7 +790,9 @@ def _last_error(tail: str) -> str:
 
 
 def _junit_counts(path: Path) -> tuple[dict[str, int], list[str], list[str]]:
-    counts = {"tests": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0}
+    """Counts of a junit XML (``collection_errors``: test files that could not be imported)."""
+    counts = {"tests": 0, "passed": 0, "failed": 0, "errors": 0, "skipped": 0,
+              "collection_errors": 0}
     failed: list[str] = []
     skips: list[str] = []
     if not path.is_file():
@@ -770,12 +802,18 @@ def _junit_counts(path: Path) -> tuple[dict[str, int], list[str], list[str]]:
     except ET.ParseError:
         return counts, failed, skips
     for case in root.iter("testcase"):
-        counts["tests"] += 1
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        error = case.find("error")
+        if error is not None and not case.get("classname"):
+            counts["collection_errors"] += 1
+            text = (error.text or "").strip().splitlines()
+            failed.append(f"{case.get('name')} (not collected: {text[-1][:160] if text else ''})")
+            continue
+        counts["tests"] += 1
         if case.find("failure") is not None:
             counts["failed"] += 1
             failed.append(name)
-        elif case.find("error") is not None:
+        elif error is not None:
             counts["errors"] += 1
             failed.append(name)
         elif (sk := case.find("skipped")) is not None:
