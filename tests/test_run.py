@@ -73,6 +73,12 @@ def test_run_writes_report_and_submissions(ray_session, tmp_path, capsys, report
     assert report["complete"] and report["duplicates"] == 0
     assert len(report["actors"]) == 2 and sum(a["events"] for a in report["actors"]) == 6
     assert report["options"]["pileup"] == 5.0 and report["source"]["kind"] == "simulated"
+    assert report["source"]["mode"] == "read-ahead" and report["source"]["pool"] == 6
+    from trkx_ray.hardware import cpu_capability
+
+    assert report["hardware"]["cpu_capability"] == cpu_capability()
+    assert report["hardware"]["precision"] == "fp32"  # noop: no models
+    assert report["physics_cost_s"]["total"] == 0.0  # noop: no physics unless asked
     files = sorted(tracks.glob("event*-submission.csv"))
     assert [f.name for f in files] == [f"event{i:09d}-submission.csv" for i in range(6)]
     sub = read_submission(files[0])
@@ -87,7 +93,9 @@ def test_run_on_trackml_input(ray_session, tmp_path, data_dir):
     assert rc == 0
     report = json.loads(report_path.read_text())
     assert report["events_processed"] == 1
-    assert report["source"] == {"kind": "directory", "path": str(data_dir), "events": 1}
+    assert report["source"] == {"kind": "directory", "path": str(data_dir), "events": 1,
+                                "mode": "read-ahead", "read_ahead": 1,
+                                "read_s": report["source"]["read_s"]}
     assert report["mean_hits"] == 5527
     assert report["physics"] == {}  # noop labels: physics skipped unless asked
 
@@ -104,7 +112,8 @@ def test_too_many_gpus_or_cores_fails_fast(ray_session, capsys):
         assert time.perf_counter() - t0 < 10.0
     # the automatic actor count would be 0 (2 cores // 3): say which flag, not "no actors"
     assert run_cli.main(["--config", "noop", "--pileup", "5", "--cores-per-actor", "3"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines()
+           if not ln.startswith("starting Ray")]  # the one status line before it
     assert len(err) == 1 and err[0].startswith("error: --cores-per-actor 3: more cores")
 
 
@@ -201,6 +210,10 @@ def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # not a terminal: progress as lines; Ray's token-auth notice is not printed
+    assert "progress: 4/4 events (0 failed)" in proc.stderr, proc.stderr[-2000:]
+    assert "Token authentication is enabled" not in proc.stderr + proc.stdout
+    assert "precision" in proc.stdout and "CPU capability" in proc.stdout
     report = json.loads(report_path.read_text())
     assert report["events_processed"] == 4 and report["ray"]["embedded"] is True
     assert len(report["actors"]) == int(report["ray"]["cluster_resources"]["CPU"])
@@ -216,6 +229,7 @@ def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
     spawned = psutil.Process(proc.pid).children(recursive=True)
     names = " ".join(_cmdline(p) for p in spawned)
     assert "PipelineWorker" in names and "raylet" in names, names[-2000:]
+    _check_network_exposure(proc.pid, tmp_path)
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=60)
@@ -230,6 +244,60 @@ def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
     _, alive = psutil.wait_procs(spawned, timeout=30)
     alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"left running after Ctrl-C: {[_cmdline(p)[:80] for p in alive]}"
+
+
+def _listeners(root_pid: int) -> list[tuple[str, int, str]]:
+    """(ip, port, process name) of every TCP socket the run's process tree listens on."""
+    tree = [psutil.Process(root_pid), *psutil.Process(root_pid).children(recursive=True)]
+    pids = {p.pid: p for p in tree}
+    out = []
+    for c in psutil.net_connections(kind="inet"):
+        if c.status == psutil.CONN_LISTEN and c.pid in pids:
+            try:
+                name = pids[c.pid].name()
+            except psutil.Error:
+                continue
+            out.append((c.laddr.ip, c.laddr.port, name))
+    return out
+
+
+def _ray_client(address: str, env: dict[str, str]) -> str:
+    code = ("import sys, ray\n"
+            "try:\n"
+            "    ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+            "    print('CONNECTED')\n"
+            "except Exception as exc:\n"
+            "    print('REFUSED', type(exc).__name__, exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True,
+                          text=True, timeout=120)
+    return proc.stdout + proc.stderr
+
+
+def _check_network_exposure(root_pid: int, tmp_path) -> None:
+    """The embedded Ray of a local run listens on loopback only, and only with its token.
+
+    Lists every listening socket of the run's process tree: none may be beyond loopback
+    (trkx_ray.scaling.cluster keeps Ray's node address at 127.0.0.1). Then, as a second
+    layer against other users of the machine, a client with the token reaches the GCS
+    while a client without it (another HOME, auth off) is refused.
+    """
+    listening = _listeners(root_pid)
+    names = {name for _, _, name in listening}
+    assert "gcs_server" in names and "raylet" in names, listening
+    loopback = ("127.", "::1", "::ffff:127.")
+    exposed = [(ip, port, name) for ip, port, name in listening if not ip.startswith(loopback)]
+    assert not exposed, f"the embedded Ray listens beyond loopback: {exposed}"
+    gcs = next(port for _, port, name in listening if name == "gcs_server")
+    address = f"127.0.0.1:{gcs}"
+    # a local client of a loopback-only node must also take the loopback address
+    clean = {k: v for k, v in _env().items() if not k.startswith("RAY_")}
+    clean["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    with_token = _ray_client(address, {**clean, "RAY_AUTH_MODE": "token"})
+    assert "CONNECTED" in with_token, with_token[-1500:]
+    home = tmp_path / "stranger"
+    home.mkdir()
+    stranger = _ray_client(address, {**clean, "HOME": str(home), "RAY_AUTH_MODE": "disabled"})
+    assert "REFUSED" in stranger and "CONNECTED" not in stranger, stranger[-1500:]
 
 
 def _cmdline(p: psutil.Process) -> str:

@@ -37,7 +37,6 @@ log = logging.getLogger("trkx_ray.run")
 DEFAULT_EVENTS = 32
 #: seconds between progress lines when the output is not a terminal.
 PROGRESS_EVERY_S = 10.0
-MAX_POOL = 64  # = trkx_ray.scaling.sources.MAX_POOL (not imported: keeps --help light)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0, help="simulation seed: event i uses seed+i")
     ev.add_argument("--pool", type=int, default=None,
                     help="distinct simulated events, read ahead and cycled through "
-                    f"(default: --events, at most {MAX_POOL})")
+                    "(default: --events, at most 64)")
     ev.add_argument("--cache", type=Path, default=None,
                     help="on-disk cache of simulated events (default: $TRKX_RAY_CACHE, "
                     "else ~/.cache/trkx_ray); a second run does not simulate again")
@@ -216,15 +215,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from trkx_ray.scaling.driver import FaultInjection, run_scaling
     from trkx_ray.scaling.report import build_report, format_table, write_report
-    from trkx_ray.scaling.resources import ResourceError, ResourcePlan
-    from trkx_ray.scaling.sources import DirectorySource, SimulatedSource
+    from trkx_ray.scaling.resources import ResourceError, ResourcePlan, check_totals
+    from trkx_ray.scaling.sources import (
+        MAX_POOL,
+        READ_AHEAD,
+        DirectorySource,
+        SimulatedSource,
+        find_event_prefixes,
+    )
 
     try:
         fault = FaultInjection.from_env()
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trkx_ray.scaling.cluster import connect_ray
+    from trkx_ray.scaling.cluster import connect_ray, disconnect_ray
 
     progress = _Progress(DEFAULT_EVENTS if args.events is None else args.events, args.quiet)
     progress.say("starting Ray ...")
@@ -234,25 +239,15 @@ def main(argv: list[str] | None = None) -> int:
         gpus = int(total.get("GPU", 0)) if args.gpus is None else args.gpus
         cpus_for_gpu = 1
         if args.input is not None:
-            from trkx_ray.scaling.sources import find_event_prefixes
-
             found = len(find_event_prefixes(args.input))
             events = found if args.events is None else args.events
-            progress.say(f"reading {min(events, found)} event(s) of {args.input} ...")
-            source: Any = DirectorySource(args.input, cycle=events > found, events=events)
+            # a run longer than the read-ahead streams, with a reader task on a reserved CPU
+            reserved = 1.0 if min(events, found) > READ_AHEAD else 0.0
         else:
             pileup = 200.0 if args.pileup is None else args.pileup
             events = DEFAULT_EVENTS if args.events is None else args.events
-            progress.say(f"preparing {args.pool or min(events, MAX_POOL)} simulated "
-                         f"pile-up-{pileup:g} events (cached on disk after the first run) ...")
-            try:
-                source = SimulatedSource(pileup, seed=args.seed, pool=args.pool, events=events,
-                                         cache_dir=args.cache)
-            except OSError as exc:
-                print(f"error: --cache: {_one_line(exc)}", file=sys.stderr)
-                return 2
+            reserved = 0.0
         progress.total = events
-        reserved = getattr(source, "reserved_cpus", 0.0)
         if args.cpu_actors is None:
             free = int(total.get("CPU", 0) - reserved) - gpus * args.actors_per_gpu * cpus_for_gpu
             cpu_actors = max(free // args.cores_per_actor, 0)
@@ -267,6 +262,23 @@ def main(argv: list[str] | None = None) -> int:
         plan = ResourcePlan(cpu_actors=cpu_actors, cores_per_actor=args.cores_per_actor,
                             gpus=gpus, actors_per_gpu=args.actors_per_gpu,
                             cpus_per_gpu_actor=cpus_for_gpu)
+        try:
+            check_totals(plan)  # before any event is prepared
+        except ResourceError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if args.input is not None:
+            progress.say(f"reading {min(events, found)} event(s) of {args.input} ...")
+            source: Any = DirectorySource(args.input, cycle=events > found, events=events)
+        else:
+            progress.say(f"preparing {args.pool or min(events, MAX_POOL)} simulated "
+                         f"pile-up-{pileup:g} events (cached on disk after the first run) ...")
+            try:
+                source = SimulatedSource(pileup, seed=args.seed, pool=args.pool, events=events,
+                                         cache_dir=args.cache)
+            except OSError as exc:
+                print(f"error: --cache: {_one_line(exc)}", file=sys.stderr)
+                return 2
         on_progress = progress.update
 
         save_dir = args.save_tracks
@@ -320,8 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         return 0 if outcome.error is None else 1
     finally:
-        if started:
-            ray.shutdown()
+        disconnect_ray(started)
 
 
 if __name__ == "__main__":

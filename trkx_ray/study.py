@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from trkx_ray.scaling.cluster import connect_ray
+    from trkx_ray.scaling.cluster import connect_ray, disconnect_ray
     from trkx_ray.scaling.driver import FaultInjection, run_scaling
     from trkx_ray.scaling.report import build_report, hardware_info
     from trkx_ray.scaling.resources import ResourceError, ResourcePlan
@@ -300,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote " + ", ".join(str(p) for p in paths))
         return 0 if all(r["error"] is None for r in rows) else 1
     finally:
-        if started:
-            ray.shutdown()
+        disconnect_ray(started)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ __all__ = [
     "ResourceError",
     "ResourcePlan",
     "apply_thread_limits",
+    "check_totals",
     "machine_key",
     "plan_resources",
     "thread_env",
@@ -215,26 +216,13 @@ def _describe(resources: dict[str, Any]) -> str:
     return f"{resources.get('CPU', 0):g} CPU(s), {resources.get('GPU', 0):g} GPU(s)"
 
 
-def plan_resources(plan: ResourcePlan, *, timeout_s: float = 15.0) -> Any:
-    """Check ``plan`` against the live cluster and reserve it as a placement group.
-
-    Fails within seconds, never waits forever: totals are compared with
-    ``ray.cluster_resources()`` first, then a placement group (one bundle per
-    actor, ``PACK``) must become ready within ``timeout_s``.
-
-    Args:
-        plan: the actors to place.
-        timeout_s: how long the placement group may take to be placed, seconds.
-
-    Returns:
-        The ready ``PlacementGroup`` (remove it with
-        ``ray.util.remove_placement_group`` when done).
+def check_totals(plan: ResourcePlan) -> None:
+    """Compare ``plan`` with what the live cluster has in all (instant, nothing reserved).
 
     Raises:
-        ResourceError: with a one-line message saying what Ray sees.
+        ResourceError: with a one-line message saying what was asked and what Ray sees.
     """
     import ray
-    from ray.util.placement_group import placement_group, remove_placement_group
 
     if plan.cpu_actors + plan.gpu_actors == 0:
         raise ResourceError("no actors requested: use --cpu-actors M >= 1 or --gpus N >= 1")
@@ -257,6 +245,33 @@ def plan_resources(plan: ResourcePlan, *, timeout_s: float = 15.0) -> Any:
             f"--cores-per-actor {plan.cores_per_actor} exceeds the largest node "
             f"({biggest:g} CPUs); Ray sees {sees} on {len(nodes)} node(s)"
         )
+
+
+def plan_resources(plan: ResourcePlan, *, timeout_s: float = 15.0) -> Any:
+    """Check ``plan`` against the live cluster and reserve it as a placement group.
+
+    Fails within seconds, never waits forever: totals are compared with
+    ``ray.cluster_resources()`` first, then a placement group (one bundle per
+    actor, ``PACK``) must become ready within ``timeout_s``.
+
+    Args:
+        plan: the actors to place.
+        timeout_s: how long the placement group may take to be placed, seconds.
+
+    Returns:
+        The ready ``PlacementGroup`` (remove it with
+        ``ray.util.remove_placement_group`` when done).
+
+    Raises:
+        ResourceError: with a one-line message saying what Ray sees.
+    """
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    check_totals(plan)
+    total = ray.cluster_resources()
+    sees = _describe(total)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
     pg = placement_group(plan.bundles(), strategy="PACK", name="trkx_ray_actors")
     if not pg.wait(timeout_seconds=timeout_s):
         remove_placement_group(pg)
