@@ -2,7 +2,7 @@
 # GPU kit: prove and measure every CUDA path of trkx_ray in one short run on a GPU
 # machine that has no network (issue 12).
 #
-#   scripts/gpu_kit.sh prepare [--with-faiss] [--kit DIR]
+#   scripts/gpu_kit.sh prepare [--with-faiss] [--kit DIR] [--python-version X.Y]
 #       Run where PyPI is reachable. Builds DIR (default .gpukit/, git-ignored, < 60 MiB)
 #       with cp312 manylinux x86_64 wheels for the GPU machine's Python 3.12:
 #         - Ray 2.60.0 slimmed (scripts/gpukit_wheels.py): without ray/jars/ray_dist.jar
@@ -16,6 +16,9 @@
 #       (18 MB; the bench's Faiss, +CC and +AMP columns need it) and also drops
 #       ray/data, serve, tune, train, llm and air from the Ray wheel (the kit runs none
 #       of them). Without faiss those columns say "faiss unavailable".
+#       --python-version 3.11 builds the same kit for another CPython (a rehearsal of the
+#       install on a machine whose Python is not 3.12; `check` installs a kit for real only
+#       on the Python it was built for, else it only validates the wheels).
 #       Every version is pinned below, so the kit is reproducible; the raw downloads are
 #       cached in DIR.cache/ (also ignored). The device image's package list (2026-11-17,
 #       /work/.library/device/KINDS.md) decided what is "missing".
@@ -70,10 +73,10 @@ TRAVEL_LIMIT_MIB=63  # kit + repo working tree (the device tool carries at most 
 
 usage() { sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; }
 
-download() {  # download DEST PIN...
-  local dest=$1; shift
+download() {  # download DEST PYVER PIN...
+  local dest=$1 pyver=$2; shift 2
   "$PYTHON" -m pip download --quiet --disable-pip-version-check --no-deps \
-    --only-binary=:all: --python-version 3.12 --implementation cp "${PLATFORMS[@]}" \
+    --only-binary=:all: --python-version "$pyver" --implementation cp "${PLATFORMS[@]}" \
     -d "$dest" "$@"
 }
 
@@ -87,16 +90,17 @@ wheel_of() {  # wheel_of DIR PROJECT: the one downloaded wheel of PROJECT in DIR
 }
 
 prepare() {
-  local kit=.gpukit with_faiss=0
+  local kit=.gpukit with_faiss=0 pyver=3.12
   while [[ $# -gt 0 ]]; do
     case "$1" in
       --kit) kit=$2; shift 2 ;;
+      --python-version) pyver=$2; shift 2 ;;
       --with-faiss) with_faiss=1; shift ;;
       -h|--help) usage; return 0 ;;
       *) echo "prepare: unknown argument $1" >&2; return 2 ;;
     esac
   done
-  local cache="${kit%/}.cache"
+  local cache="${kit%/}.cache/cp${pyver/./}"
   mkdir -p "$cache" || return 1
   rm -rf "$kit" && mkdir -p "$kit/fallback" || return 1
   local pins=("${REQUIRED_PINS[@]}") fallback=("${FALLBACK_SMALL_PINS[@]}") drop=("${RAY_DROP[@]}")
@@ -109,8 +113,8 @@ prepare() {
     pins+=("${LEAN_EXTRA_PINS[@]}")
     fallback+=("${FALLBACK_MORE_PINS[@]}")
   fi
-  echo "prepare: downloading $RAY_PIN ${pins[*]} ${fallback[*]} (cp312 manylinux x86_64)"
-  download "$cache" "$RAY_PIN" "${pins[@]}" "${fallback[@]}" || {
+  echo "prepare: downloading $RAY_PIN ${pins[*]} ${fallback[*]} (cp${pyver/./} manylinux x86_64)"
+  download "$cache" "$pyver" "$RAY_PIN" "${pins[@]}" "${fallback[@]}" || {
     echo "prepare: pip download failed (needs PyPI)" >&2; return 1; }
   local ray_whl
   ray_whl=$(wheel_of "$cache" ray)
@@ -130,7 +134,7 @@ prepare() {
     cp "$f" "$kit/fallback/"
   done
   "$PYTHON" scripts/gpukit_wheels.py verify "$kit"/*.whl "$kit"/fallback/*.whl >/dev/null || return 1
-  "$PYTHON" scripts/gpukit_wheels.py manifest "$kit" --note "$note" || return 1
+  "$PYTHON" scripts/gpukit_wheels.py manifest "$kit" --note "$note" --python "$pyver" || return 1
   local kit_b repo_b
   kit_b=$(du -sb "$kit" | cut -f1)
   repo_b=$(git ls-files -co --exclude-standard -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)

@@ -328,7 +328,8 @@ class Check:
         fallback = manifest.get("fallback", [])
         ver, _ = self.py("import json, sys, platform; print(json.dumps({'v': list(sys.version_info"
                          "[:2]), 'm': platform.machine()}))", 30, name="install_python")
-        native = bool(ver) and ver["v"] == [3, 12] and ver["m"] == "x86_64"
+        want = str(manifest.get("python", "3.12"))
+        native = bool(ver) and ".".join(map(str, ver["v"])) == want and ver["m"] == "x86_64"
         present = self._installed([r["name"] for r in fallback]) if fallback else {}
         extra = [self.kit / r["file"] for r in fallback if not present.get(r["name"])]
         info: dict[str, Any] = {
@@ -342,13 +343,15 @@ class Check:
             site = self.work / "site-cp312-validation"
             cmd = [self.python, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile",
                    "--disable-pip-version-check", "--target", str(site),
-                   "--python-version", "3.12", "--implementation", "cp",
+                   "--python-version", want, "--implementation", "cp",
                    "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+                   "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux1_x86_64",
                    "--only-binary=:all:", *wheels]
             res = self.run("install", cmd, 120)
-            why = (f"this Python is {ver['v'] if ver else '?'} on {ver['m'] if ver else '?'}, "
-                   "not cp312 x86_64: the wheels were cross-installed for cp312 into a scratch "
-                   "folder to validate them; the steps use this environment's packages")
+            got = ".".join(map(str, ver["v"])) if ver else "?"
+            why = (f"this Python is {got} on {ver['m'] if ver else '?'}, the kit is for CPython "
+                   f"{want} x86_64: its wheels were cross-installed into a scratch folder to "
+                   "validate them; the steps use this environment's packages")
             status = "ok" if res["status"] == "ok" else res["status"]
             self.record("install", status, why if status == "ok" else res["reason"], **info,
                         mode="validate-only", **{k: res[k] for k in ("command", "duration_s",

@@ -254,14 +254,16 @@ def wheel_metadata(path: str | Path) -> dict[str, str]:
     return fields
 
 
-def write_manifest(kit: str | Path, note: str = "") -> Path:
+def write_manifest(kit: str | Path, note: str = "", python: str = "3.12") -> Path:
     """Write ``kit/MANIFEST.json`` describing ``kit/*.whl`` and ``kit/fallback/*.whl``.
+
+    ``python`` is the CPython version (``X.Y``) the wheels were downloaded for.
 
     Raises:
         WheelError: two wheels of one project (pip would refuse to install both).
     """
     kit = Path(kit)
-    out: dict[str, object] = {"note": note, "required": [], "fallback": []}
+    out: dict[str, object] = {"note": note, "python": python, "required": [], "fallback": []}
     seen: dict[str, str] = {}
     for group, folder in (("required", kit), ("fallback", kit / "fallback")):
         rows = []
@@ -302,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = sub.add_parser("manifest", help="write KIT/MANIFEST.json")
     m.add_argument("kit", type=Path)
     m.add_argument("--note", default="")
+    m.add_argument("--python", default="3.12", help="CPython X.Y the wheels are for")
     args = p.parse_args(argv)
     try:
         if args.cmd == "slim":
@@ -311,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{dst}: {args.src.stat().st_size / 2**20:.1f} MiB -> "
                   f"{dst.stat().st_size / 2**20:.1f} MiB (dropped {saved})")
         elif args.cmd == "manifest":
-            path = write_manifest(args.kit, args.note)
+            path = write_manifest(args.kit, args.note, args.python)
             print(f"{path}: {json.loads(path.read_text())['total_bytes'] / 2**20:.1f} MiB of wheels")
         elif args.cmd == "verify":
             for w in args.wheels:
