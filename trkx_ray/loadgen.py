@@ -198,6 +198,7 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
     service_s: list[float] = []
     budget = [max_requests]
     barrier = threading.Barrier(concurrency + 1)
+    go = threading.Event()
     start = [0.0]
 
     def take() -> bool:
@@ -218,7 +219,8 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
                 except requests.RequestException:
                     session.close()
                     session = requests.Session()
-            barrier.wait()
+            barrier.wait()  # every thread warmed up ...
+            go.wait()  # ... and the clock started
             deadline = start[0] + duration_s
             while time.perf_counter() < deadline and take():
                 p = payloads[k % len(payloads)]
@@ -249,10 +251,9 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
                for i in range(concurrency)]
     for t in threads:
         t.start()
-    start[0] = time.perf_counter() + 0.05
     barrier.wait()
-    while time.perf_counter() < start[0]:
-        time.sleep(0.001)
+    start[0] = time.perf_counter()
+    go.set()
     for t in threads:
         t.join()
     wall = time.perf_counter() - start[0]

@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="autoscaling: fewest replicas (with --max-replicas)")
     res.add_argument("--max-replicas", type=int, default=None,
                      help="autoscaling: most replicas (with --min-replicas)")
-    res.add_argument("--target-ongoing", type=float, default=2.0,
-                     help="autoscaling: target requests in flight per replica (default 2)")
+    res.add_argument("--target-ongoing", type=float, default=1.0,
+                     help="autoscaling: target requests per replica, running or waiting "
+                     "(default 1)")
     res.add_argument("--address", default=None,
                      help="Ray cluster to join ('auto' or HOST:PORT; default: RAY_ADDRESS "
                      "if set, else an embedded local Ray bound to 127.0.0.1)")
@@ -77,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     http.add_argument("--max-request-mb", type=float, default=DEFAULT_MAX_REQUEST_BYTES / 2**20,
                       help="largest request body, MiB (default 64); larger gets HTTP 413")
-    http.add_argument("--max-ongoing", type=int, default=4,
-                      help="requests one replica holds at once (default 4)")
+    http.add_argument("--max-ongoing", type=int, default=1,
+                      help="requests one replica holds at once (default 1: a request goes to "
+                      "a free replica; the others wait in Serve's proxy)")
     http.add_argument("--access-log", action="store_true",
                       help="log every request (Serve's access log; off by default)")
     pipe = p.add_argument_group("pipeline")

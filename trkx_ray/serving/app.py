@@ -85,8 +85,10 @@ class ServiceSettings:
         min_replicas: autoscaling lower bound (None: no autoscaling).
         max_replicas: autoscaling upper bound (None: no autoscaling).
         target_ongoing_requests: autoscaling target of requests per replica.
-        max_ongoing_requests: requests a replica holds at once (one running, the
-            others decoded and waiting); more queue in Serve's proxy.
+        max_ongoing_requests: requests a replica holds at once. 1 (default): a
+            replica gets a request only when it is free, the others wait in Serve's
+            proxy and go to whichever replica frees first (a replica runs one event
+            at a time, so holding more only queues them behind a busy replica).
         max_request_bytes: request body limit (413 above it).
         warmup_hits: hits of the random warm-up event (0: no warm-up).
         pin: pin replicas to cores (Linux).
@@ -100,8 +102,8 @@ class ServiceSettings:
     num_replicas: int = 1
     min_replicas: int | None = None
     max_replicas: int | None = None
-    target_ongoing_requests: float = 2.0
-    max_ongoing_requests: int = 4
+    target_ongoing_requests: float = 1.0
+    max_ongoing_requests: int = 1
     max_request_bytes: int = protocol.DEFAULT_MAX_REQUEST_BYTES
     warmup_hits: int = 2000
     pin: bool = True
