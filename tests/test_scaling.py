@@ -93,6 +93,10 @@ def test_find_event_prefixes(tmp_path, data_dir):
         find_event_prefixes(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such directory"):
         find_event_prefixes(tmp_path / "missing")
+    # discovery is the readers' own: a file they would refuse is not an event
+    (tmp_path / "event000000007-hits.pq").write_bytes(b"not an event")
+    with pytest.raises(FileNotFoundError, match="--input"):
+        find_event_prefixes(tmp_path)
 
 
 def _synthetic_results(n: int, seed: int = 0) -> tuple[list[dict], list[float]]:
@@ -445,3 +449,36 @@ def test_input_validation_of_run_scaling(ray_session):
         run_scaling(ResourcePlan(1, 1, 0), "noop", src, 0)
     with pytest.raises(ValueError, match="in_flight"):
         run_scaling(ResourcePlan(1, 1, 0), "noop", src, 1, in_flight=0)
+
+
+def test_directory_source_streams_on_a_reserved_cpu(ray_session, tmp_path, data_dir):
+    """Past the read-ahead, events are read by tasks that reserve a CPU of their own."""
+    for part in ("hits", "cells", "particles", "truth"):
+        shutil.copy(data_dir / f"event000000001-{part}.csv.gz", tmp_path)
+    src = DirectorySource(tmp_path, cycle=True, events=3, max_read_ahead=0)
+    assert src.describe()["mode"] == "streamed" and src.reserved_cpus == 1.0
+    outcome, slots = run_scaling(ResourcePlan(1, 1, 0), "noop", src, 3, warmup=0,
+                                 fault=FaultInjection())
+    assert outcome.error is None and not outcome.failed
+    assert sorted(r["seq"] for r in outcome.results) == [0, 1, 2]
+    ahead = DirectorySource(tmp_path, events=1)
+    assert ahead.describe()["mode"] == "read-ahead" and ahead.reserved_cpus == 0.0
+
+
+@pytest.mark.slow
+def test_default_pipeline_in_two_actors_finds_tracks(ray_session, tmp_path, report_keys):
+    """The real pipeline (default config, shipped weights) inside Ray, not noop."""
+    src = SimulatedSource(pileup=20, seed=5, events=4, cache_dir=tmp_path)
+    outcome, slots = run_scaling(ResourcePlan(2, 1, 0), "default", src, 4, warmup=1,
+                                 in_flight=1, fault=FaultInjection())
+    assert outcome.error is None and not outcome.failed
+    report = build_report(outcome, slots, config="default", source=src.describe())
+    assert report_keys <= set(report)
+    assert report["events_processed"] == 4 and all(a["events"] > 0 for a in report["actors"])
+    # labels that find tracks: random or one-hit labels score ~0 and find nothing
+    assert report["physics"]["trackml_score"] > 0.6, report["physics"]
+    assert report["physics"]["efficiency"] > 0.6, report["physics"]
+    assert report["mean_edges"]["build_edges"] > report["mean_edges"]["filtering"] > 0
+    assert {"embedding", "build_edges", "filtering", "gnn", "labeling"} <= set(report["stages"])
+    assert report["physics_cost_s"]["mean"] > 0  # computed, and timed apart
+    assert report["hardware"]["precision"] in ("fp32", "bf16")
