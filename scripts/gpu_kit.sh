@@ -29,7 +29,7 @@
 #       Installs the kit's wheels into a target folder (pip --no-index --no-deps
 #       --target, then PYTHONPATH=target:repo; the image's torch is used), then runs,
 #       each step with its own timeout inside an overall budget (default 470 s on cuda,
-#       170 s on cpu), a failing step recorded and the next one run:
+#       175 s on cpu), a failing step recorded and the next one run:
 #         env, install, pytest -m cuda, bench cuda (pile-up 200, 5 events after 1
 #         warm-up), bench cpu (pile-up 200, 2 events, all cores), onnxruntime (CUDA
 #         provider or why not; models parity/timing), scaling study (--gpus 1
