@@ -167,6 +167,17 @@ def test_timing_headers_round_trip():
     assert protocol.parse_timing_headers(headers) == timings
 
 
+def test_cli_refuses_bad_flags_before_ray(capsys):
+    from trkx_ray import serve
+
+    assert serve.main(["--gpus", "1", "--cpu-replicas", "1"]) == 2
+    assert "--cpu-replicas" in capsys.readouterr().err
+    assert serve.main(["--min-replicas", "2"]) == 2
+    assert serve.main(["--min-replicas", "3", "--max-replicas", "2"]) == 2
+    assert serve.main(["--url", "http://127.0.0.1:9"]) == 2  # --url is for --input
+    assert serve.main(["--max-request-mb", "0"]) == 2
+
+
 def test_replica_cores():
     from trkx_ray.serving.app import replica_cores
 
