@@ -980,7 +980,10 @@ try:
     out["torch"] = torch.__version__
     out["torch_cuda"] = torch.version.cuda
     out["cuda_available"] = torch.cuda.is_available()
-    out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    try:
+        out["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception as e:
+        out["torch_cpu_capability"] = f"? ({type(e).__name__})"
     if out["cuda_available"]:
         out["cuda_device_count"] = torch.cuda.device_count()
         out["gpu_name"] = torch.cuda.get_device_name(0)
