@@ -213,6 +213,7 @@ def test_answers_equal_in_process_pipeline(service, reference, which, request):
     for stage in (*STAGES, "total", "decode", "encode", "service"):
         assert stage in answer.timings and answer.timings[stage] >= 0, stage
     assert answer.headers[protocol.stage_header("embedding").lower()]
+    assert Client(service.url).info()["precision"] == str(reference.precision)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "json"])
