@@ -6,13 +6,14 @@ Ray runs for real: one local instance (2 CPUs) for the whole module.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 from trkx_ray.scaling import (
-    CoreAllocator,
     DirectorySource,
     FaultInjection,
     PayloadSource,
@@ -30,7 +31,7 @@ from trkx_ray.scaling import (
     stop_workers,
     write_report,
 )
-from trkx_ray.scaling.resources import plan_resources, thread_env
+from trkx_ray.scaling.resources import lease_cores, plan_resources, thread_env
 
 ray = pytest.importorskip("ray")
 
@@ -44,24 +45,32 @@ ACTOR_KEYS = {"id", "device", "node", "cores", "gpu", "events", "busy_s", "resta
 # -- no Ray needed ---------------------------------------------------------------
 
 
-def test_core_allocator_hands_out_disjoint_sets():
-    alloc = CoreAllocator()
-    a = alloc.acquire("m1", "actor-a", 2, [0, 1, 2, 3])
-    b = alloc.acquire("m1", "actor-b", 2, [0, 1, 2, 3])
-    assert set(a).isdisjoint(b) and sorted(a + b) == [0, 1, 2, 3]
-    # idempotent per owner (a restarted actor gets its cores back)
-    assert alloc.acquire("m1", "actor-a", 2, [0, 1, 2, 3]) == a
-    # another machine has its own cores
-    assert alloc.acquire("m2", "actor-c", 3, [0, 1, 2, 3]) == [0, 1, 2]
-    with pytest.raises(ResourceError, match="m1: 1 core"):
-        alloc.acquire("m1", "actor-d", 1, [0, 1, 2, 3], strict=True)
-    # oversubscribed machine (Ray nodes claim more CPUs than it has): least-used core shared
-    assert alloc.acquire("m2", "actor-e", 1, [0, 1, 2, 3]) == [3]
-    assert alloc.acquire("m2", "actor-f", 2, [0, 1, 2, 3]) in ([0, 1], [0, 2], [1, 2])
-    with pytest.raises(ResourceError, match="5 core"):
-        alloc.acquire("m2", "actor-g", 5, [0, 1, 2, 3])
-    alloc.release("actor-a")
-    assert alloc.acquire("m1", "actor-d", 1, [0, 1, 2, 3]) == [min(a)]
+def test_core_leases_are_exclusive_across_processes_and_end_with_them(tmp_path):
+    a = lease_cores(2, [0, 1, 2, 3], lock_dir=tmp_path)
+    b = lease_cores(2, [0, 1, 2, 3], lock_dir=tmp_path)
+    assert a.cores == [0, 1] and b.cores == [2, 3] and not (a.shared or b.shared)
+    # the first core to try follows the bundle offset
+    a.release()
+    assert lease_cores(1, [0, 1, 2, 3], first=1, lock_dir=tmp_path).cores == [1]
+    # another process (another job) holding a core: it is skipped until that process ends
+    code = ("import sys, time\nfrom pathlib import Path\n"
+            "from trkx_ray.scaling.resources import lease_cores\n"
+            "lease = lease_cores(1, [5, 6], lock_dir=Path(sys.argv[1]))\n"
+            "print(lease.cores, flush=True)\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "[5]"
+        assert lease_cores(1, [5, 6], lock_dir=tmp_path).cores == [6]
+        busy = lease_cores(1, [5], lock_dir=tmp_path)  # oversubscribed: shared, with a warning
+        assert busy.cores == [5] and busy.shared
+    finally:
+        proc.kill()
+        proc.wait()
+    freed = lease_cores(1, [5], lock_dir=tmp_path)  # its holder is gone: free again
+    assert freed.cores == [5] and not freed.shared
+    with pytest.raises(ResourceError, match="3 core"):
+        lease_cores(3, [0, 1], lock_dir=tmp_path)
 
 
 def test_thread_env_and_plan_bundles():

@@ -19,7 +19,13 @@ from trkx_ray.scaling.driver import (
     warm_up,
 )
 from trkx_ray.scaling.report import build_report, format_table, write_report
-from trkx_ray.scaling.resources import CoreAllocator, ResourceError, ResourcePlan, plan_resources
+from trkx_ray.scaling.resources import (
+    CoreLease,
+    ResourceError,
+    ResourcePlan,
+    lease_cores,
+    plan_resources,
+)
 from trkx_ray.scaling.results import ResultLog, SeqSet
 from trkx_ray.scaling.sources import (
     DirectorySource,
@@ -30,7 +36,7 @@ from trkx_ray.scaling.sources import (
 )
 
 __all__ = [
-    "CoreAllocator",
+    "CoreLease",
     "DirectorySource",
     "FaultInjection",
     "FreshPutSource",
@@ -47,6 +53,7 @@ __all__ = [
     "build_report",
     "find_event_prefixes",
     "format_table",
+    "lease_cores",
     "plan_resources",
     "run_scaling",
     "spawn_worker",

@@ -5,8 +5,8 @@ actor with the resources of its :class:`WorkerSpec`:
 
 * CPU actor: ``num_cpus=K``, ``CUDA_VISIBLE_DEVICES=""`` and thread-pool env vars
   set to ``K`` in its ``runtime_env`` (before any import in the worker process),
-  then in the constructor it pins itself to ``K`` cores from the
-  :class:`~trkx_ray.scaling.resources.CoreAllocator` and limits torch/numba threads.
+  then in the constructor it pins itself to ``K`` cores it leases
+  (:func:`~trkx_ray.scaling.resources.lease_cores`) and limits torch/numba threads.
 * GPU actor: ``num_gpus=1/A`` (Ray sets ``CUDA_VISIBLE_DEVICES``), ``num_cpus`` host
   cores pinned the same way; the pipeline is built on ``cuda``.
 
@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 
 from trkx_ray.scaling.resources import (
-    ALLOCATOR_NAME,
     apply_thread_limits,
+    bundle_core_offset,
+    lease_cores,
     machine_key,
     thread_env,
 )
@@ -184,15 +185,9 @@ class PipelineWorker:
 
     def _pin(self, ray: Any) -> list[int]:
         available = sorted(os.sched_getaffinity(0))
-        try:
-            allocator = ray.get_actor(ALLOCATOR_NAME)
-            cores = ray.get(
-                allocator.acquire.remote(self.machine, self.actor_id, self.spec.cores, available)
-            )
-        except ValueError:  # no allocator (worker used outside a run): first K cores
-            log.warning("no core allocator found; pinning to the first %d core(s)", self.spec.cores)
-            cores = available[: self.spec.cores]
-        os.sched_setaffinity(0, cores)
+        # the actor's bundle is its index (start_workers places bundles in actor order)
+        self._lease = lease_cores(self.spec.cores, available, bundle_core_offset(self.spec.index))
+        os.sched_setaffinity(0, self._lease.cores)
         return sorted(os.sched_getaffinity(0))
 
     def info(self) -> dict[str, Any]:

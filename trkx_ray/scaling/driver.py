@@ -4,8 +4,9 @@ Flow of :func:`run_scaling` (used by ``python -m trkx_ray.run`` and the study):
 
 1. :func:`~trkx_ray.scaling.resources.plan_resources` checks the request against
    what Ray sees and reserves one placement-group bundle per actor (fails in seconds).
-2. :func:`start_workers` starts the :class:`CoreAllocator` and the actors, each built
-   and warmed up (random event) in its constructor; then ``warmup`` real events per
+2. :func:`start_workers` starts the actors, each pinned to cores it leases
+   (:func:`~trkx_ray.scaling.resources.lease_cores`), built and warmed up (random
+   event) in its constructor; then ``warmup`` real events per
    actor (results discarded, not in the figures).
 3. :func:`stream_events` keeps at most ``in_flight`` tasks per actor, handles results
    with ``ray.wait`` as they complete, and keeps a bounded window of produced payloads.
@@ -39,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from trkx_ray.scaling.actor import WorkerSpec, spawn_worker
-from trkx_ray.scaling.resources import ALLOCATOR_NAME, CoreAllocator, ResourcePlan, plan_resources
+from trkx_ray.scaling.resources import ResourcePlan, plan_resources
 from trkx_ray.scaling.results import ResultLog, SeqSet
 
 __all__ = [
@@ -206,29 +207,6 @@ def sample_actor_rss(slots: list[WorkerSlot], which: str, timeout_s: float = 10.
         setattr(slot, f"rss_{which}_mb", float(rss) if rss else None)
 
 
-_ALLOCATOR: dict[str, Any] = {}  # session/job -> the driver-owned allocator handle
-
-
-def _ensure_allocator() -> Any:
-    """The run's named :class:`CoreAllocator` (one per driver job, ``num_cpus=0``).
-
-    The driver keeps the creating handle: a named, non-detached actor lives as
-    long as its owner's handle does.
-    """
-    import ray
-
-    ctx = ray.get_runtime_context()
-    job = f"{ctx.get_session_name()}/{ctx.get_job_id()}"  # job ids repeat across sessions
-    if job not in _ALLOCATOR:
-        _ALLOCATOR.clear()
-        _ALLOCATOR[job] = (
-            ray.remote(CoreAllocator)
-            .options(name=ALLOCATOR_NAME, num_cpus=0, get_if_exists=True)
-            .remote()
-        )
-    return _ALLOCATOR[job]
-
-
 def start_workers(
     plan: ResourcePlan,
     config: Any,
@@ -258,8 +236,6 @@ def start_workers(
     import ray
 
     fault = fault or FaultInjection()
-    allocator = _ensure_allocator()
-    ray.get(allocator.table.remote())  # the allocator is up before any actor asks it
     specs: list[WorkerSpec] = []
     for _ in range(plan.cpu_actors):
         specs.append(WorkerSpec(index=len(specs), kind="cpu", cores=plan.cores_per_actor))
@@ -309,11 +285,6 @@ def stop_workers(slots: list[WorkerSlot], placement_group: Any = None) -> None:
             ray.kill(slot.handle, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
-    try:
-        allocator = ray.get_actor(ALLOCATOR_NAME)
-        ray.get(allocator.release_all.remote())
-    except Exception:  # noqa: BLE001 - no allocator left
-        pass
     if placement_group is not None:
         from ray.util.placement_group import remove_placement_group
 

@@ -1,11 +1,15 @@
 """Resources of a Ray run: thread limits, CPU pinning and up-front feasibility checks.
 
 CPU actors own ``K`` cores each. Ray accounts for ``num_cpus=K`` but does not pin
-processes, so every actor pins itself with :func:`os.sched_setaffinity` to a set of
-cores handed out by one small named Ray actor, :class:`CoreAllocator` (``num_cpus=0``).
-The allocator keys machines by ``hostname/node-ip`` (not by Ray node id), so two Ray
-nodes started on one machine (a test cluster) also get disjoint cores. Allocation is
-idempotent per actor id, so an actor restarted by Ray gets its old cores back.
+processes, so every actor pins itself with :func:`os.sched_setaffinity` to ``K`` cores
+it leases with :func:`lease_cores`: one lock file per core in the machine's temporary
+directory, held with ``flock`` for the actor's life. The kernel is the only arbiter:
+no coordinating actor can fail, the lease ends when the process does (a restarted
+actor leases again, a killed one frees its cores at once), and every process on the
+machine sees the same locks, so two concurrent jobs, or two Ray nodes started on one
+machine, never pin the same core. Which cores an actor tries first follows its
+placement-group bundle: the CPU bundles placed before it on its node come first
+(``bundle_core_offset``), so the actors of one job fill the machine in bundle order.
 
 Thread pools (torch intra/inter-op, OpenMP, MKL, OpenBLAS, numba, onnxruntime via
 OpenMP) are limited to ``K`` through environment variables placed in the actor's
@@ -20,16 +24,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ALLOCATOR_NAME",
-    "CoreAllocator",
+    "CoreLease",
     "ResourceError",
     "ResourcePlan",
     "apply_thread_limits",
+    "bundle_core_offset",
     "check_totals",
+    "lease_cores",
     "machine_key",
     "plan_resources",
     "thread_env",
@@ -37,8 +44,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Name of the per-run core allocator actor (namespace: the driver's).
-ALLOCATOR_NAME = "trkx_ray_core_allocator"
+#: where the per-core lock files live (one directory per machine, shared by all jobs).
+LOCK_DIR = Path(tempfile.gettempdir()) / "trkx_ray_cores"
 
 _THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -110,69 +117,103 @@ def machine_key() -> str:
     return f"{socket.gethostname()}/{ip}"
 
 
-class CoreAllocator:
-    """Hands out disjoint CPU core sets per machine (run it as a named Ray actor).
+@dataclass
+class CoreLease:
+    """Cores held by this process (see the module docstring); ``release`` or exit frees them.
 
-    Keeps ``{machine: {owner: cores}}``. ``acquire`` is idempotent per owner, so a
-    restarted actor (same Ray actor id) gets the same cores back.
+    Attributes:
+        cores: the leased core ids, sorted.
+        shared: True when too few cores were free and some are shared (a warning was
+            logged): the machine is oversubscribed.
     """
 
-    def __init__(self) -> None:
-        self._owned: dict[str, dict[str, tuple[int, ...]]] = {}
+    cores: list[int]
+    shared: bool = False
+    _fds: list[int] = field(default_factory=list, repr=False)
 
-    def acquire(
-        self, machine: str, owner: str, count: int, available: list[int], strict: bool = False
-    ) -> list[int]:
-        """Reserve ``count`` cores of ``available`` on ``machine`` for ``owner``.
+    def release(self) -> None:
+        """Give the cores back (closing the lock files drops the locks)."""
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:  # pragma: no cover - already closed
+                pass
+        self._fds.clear()
 
-        Args:
-            machine: :func:`machine_key` of the caller.
-            owner: a stable id (the Ray actor id).
-            count: number of cores wanted.
-            available: the caller's allowed cores (``os.sched_getaffinity(0)``).
-            strict: raise when fewer than ``count`` cores are free; otherwise (Ray
-                nodes advertising more CPUs than the machine has) the least-used
-                cores are shared, with a warning.
+    def __del__(self) -> None:
+        self.release()
 
-        Returns:
-            Sorted core ids, disjoint from every other owner's on the machine
-            while enough cores are free.
 
-        Raises:
-            ResourceError: ``strict`` and fewer than ``count`` free cores remain.
-        """
-        owners = self._owned.setdefault(machine, {})
-        if owner in owners:
-            return list(owners[owner])
-        use = {c: 0 for c in available}
-        for cores in owners.values():
-            for c in cores:
-                if c in use:
-                    use[c] += 1
-        free = [c for c in sorted(available) if use[c] == 0]
-        if len(free) < count:
-            msg = (f"machine {machine}: {count} core(s) asked for but only {len(free)} free "
-                   f"of {sorted(available)}")
-            if strict or count > len(available):
-                raise ResourceError(msg)
-            log.warning("%s; sharing the least-used cores", msg)
-            free = sorted(sorted(available, key=lambda c: (use[c], c))[:count])
-        cores = tuple(free[:count])
-        owners[owner] = cores
-        return list(cores)
+def lease_cores(count: int, available: list[int], first: int = 0,
+                lock_dir: Path | None = None) -> CoreLease:
+    """Lease ``count`` cores of ``available`` for this process, trying ``first`` onwards.
 
-    def release(self, owner: str) -> None:
-        """Free the cores of ``owner`` on every machine."""
-        for owners in self._owned.values():
-            owners.pop(owner, None)
+    Args:
+        count: cores wanted (>= 1).
+        available: the cores this process may run on (``os.sched_getaffinity(0)``).
+        first: position in ``available`` to start from (:func:`bundle_core_offset`).
+        lock_dir: the lock directory (default :data:`LOCK_DIR`).
 
-    def release_all(self) -> None:
-        """Forget every reservation."""
-        self._owned.clear()
+    Returns:
+        The :class:`CoreLease`. When fewer than ``count`` cores are free (more actors
+        than cores, e.g. Ray nodes claiming more CPUs than the machine has), the free
+        ones plus the first busy ones are used and a warning is logged.
 
-    def table(self) -> dict[str, dict[str, list[int]]]:
-        """Current reservations ``{machine: {owner: cores}}``."""
-        return {m: {o: list(c) for o, c in d.items()} for m, d in self._owned.items()}
+    Raises:
+        ResourceError: ``count`` exceeds the available cores.
+    """
+    import fcntl
+
+    cores = sorted(available)
+    if count < 1 or count > len(cores):
+        raise ResourceError(f"{count} core(s) asked for, but this process may use only "
+                            f"{len(cores)}: {cores}")
+    directory = lock_dir or LOCK_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    start = first % len(cores)
+    order = cores[start:] + cores[:start]
+    got: list[int] = []
+    fds: list[int] = []
+    for core in order:
+        fd = os.open(directory / f"core-{core}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        got.append(core)
+        fds.append(fd)
+        if len(got) == count:
+            return CoreLease(sorted(got), False, fds)
+    busy = [c for c in order if c not in got][: count - len(got)]
+    log.warning("only %d of %d core(s) free on %s (%s); sharing core(s) %s",
+                len(got), count, machine_key(), cores, busy)
+    return CoreLease(sorted(got + busy), True, fds)
+
+
+def bundle_core_offset(bundle_index: int | None) -> int:
+    """CPUs of the bundles placed before bundle ``bundle_index`` on its node.
+
+    Read from the public placement-group table of the calling actor's group (the
+    node of every bundle and its CPUs); 0 outside a placement group.
+    """
+    if bundle_index is None or bundle_index < 0:
+        return 0
+    try:
+        from ray.util import get_current_placement_group, placement_group_table
+
+        pg = get_current_placement_group()
+        if pg is None:
+            return 0
+        table = placement_group_table(pg)
+        nodes = table.get("bundles_to_node_id", {})
+        bundles = table.get("bundles", {})
+        mine = nodes.get(bundle_index)
+        return int(sum(bundles.get(i, {}).get("CPU", 0) for i in range(bundle_index)
+                       if nodes.get(i) == mine))
+    except Exception:  # noqa: BLE001 - a preference only: the locks decide
+        log.debug("no placement-group offset", exc_info=True)
+        return 0
 
 
 @dataclass(frozen=True)
