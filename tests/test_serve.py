@@ -178,6 +178,27 @@ def test_cli_refuses_bad_flags_before_ray(capsys):
     assert serve.main(["--max-request-mb", "0"]) == 2
 
 
+def test_deployment_options():
+    from trkx_ray.serving.app import ServiceSettings, deployment_options
+
+    cpu = deployment_options(ServiceSettings(cores=2, num_replicas=3))
+    assert cpu["num_replicas"] == 3 and "autoscaling_config" not in cpu
+    assert cpu["ray_actor_options"]["num_cpus"] == 2
+    assert cpu["ray_actor_options"]["runtime_env"]["env_vars"]["OMP_NUM_THREADS"] == "2"
+    assert cpu["ray_actor_options"]["runtime_env"]["env_vars"]["CUDA_VISIBLE_DEVICES"] == ""
+    auto = deployment_options(ServiceSettings(num_replicas=2, min_replicas=1, max_replicas=4))
+    assert "num_replicas" not in auto
+    assert auto["autoscaling_config"] == {"min_replicas": 1, "initial_replicas": 2,
+                                          "max_replicas": 4, "target_ongoing_requests": 1.0}
+    gpu = deployment_options(ServiceSettings(kind="gpu", cores=1, replicas_per_gpu=2))
+    assert gpu["ray_actor_options"]["num_gpus"] == 0.5
+    assert "CUDA_VISIBLE_DEVICES" not in gpu["ray_actor_options"]["runtime_env"]["env_vars"]
+    with pytest.raises(ValueError, match="autoscaling"):
+        ServiceSettings(min_replicas=1)
+    with pytest.raises(ValueError, match="within the autoscaling bounds"):
+        ServiceSettings(num_replicas=5, min_replicas=1, max_replicas=4)
+
+
 def test_replica_cores():
     from trkx_ray.serving.app import replica_cores
 

@@ -5,8 +5,9 @@ Starts (or joins, with ``--address``) Ray through
 ``--host`` (127.0.0.1 by default) and ``--port``, deploys one replica per GPU share
 (``--gpus N --replicas-per-gpu A``) or per group of pinned cores (``--cpu-replicas
 M --cores-per-replica K``), each holding one whole pipeline built and warmed once,
-prints the URL and serves until Ctrl-C (or SIGTERM), then shuts Serve (and an
-embedded Ray) down.
+prints the URL and serves until Ctrl-C (or SIGTERM), then shuts Serve and the
+embedded Ray down (on an existing cluster it deletes only its application). The HTTP
+proxy runs on the head node (``proxy_location="HeadOnly"``).
 
 ``--min-replicas / --max-replicas`` let Serve scale the replicas between bounds.
 ``--input DIR`` tracks every event of a TrackML directory through the client and
@@ -208,12 +209,19 @@ def start_service(settings: ServiceSettings, *, host: str = "127.0.0.1", port: i
     return f"http://{shown}:{port}"
 
 
-def stop_service() -> None:
-    """Delete the application and shut Serve down."""
+def stop_service(*, whole_serve: bool = True) -> None:
+    """Delete the application; with ``whole_serve`` also shut Serve itself down.
+
+    On a cluster this command did not start, only the application is deleted, so
+    other Serve applications there keep running.
+    """
     from ray import serve
 
     try:
-        serve.shutdown()
+        if whole_serve:
+            serve.shutdown()
+        else:
+            serve.delete(APP_NAME)
     except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
         log.warning("serve shutdown: %s", exc)
 
@@ -311,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if ray.is_initialized():
-            stop_service()
+            stop_service(whole_serve=started)
             if started:
                 ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
