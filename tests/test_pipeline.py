@@ -287,6 +287,18 @@ def test_device_errors():
             resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
+def test_missing_cugraph_degrades_to_torch_cc(sample, caplog):
+    import importlib.util
+
+    if importlib.util.find_spec("cugraph") is not None:
+        pytest.skip("cugraph is installed here")
+    pipe = _pipe(labeling={"backend": "cugraph"})
+    assert pipe.labeling_backend == "torch"
+    assert any("cugraph is not installed" in r.getMessage() for r in caplog.records)
+    ref = _pipe(labeling={"backend": "torch"})(sample)
+    assert np.array_equal(pipe(sample).track_id, ref.track_id)
+
+
 def test_fp16_needs_cuda():
     with pytest.raises(ConfigError, match="fp16"):
         _pipe(precision="fp16")

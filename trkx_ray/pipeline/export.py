@@ -379,6 +379,15 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(msg: str, *args: Any) -> None:
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        log.warning(msg, *args)
+
+
 def resolve_providers(
     requested: list[str] | None, device: Any, where: str = "<config>"
 ) -> list[str]:
@@ -386,7 +395,9 @@ def resolve_providers(
 
     Args:
         requested: ``onnx.providers`` (short or full names) or ``None``:
-            ``[cpu]`` on CPU, ``[cuda, cpu]`` on CUDA.
+            ``[cpu]`` on CPU, ``[cuda, cpu]`` on CUDA when onnxruntime has the CUDA
+            provider (else ``[cpu]``, with one warning). A provider asked for by
+            name must exist.
         device: the pipeline's ``torch.device``.
         where: the configuration source, for error messages.
 
@@ -398,10 +409,18 @@ def resolve_providers(
             (with how to install it), or a GPU provider on a CPU device.
     """
     ort = _onnxruntime()
-    if requested is None:
-        requested = ["cuda", "cpu"] if device.type == "cuda" else ["cpu"]
-    names = [provider_name(p, "onnx.providers", where) for p in requested]
     available = set(ort.get_available_providers())
+    if requested is None:
+        requested = ["cpu"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" in available:
+                requested = ["cuda", "cpu"]
+            else:
+                _warn_once(
+                    "onnxruntime %s has no CUDA provider (install onnxruntime-gpu): the "
+                    "onnx models run on the CPU", ort.__version__,
+                )
+    names = [provider_name(p, "onnx.providers", where) for p in requested]
     for name in names:
         if name not in available:
             hint = (

@@ -291,6 +291,16 @@ class Pipeline:
             self.filter = FilterMLP.from_config(config.filter, node_dim).to(self.device)
             self.gnn = InteractionGNN.from_config(config.gnn, nf).to(self.device)
         self._warned_no_cells = False
+        #: the labeling backend used: cugraph degrades to torch CC when not installed
+        self.labeling_backend = config.labeling.backend
+        if self.labeling_backend == "cugraph":
+            import importlib.util
+
+            if importlib.util.find_spec("cugraph") is None:
+                log.warning("%s: labeling.backend cugraph is not installed (pip install "
+                            "trkx_ray[gpu]); using torch connected components",
+                            config.source)
+                self.labeling_backend = "torch"
 
     @classmethod
     def from_config(
@@ -499,7 +509,7 @@ class Pipeline:
                 f_edges,
                 g_scores,
                 cut=cfg.labeling.cut,
-                backend=cfg.labeling.backend,
+                backend=self.labeling_backend,
                 prune=cfg.labeling.prune,
                 **dict(cfg.labeling.options),
             )
