@@ -101,8 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --input: directory for event*-submission.csv (default tracks)")
     batch.add_argument("--events", type=int, default=None,
                        help="with --input: at most this many events")
-    p.add_argument("--ready-timeout", type=float, default=300.0,
-                   help="seconds to wait for the replicas to be ready (default 300)")
     return p
 
 
