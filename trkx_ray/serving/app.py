@@ -9,19 +9,21 @@ whose replicas are :class:`TrackingService` objects. Each replica
   variables of :func:`~trkx_ray.scaling.resources.thread_env` in its
   ``runtime_env`` (set before any import in the worker process), limits torch /
   numba threads with :func:`~trkx_ray.scaling.resources.apply_thread_limits` and
-  pins every thread of its process to ``K`` cores that no other replica of the
-  deployment on the node holds (see :func:`replica_cores`);
+  pins every thread of its process to ``K`` cores it leases with
+  :func:`~trkx_ray.scaling.resources.lease_cores`, as ``run``'s actors do;
 * on GPU (``num_gpus=1/A``): Ray sets ``CUDA_VISIBLE_DEVICES``; ``K`` host cores are
-  reserved and pinned the same way, and the pipeline runs on ``cuda``;
+  reserved, leased and pinned the same way, and the pipeline runs on ``cuda``;
 * runs the pipeline on one worker thread (events are processed one at a time, the
   event loop stays free to read the next request and answer health checks).
 
-Core sets come from the replica's *local rank* (its number among the deployment's
-replicas on its node, which Serve hands out densely and gives to the replacement of
-a dead replica): rank ``r`` owns cores ``[r*K, (r+1)*K)`` of the cores the process
-may use. When more replicas than ``cores // K`` land on one node (autoscaling past
-the machine, or a node advertising more CPUs than it has) the sets wrap around and
-are shared, with a warning.
+Which cores: the lease is one ``flock``-ed lock file per core, held for the process's
+life, so no two replicas (nor a replica and a ``run`` actor, of any job) on a machine
+pin the same core, and a dead replica's cores are free at once. A replica tries the
+cores from position ``r*K`` on first, ``r`` being its *local rank* (its number among
+the deployment's replicas on its node, which Serve hands out densely and gives to the
+replacement of a dead replica), so replicas fill the machine in rank order. When
+fewer than ``K`` cores are free (more replicas than the machine holds) it shares busy
+ones, with a warning, and ``/v1/info`` reports ``"shared_cores": true``.
 
 HTTP routes (the protocol is :mod:`trkx_ray.serving.protocol`, ``docs/serving.md``):
 
@@ -45,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from trkx_ray.scaling.resources import apply_thread_limits, thread_env
+from trkx_ray.scaling.resources import apply_thread_limits, lease_cores, thread_env
 from trkx_ray.serving import protocol
 from trkx_ray.serving.protocol import ProtocolError
 
@@ -56,7 +58,6 @@ __all__ = [
     "TrackingService",
     "build_app",
     "deployment_options",
-    "replica_cores",
 ]
 
 log = logging.getLogger("trkx_ray.serving")
@@ -145,29 +146,6 @@ class ServiceSettings:
         return "cuda" if self.kind == "gpu" else "cpu"
 
 
-def replica_cores(local_rank: int, cores: int, available: list[int]) -> tuple[list[int], bool]:
-    """The cores of the replica with ``local_rank`` on its node.
-
-    Args:
-        local_rank: the replica's rank among the deployment's replicas on its node.
-        cores: cores per replica (K).
-        available: cores the process may use (``os.sched_getaffinity``), any order.
-
-    Returns:
-        ``(cores, shared)``: ``K`` sorted core ids, ``[r*K, (r+1)*K)`` of ``available``
-        (wrapping around), and whether they overlap another rank's (more replicas
-        than ``len(available) // K``).
-    """
-    avail = sorted(available)
-    if cores < 1 or not avail:
-        return [], False
-    slots = max(len(avail) // cores, 1)
-    start = (local_rank % slots) * cores
-    picked = sorted({avail[(start + i) % len(avail)] for i in range(cores)})
-    shared = local_rank >= slots or cores > len(avail)
-    return picked, shared
-
-
 def _pin_process(cores: list[int]) -> list[int]:
     """Pin every thread of this process (and threads it starts later) to ``cores``."""
     try:
@@ -231,14 +209,14 @@ class TrackingService:
         self.host = socket.gethostname()
         self.cores: list[int] = []
         self.shared_cores = False
+        self._lease = None
         threads = max(s.cores, 1)
         if s.pin and s.cores > 0 and hasattr(os, "sched_setaffinity"):
-            wanted, self.shared_cores = replica_cores(
-                self.local_rank, s.cores, list(os.sched_getaffinity(0)))
-            if self.shared_cores:
-                log.warning("replica rank %d: more replicas than %d-core slots on %s; "
-                            "sharing cores %s", self.local_rank, s.cores, self.host, wanted)
-            self.cores = _pin_process(wanted)
+            available = sorted(os.sched_getaffinity(0))
+            # cores [r*K, (r+1)*K) first; the flock lease (as for run's actors) decides
+            self._lease = lease_cores(s.cores, available, first=self.local_rank * s.cores)
+            self.shared_cores = self._lease.shared
+            self.cores = _pin_process(self._lease.cores)
         apply_thread_limits(threads)
         if s.kind == "gpu":
             import torch
