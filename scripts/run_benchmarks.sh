@@ -2,14 +2,14 @@
 # Re-measure every figure of docs/benchmarks.md on this machine, one after the other
 # (run it on an otherwise idle machine). Outputs go to runs/bench/.
 #   scripts/run_benchmarks.sh            # all
-#   scripts/run_benchmarks.sh bench io   # only some: bench edges labeling models io study driver soak
+#   scripts/run_benchmarks.sh bench io   # only some: bench edges labeling models io study driver soak run serve
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs/bench}
 mkdir -p "$OUT"
 want() { [[ $# -eq 0 || " $ALL " == *" $1 "* ]]; }
-ALL="${*:-bench edges labeling models io study driver soak}"
+ALL="${*:-bench edges labeling models io study driver soak run serve}"
 run() { echo "+ $*" | tee -a "$OUT/commands.txt"; "$@"; }
 for what in $ALL; do
   case "$what" in
@@ -23,8 +23,23 @@ for what in $ALL; do
     models)   run $PY -m trkx_ray.bench --backends models --events 1 --pileup 200 --device cpu \
                 --threads 1 --json "$OUT/models.json" | tee "$OUT/models.txt" ;;
     io)       run $PY scripts/bench_io.py | tee "$OUT/io.txt" ;;
-    study)    run $PY -m trkx_ray.study --cpu-actors 1,2 --gpus 0 --events 16 --pileup 200 \
-                --out "$OUT/scaling" | tee "$OUT/study.txt" ;;
+    study)    run $PY -m trkx_ray.study --cpu-actors 1,2 --cores-per-actor 1,2 --skip-unfit \
+                --gpus 0 --events 16 --pileup 200 --out "$OUT/scaling" | tee "$OUT/study.txt" ;;
+    run)      run $PY -m trkx_ray.run --report "$OUT/run.json" 2>&1 | tee "$OUT/run.txt" ;;
+    serve)    # the service beside run: 2 x 1-core replicas, pile-up 200, then noop
+              for cfg in default noop; do
+                $PY -m trkx_ray.serve --cpu-replicas 2 --cores-per-replica 1 --port 8765 \
+                  --config $cfg > "$OUT/serve_$cfg.log" 2>&1 &
+                pid=$!
+                for _ in $(seq 120); do
+                  curl -sf http://127.0.0.1:8765/v1/healthz >/dev/null 2>&1 && break; sleep 2
+                done
+                dur=40; [[ $cfg == noop ]] && dur=15
+                run $PY -m trkx_ray.loadgen --url http://127.0.0.1:8765 --pileup 200 --events 4 \
+                  --concurrency 1,2 --duration $dur --out "$OUT/loadgen_$cfg" \
+                  | tee "$OUT/loadgen_$cfg.txt"
+                kill -INT $pid; wait $pid || true
+              done ;;
     driver)   run $PY -m trkx_ray.run --config noop --pileup 200 --pool 4 --events 3000 \
                 --cpu-actors 2 --quiet --report "$OUT/driver.json" | tee "$OUT/driver.txt" ;;
     soak)     run $PY scripts/soak.py --events 1000 --pileup 10 --out "$OUT/soak.json" \

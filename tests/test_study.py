@@ -74,22 +74,31 @@ def test_too_many_workers_fails_before_the_sweep(ray_session, capsys, tmp_path):
                        "--events", "2", "--out", str(tmp_path)]) == 2
     assert "0 GPU" in capsys.readouterr().err
     assert not (tmp_path / "scaling.json").exists()
+    # nothing fits even when unfit rows may be skipped
+    assert study.main(["--cpu-actors", "3", "--skip-unfit", "--config", "noop", "--pileup", "5",
+                       "--events", "2", "--out", str(tmp_path)]) == 2
+    assert "no row fits" in capsys.readouterr().err
 
 
 def test_tiny_sweep_writes_the_three_files(ray_session, tmp_path):
     out = tmp_path / "study"
-    rc = study.main(["--cpu-actors", "1,2", "--gpus", "0", "--config", "noop", "--pileup", "5",
-                     "--events", "8", "--out", str(out)])
+    rc = study.main(["--cpu-actors", "1,2", "--cores-per-actor", "1,2", "--skip-unfit",
+                     "--gpus", "0", "--config", "noop", "--pileup", "5", "--events", "8",
+                     "--out", str(out)])
     assert rc == 0
     data = json.loads((out / "scaling.json").read_text())
     rows = data["rows"]
-    assert [(r["kind"], r["workers"]) for r in rows] == [("cpu", 1), ("cpu", 2)]
+    # 2 actors x 2 cores does not fit 2 CPUs: skipped and said so
+    assert [(r["kind"], r["workers"], r["cores"]) for r in rows] == [
+        ("cpu", 1, 1), ("cpu", 2, 1), ("cpu", 1, 2)]
+    assert len(data["skipped"]) == 1 and "needs 4 CPU" in data["skipped"][0]
     for r in rows:
         assert ROW_KEYS <= set(r)
         assert r["events"] == 8 and r["failed"] == 0 and r["throughput_eps"] > 0
         assert r["p50_s"] <= r["p95_s"]
     assert rows[0]["speedup"] == 1.0 and rows[0]["efficiency"] == 1.0
     assert rows[1]["efficiency"] == pytest.approx(rows[1]["speedup"] / 2)
+    assert rows[2]["efficiency"] == pytest.approx(rows[2]["speedup"] / 2)
     assert data["source"]["kind"] == "simulated" and data["config"] == "noop"
     assert data["source"]["mode"] == "read-ahead" and data["source"]["events"] == 8
     md = (out / "scaling.md").read_text()

@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-flight", type=int, default=2, help="tasks queued per actor")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: embedded)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--skip-unfit", action="store_true",
+                   help="skip rows that need more CPUs/GPUs than Ray sees (listed in "
+                   "scaling.json's 'skipped') instead of failing; for sweeps such as "
+                   "--cpu-actors 1,2 --cores-per-actor 1,2 on 2 cores")
     p.add_argument("--place-timeout", type=float, default=15.0,
                    help="seconds to wait for Ray to place a configuration's actors")
     return p
@@ -249,12 +253,20 @@ def main(argv: list[str] | None = None) -> int:
         total = ray.cluster_resources()
         plans = [("cpu", n, ResourcePlan(n, k, 0)) for k in cores_list for n in cpu_counts]
         plans += [("gpu", g, ResourcePlan(0, 1, g, a)) for a in apg_list for g in gpu_counts]
-        for kind, n, plan in plans:  # fail before spending time on the first rows
+        skipped = []
+        for kind, n, plan in list(plans):  # fail before spending time on the first rows
             if plan.gpus > total.get("GPU", 0) or plan.cpus_needed > total.get("CPU", 0):
-                print(f"error: {kind} row with {n} worker(s) needs {plan.cpus_needed} CPU(s) and "
-                      f"{plan.gpus} GPU(s) but Ray sees {total.get('CPU', 0):g} CPU(s), "
-                      f"{total.get('GPU', 0):g} GPU(s)", file=sys.stderr)
-                return 2
+                why = (f"{kind} row with {n} worker(s) needs {plan.cpus_needed} CPU(s) and "
+                       f"{plan.gpus} GPU(s) but Ray sees {total.get('CPU', 0):g} CPU(s), "
+                       f"{total.get('GPU', 0):g} GPU(s)")
+                if not args.skip_unfit:
+                    print(f"error: {why}", file=sys.stderr)
+                    return 2
+                skipped.append(why)
+                plans.remove((kind, n, plan))
+        if not plans:
+            print("error: no row fits: " + "; ".join(skipped), file=sys.stderr)
+            return 2
         print("study: preparing the events (cache, then read ahead) ...", file=sys.stderr,
               flush=True)
         try:
@@ -291,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             })
         rows = scaling_rows(runs)
         meta = {"config": args.config, "events": args.events, "warmup": args.warmup,
+                "skipped": skipped,
                 "in_flight": args.in_flight, "source": source.describe(),
                 "hardware": {**hardware_info(), "precision": next(
                     (r["precision"] for r in runs if r.get("precision")), None)},
