@@ -3,7 +3,7 @@
 With no flags it starts an embedded local Ray (no dashboard, everything on
 127.0.0.1), makes one 1-core CPU actor per core Ray sees (minus the host cores
 of GPU actors) and one GPU actor per GPU, streams ``--events`` simulated
-pile-up-200 events (default 32) and prints a table. Simulated events come from
+pile-up-200 events (default 20) and prints a table. Simulated events come from
 an on-disk cache (:mod:`trkx_ray.events.cache`; simulated once, in parallel, before
 anything is measured) and are read into the object store ahead of the stream, so no
 producer shares the measured cores; ``--input`` events are read ahead the same way
@@ -33,8 +33,8 @@ __all__ = ["DEFAULT_EVENTS", "build_parser", "main", "validate_args"]
 
 log = logging.getLogger("trkx_ray.run")
 
-#: default number of measured events (about 2 minutes on 2 cores, default pipeline, mu=200).
-DEFAULT_EVENTS = 32
+#: default number of measured events (about 1.5 minutes of streaming on 2 AVX2 cores, mu=200).
+DEFAULT_EVENTS = 20
 #: seconds between progress lines when the output is not a terminal.
 PROGRESS_EVERY_S = 10.0
 
