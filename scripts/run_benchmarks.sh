@@ -38,7 +38,7 @@ for what in $ALL; do
                 run $PY -m trkx_ray.loadgen --url http://127.0.0.1:8765 --pileup 200 --events 4 \
                   --concurrency 1,2 --duration $dur --out "$OUT/loadgen_$cfg" \
                   | tee "$OUT/loadgen_$cfg.txt"
-                kill -INT $pid; wait $pid || true
+                kill -TERM $pid; wait $pid || true  # (a background job ignores SIGINT)
               done ;;
     driver)   run $PY -m trkx_ray.run --config noop --pileup 200 --pool 4 --events 3000 \
                 --cpu-actors 2 --quiet --report "$OUT/driver.json" | tee "$OUT/driver.txt" ;;

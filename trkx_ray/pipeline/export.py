@@ -342,8 +342,11 @@ def cached_export(config: PipelineConfig) -> Path:
     """
     import torch
 
+    # the models' code enters the key too: a change to how a model computes (and so
+    # exports) must not reuse a graph exported by the old code
+    code = _sha256_file(Path(__file__).with_name("models.py"))
     key = hashlib.sha256(
-        f"{model_fingerprint(config)}|{config.onnx.opset}|{torch.__version__}".encode()
+        f"{model_fingerprint(config)}|{config.onnx.opset}|{torch.__version__}|{code}".encode()
     ).hexdigest()[:20]
     parent = cache_root(config) / "onnx"
     target = parent / key
