@@ -270,5 +270,5 @@ def test_bench_cuda_smoke(tmp_path):
         for stage in ("Data loading", "Embedding", "Build edge", "Filtering", "GNN", "Labeling",
                       "Total"):
             assert stages[stage]["mean_s"] >= 0 and "std_s" in stages[stage]
-    assert report["machine"]["gpu"]
+    assert report["machine"]["gpu_name"] and report["machine"]["cuda_capability"]
     assert report["memory"]["+FRNN"]["cuda_peak_mb"] > 0
