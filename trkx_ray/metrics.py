@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trkx_ray.events.event import locate_ids
+
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
@@ -147,15 +149,7 @@ def _align_submission(truth: Any, submission: Any) -> tuple[np.ndarray, np.ndarr
             f"submission column 'track_id' must be >= 0 (TrackML's rule), got {int(s_tid[row])} "
             f"at row {row} (hit_id {int(s_hit[row])})"
         )
-    s_order = np.argsort(s_hit, kind="stable")
-    s_sorted = s_hit[s_order]
-    pos = np.searchsorted(s_sorted, t_hit)
-    pos_c = np.minimum(pos, max(s_sorted.size - 1, 0))
-    found = (
-        (pos < s_sorted.size) & (s_sorted[pos_c] == t_hit)
-        if s_sorted.size
-        else np.zeros(t_hit.size, bool)
-    )
+    index, found = locate_ids(s_hit, t_hit)
     if not found.all():
         missing = t_hit[~found]
         raise ValueError(
@@ -166,7 +160,7 @@ def _align_submission(truth: Any, submission: Any) -> tuple[np.ndarray, np.ndarr
         raise ValueError(
             f"submission has {extra.size} hit_id(s) not in truth: {[int(v) for v in extra[:10]]}"
         )
-    return pid, weight, s_tid[s_order[pos]]
+    return pid, weight, s_tid[index]
 
 
 def trackml_score(truth: pd.DataFrame, submission: pd.DataFrame) -> float:
@@ -212,12 +206,13 @@ def _event_truth_arrays(event: Event) -> tuple[np.ndarray, np.ndarray]:
     if t_hit.size != hit_id.size:
         raise ValueError(f"{where}: truth has {t_hit.size} rows but hits has {hit_id.size}")
     if not np.array_equal(t_hit, hit_id):
-        order = np.argsort(t_hit)
-        pos = np.searchsorted(t_hit[order], hit_id)
-        pos = np.minimum(pos, t_hit.size - 1)
-        if not np.array_equal(t_hit[order][pos], hit_id):
-            raise ValueError(f"{where}: truth hit_id do not match hits hit_id")
-        pid, weight = pid[order][pos], weight[order][pos]
+        index, found = locate_ids(t_hit, hit_id)
+        if not found.all():
+            raise ValueError(
+                f"{where}: truth hit_id do not match hits hit_id (hits hit_id "
+                f"{int(hit_id[~found][0])} has no truth row)"
+            )
+        pid, weight = pid[index], weight[index]
     return pid, weight
 
 
@@ -230,15 +225,13 @@ def _particle_pt(event: Event, particle_ids: np.ndarray) -> np.ndarray:
         np.asarray(event.particles["px"], dtype=np.float64),
         np.asarray(event.particles["py"], dtype=np.float64),
     )
-    order = np.argsort(p_id)
-    pos = np.minimum(np.searchsorted(p_id[order], particle_ids), max(p_id.size - 1, 0))
-    ok = p_id[order][pos] == particle_ids if p_id.size else np.zeros(particle_ids.size, bool)
+    index, ok = locate_ids(p_id, particle_ids)
     if not ok.all():
         raise ValueError(
             f"{where}: particle_id(s) {[int(v) for v in particle_ids[~ok][:10]]} are in truth "
             "but not in particles"
         )
-    return pt[order][pos]
+    return pt[index]
 
 
 def match_tracks(particle_id: np.ndarray, track_id: np.ndarray) -> dict[str, np.ndarray]:
@@ -417,15 +410,12 @@ def true_edges(event: Event) -> np.ndarray:
     if hits.size < 2:
         return np.zeros((2, 0), dtype=np.int64)
     p_id = np.asarray(event.particles["particle_id"]).astype(np.int64)
-    order = np.argsort(p_id)
-    pos = np.minimum(np.searchsorted(p_id[order], pid[hits]), max(p_id.size - 1, 0))
-    ok = p_id[order][pos] == pid[hits] if p_id.size else np.zeros(hits.size, bool)
+    row, ok = locate_ids(p_id, pid[hits])
     if not ok.all():
         raise ValueError(
             f"{where}: particle_id(s) {[int(v) for v in np.unique(pid[hits][~ok])[:10]]} are in "
             "truth but not in particles"
         )
-    row = order[pos]
     dx = (
         np.asarray(event.hits["x"], np.float64)[hits]
         - np.asarray(event.particles["vx"], np.float64)[row]
