@@ -21,7 +21,6 @@ __all__ = [
     "project",
     "canonicalise_pairs",
     "build_cells",
-    "pair_sqdist",
     "pairs_parallel",
     "pairs_serial",
 ]
@@ -168,19 +167,6 @@ def _close(xs, p, q, r2):  # pragma: no cover - compiled
         d = np.float64(xs[p, k]) - np.float64(xs[q, k])
         s += d * d
     return s < r2
-
-
-@nb.njit(cache=True)
-def pair_sqdist(x, i, j):  # pragma: no cover - compiled
-    """Squared distances of pairs ``(i[e], j[e])`` with the exact rule (float64)."""
-    out = np.empty(i.shape[0], dtype=np.float64)
-    for e in range(i.shape[0]):
-        s = 0.0
-        for k in range(x.shape[1]):
-            d = np.float64(x[i[e], k]) - np.float64(x[j[e], k])
-            s += d * d
-        out[e] = s
-    return out
 
 
 @nb.njit(cache=True)
