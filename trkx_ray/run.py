@@ -26,10 +26,18 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DEFAULT_EVENTS", "build_parser", "main", "validate_args"]
+__all__ = [
+    "DEFAULT_EVENTS",
+    "build_parser",
+    "check_minimums",
+    "main",
+    "validate_args",
+    "validate_common",
+]
 
 log = logging.getLogger("trkx_ray.run")
 
@@ -94,9 +102,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_minimums(checks: Iterable[tuple[str, float | None, int]]) -> None:
+    """Raise ``ValueError`` naming the first flag below its minimum.
+
+    Args:
+        checks: ``(flag, value, minimum)``; a ``None`` value (flag not given) passes.
+    """
+    for flag, value, low in checks:
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+
+
+def validate_common(args: argparse.Namespace) -> None:
+    """Check the flags ``run`` and ``study`` share: ``--pileup``, ``--input``,
+    ``--place-timeout`` and ``--config``; raise ``ValueError`` (``FileNotFoundError``
+    for ``--input``) naming the flag."""
+    if args.pileup is not None and not args.pileup > 0:
+        raise ValueError(f"--pileup must be > 0, got {args.pileup}")
+    if args.input is not None:
+        from trkx_ray.scaling.sources import find_event_prefixes
+
+        find_event_prefixes(args.input)  # raises FileNotFoundError naming --input
+    if args.place_timeout <= 0:
+        raise ValueError(f"--place-timeout must be > 0, got {args.place_timeout}")
+    cfg = str(args.config)
+    if cfg.endswith((".yaml", ".yml")) and not Path(cfg).is_file():
+        raise ValueError(f"--config {cfg}: no such file")
+    from trkx_ray.pipeline.config import load_config
+
+    load_config(args.config)  # ConfigError names the key / file
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Check the flags before Ray starts; raise ``ValueError`` naming the flag."""
-    checks = [
+    check_minimums([
         ("--gpus", args.gpus, 0),
         ("--cpu-actors", args.cpu_actors, 0),
         ("--cores-per-actor", args.cores_per_actor, 1),
@@ -106,30 +145,15 @@ def validate_args(args: argparse.Namespace) -> None:
         ("--in-flight", args.in_flight, 1),
         ("--max-restarts", args.max_restarts, 0),
         ("--pool", args.pool, 1),
-    ]
-    for flag, value, low in checks:
-        if value is not None and value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
-    if args.pileup is not None and not args.pileup > 0:
-        raise ValueError(f"--pileup must be > 0, got {args.pileup}")
+    ])
     if args.input is not None:
-        from trkx_ray.scaling.sources import find_event_prefixes
-
-        find_event_prefixes(args.input)  # raises FileNotFoundError naming --input
         if args.pool is not None:
             raise ValueError("--pool applies to simulated events (--pileup), not --input")
         if args.cache is not None:
             raise ValueError("--cache applies to simulated events (--pileup), not --input")
-    if args.place_timeout <= 0:
-        raise ValueError(f"--place-timeout must be > 0, got {args.place_timeout}")
     if args.save_tracks is not None and args.save_tracks.exists() and not args.save_tracks.is_dir():
         raise ValueError(f"--save-tracks {args.save_tracks}: exists and is not a directory")
-    cfg = str(args.config)
-    if cfg.endswith((".yaml", ".yml")) and not Path(cfg).is_file():
-        raise ValueError(f"--config {cfg}: no such file")
-    from trkx_ray.pipeline.config import load_config
-
-    load_config(args.config)  # ConfigError names the key / file
+    validate_common(args)
 
 
 def _one_line(exc: BaseException) -> str:

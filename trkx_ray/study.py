@@ -210,6 +210,8 @@ def _pregenerate(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep; returns the exit status."""
+    from trkx_ray.run import check_minimums, validate_common
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -217,26 +219,16 @@ def main(argv: list[str] | None = None) -> int:
         gpu_counts = [n for n in parse_counts(args.gpus, "--gpus") if n > 0]
         cores_list = parse_counts(args.cores_per_actor, "--cores-per-actor")
         apg_list = parse_counts(args.actors_per_gpu, "--actors-per-gpu")
-        for flag, values in (("--cores-per-actor", cores_list),
-                             ("--actors-per-gpu", apg_list)):
-            if min(values) < 1:
-                raise ValueError(f"{flag} must be >= 1, got {min(values)}")
-        for flag, v in (("--events", args.events), ("--in-flight", args.in_flight)):
-            if v < 1:
-                raise ValueError(f"{flag} must be >= 1, got {v}")
-        if args.warmup < 0:
-            raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
+        check_minimums([
+            ("--cores-per-actor", min(cores_list), 1),
+            ("--actors-per-gpu", min(apg_list), 1),
+            ("--events", args.events, 1),
+            ("--in-flight", args.in_flight, 1),
+            ("--warmup", args.warmup, 0),
+        ])
         if not cpu_counts and not gpu_counts:
             raise ValueError("nothing to sweep: --cpu-actors and --gpus hold only zeros")
-        if args.pileup is not None and not args.pileup > 0:
-            raise ValueError(f"--pileup must be > 0, got {args.pileup}")
-        if args.input is not None:
-            from trkx_ray.scaling.sources import find_event_prefixes
-
-            find_event_prefixes(args.input)
-        from trkx_ray.pipeline.config import load_config
-
-        load_config(args.config)
+        validate_common(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
