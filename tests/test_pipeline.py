@@ -229,10 +229,20 @@ def test_cell_features_bincount(sample):
 
 def test_missing_cells_gives_zero_cell_features(sample, caplog):
     event = Event(sample.event_id, sample.hits, source="hits only")
-    assert np.all(hit_features(event)[:, 3:] == 0)
+    assert np.all(hit_features(event, cell_features=True)[:, 3:5] == 0)
+    # the shipped models read no cells: a hits-only event is first-class, no warning
     with caplog.at_level(logging.WARNING):
         result = _pipe()(event)
-    assert "no cells" in caplog.text
+    assert "no cells" not in caplog.text
+    _check_result(result, sample.num_hits)
+    with_cells = _pipe()(sample)
+    assert np.array_equal(with_cells.track_id, result.track_id)
+    # a model set that reads cells (here untrained) warns once that they are zero
+    untrained = {stage: {"weights": None} for stage in ("embedding", "filter", "gnn")}
+    with caplog.at_level(logging.WARNING):
+        result = _pipe(features={"cell_features": True}, edges={"radius": 0.02},
+                       **untrained)(event)
+    assert "hits only has no cells: cell features are zero" in caplog.text
     _check_result(result, sample.num_hits)
 
 

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/<stage>.ckpt")
     p.add_argument("--stop-after-epochs", type=int,
                    help="train at most N epochs per stage now, then stop (continue with --resume)")
+    p.add_argument("--time-budget", type=float, metavar="S",
+                   help="seconds per stage: after its first epoch a stage trains only the "
+                        "epochs that fit (the learning-rate schedule follows)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -91,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         stages = STAGES if args.stage == "all" else (args.stage,)
         trainer = Trainer(cfg, args.out, device=args.device, resume=args.resume,
                           progress=not args.quiet,
-                          stop_after_epochs=args.stop_after_epochs)
+                          stop_after_epochs=args.stop_after_epochs,
+                          time_budget_s=args.time_budget)
         result = trainer.run(stages)
-    except (ConfigError, EventFormatError, FileNotFoundError) as exc:
+    except (ConfigError, EventFormatError, FileNotFoundError, ValueError) as exc:
         print(f"trkx_ray.train: error: {exc}", file=sys.stderr)
         return 2
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())

@@ -96,9 +96,10 @@ LOSS_SCALE = 0.2
 LOSS_PT0_GEV = 0.15
 LOSS_MAX = 0.5
 LOSS_POWER = 6.0
-#: primary-vertex spread, mm.
+#: primary-vertex spread, mm. z: the real TrackML sample's primary vertices have a core
+#: sigma of 57 mm (docs/sim_vs_real.md); TrackML's luminous region is ~5.5 cm long.
 VERTEX_SIGMA_XY_MM = 0.015
-VERTEX_SIGMA_Z_MM = 6.0
+VERTEX_SIGMA_Z_MM = 55.0
 
 #: Bz (T) against |z| (mm), linearly interpolated.
 _FIELD_Z_MM = np.array([0.0, 600.0, 1000.0, 1600.0, 2000.0, 2300.0, 2700.0, 3200.0])
@@ -553,9 +554,10 @@ def _cells(
     """Cells of each hit: a block of channels around the measured (u, v).
 
     The cluster extends over the track's projection across the sensor thickness
-    (pixels in u and v, strips in u only; 1 to 6 channels each way). ``value``
-    is the deposited charge in units of path length through silicon (mm),
-    shared evenly over the cells with +-30% fluctuations.
+    (pixels in u and v, strips in u only; 1 to 6 channels each way). Pixel
+    ``value`` is the deposited charge in units of path length through silicon
+    (mm), shared evenly over the cells with +-30% fluctuations. Strips read out
+    binary, as TrackML's real strip cells do: ``value`` is 1 for every strip cell.
     """
     n = len(hit_id)
     pu, pv = det.pitch_u[mod], det.pitch_v[mod]
@@ -582,6 +584,7 @@ def _cells(
     k = np.arange(ncell.sum()) - np.repeat(np.cumsum(ncell) - ncell, ncell)
     path = t / dw
     value = path[owner] / ncell[owner] * rng.uniform(0.7, 1.3, len(owner))
+    value = np.where(pixel[owner], value, 1.0)
     return {
         "hit_id": hit_id[owner].astype(np.int32),
         "ch0": (u0[owner] + k // nv[owner]).astype(np.int32),

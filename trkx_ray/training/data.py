@@ -119,8 +119,6 @@ def pair_truth(pid: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
 
 def training_events(data: DataConfig, split: str) -> Iterator[Event]:
     """The training (``split="train"``) or validation events of ``data``."""
-    from trkx_ray.events.simulate import simulate_event
-
     n_train, n_val = data.train_events, data.val_events
     if data.input is not None:
         from trkx_ray.events import list_events, load_event
@@ -136,8 +134,15 @@ def training_events(data: DataConfig, split: str) -> Iterator[Event]:
             yield load_event(prefix)
         return
     count, seed0 = (n_train, data.train_seed) if split == "train" else (n_val, data.val_seed)
-    for i in range(count):
-        yield simulate_event(pileup=data.pileup, seed=seed0 + i, event_id=seed0 + i)
+    if count < 1:
+        return
+    # the on-disk event cache (trkx_ray.events.cache) simulates missing events in parallel
+    # processes once; a cached event equals simulate_event(pileup, seed, event_id=seed)
+    from trkx_ray.events import load_event
+    from trkx_ray.events.cache import simulated_events
+
+    for prefix in simulated_events(data.pileup, seed0, count).prefixes:
+        yield load_event(prefix)
 
 
 def load_samples(data: DataConfig, split: str, features: Any) -> list[Sample]:

@@ -111,6 +111,10 @@ class Trainer:
         progress: show tqdm progress bars.
         stop_after_epochs: train at most this many epochs of a stage in this call,
             then stop (checkpoint written; continue later with ``resume=True``).
+        time_budget_s: seconds each stage may take (steps and validation). After its
+            first epoch a stage lowers its number of epochs to what fits, and the
+            cosine learning-rate schedule is stretched over that; ``None`` = the
+            configured epochs.
     """
 
     def __init__(
@@ -121,7 +125,11 @@ class Trainer:
         resume: bool = False,
         progress: bool = True,
         stop_after_epochs: int | None = None,
+        time_budget_s: float | None = None,
     ) -> None:
+        if time_budget_s is not None and not time_budget_s > 0:
+            raise ValueError(f"time budget must be > 0 s, got {time_budget_s}")
+        self.time_budget_s = time_budget_s
         self.cfg = cfg
         self.stop_after_epochs = stop_after_epochs
         self.out = Path(out_dir)
@@ -217,7 +225,8 @@ class Trainer:
         last = epochs
         if self.stop_after_epochs is not None:
             last = min(epochs, start_epoch + self.stop_after_epochs)
-        for epoch in range(start_epoch, last):
+        epoch = start_epoch
+        while epoch < last:
             model.train()
             losses = []
             bar = tqdm(
@@ -251,7 +260,8 @@ class Trainer:
                    "elapsed_s": time.perf_counter() - t0}
             history.append(row)
             log.info("%s epoch %d: %s", stage, epoch + 1, row)
-            shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
+            shown = ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                              if k != "epoch" and "." not in k and not k.startswith("n_"))
             print(f"[{stage}] epoch {epoch + 1}/{epochs}: {shown}", flush=True)
             torch.save(
                 {
@@ -264,6 +274,17 @@ class Trainer:
                 },
                 ckpt_path,
             )
+            epoch += 1
+            if self.time_budget_s is not None and epoch == start_epoch + 1:
+                spent = time.perf_counter() - t0
+                fit = start_epoch + max(1, int(self.time_budget_s / max(spent, 1e-9)))
+                if fit < epochs:
+                    log.info("%s: %.1f s per epoch; %d epochs fit the %.0f s budget",
+                             stage, spent, fit, self.time_budget_s)
+                    print(f"[{stage}] {spent:.1f} s per epoch: {fit} of {epochs} epochs fit "
+                          f"the {self.time_budget_s:.0f} s budget", flush=True)
+                    epochs, total = fit, fit * steps_per_epoch
+                    last = min(last, epochs)
         torch.save(model.state_dict(), self.out / f"{stage}.pt")
         self.timings[stage] = time.perf_counter() - t0
         return history
