@@ -4,7 +4,7 @@ Made for the lent H200 machine (no network, the image's torch/numba/pyarrow/scip
 needed): the events are simulated once in parallel processes into the on-disk cache, the
 samples are prepared once, then the embedding, filter and GNN train in turn, each for at
 most its time budget (``Trainer(time_budget_s=...)``: after its first epoch a stage keeps
-the epochs that fit and the learning-rate schedule follows). After each stage its weights
+after its second epoch the epochs that fit and the learning-rate schedule follows). After each stage its weights
 and the log so far are copied to ``--out``, so a run cut short still returns what it
 finished.
 

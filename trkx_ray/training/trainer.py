@@ -112,9 +112,9 @@ class Trainer:
         stop_after_epochs: train at most this many epochs of a stage in this call,
             then stop (checkpoint written; continue later with ``resume=True``).
         time_budget_s: seconds each stage may take (steps and validation). After its
-            first epoch a stage lowers its number of epochs to what fits, and the
-            cosine learning-rate schedule is stretched over that; ``None`` = the
-            configured epochs.
+            second epoch (the first pays for warm-up) a stage lowers its number of
+            epochs to what fits, and the cosine learning-rate schedule is fitted to
+            that; ``None`` = the configured epochs.
     """
 
     def __init__(
@@ -222,6 +222,7 @@ class Trainer:
             log.info("%s: resumed from %s at epoch %d", stage, ckpt_path, start_epoch)
         total = epochs * steps_per_epoch
         t0 = time.perf_counter()
+        t_first = 0.0
         last = epochs
         if self.stop_after_epochs is not None:
             last = min(epochs, start_epoch + self.stop_after_epochs)
@@ -276,13 +277,17 @@ class Trainer:
             )
             epoch += 1
             if self.time_budget_s is not None and epoch == start_epoch + 1:
+                t_first = time.perf_counter() - t0
+            if self.time_budget_s is not None and epoch == start_epoch + 2:
+                # the second epoch's time (the first one pays for warm-up and compilation)
                 spent = time.perf_counter() - t0
-                fit = start_epoch + max(1, int(self.time_budget_s / max(spent, 1e-9)))
+                per_epoch = max(spent - t_first, 1e-9)
+                fit = epoch + max(0, int((self.time_budget_s - spent) / per_epoch))
                 if fit < epochs:
                     log.info("%s: %.1f s per epoch; %d epochs fit the %.0f s budget",
-                             stage, spent, fit, self.time_budget_s)
-                    print(f"[{stage}] {spent:.1f} s per epoch: {fit} of {epochs} epochs fit "
-                          f"the {self.time_budget_s:.0f} s budget", flush=True)
+                             stage, per_epoch, fit, self.time_budget_s)
+                    print(f"[{stage}] {per_epoch:.1f} s per epoch: {fit} of {epochs} epochs "
+                          f"fit the {self.time_budget_s:.0f} s budget", flush=True)
                     epochs, total = fit, fit * steps_per_epoch
                     last = min(last, epochs)
         torch.save(model.state_dict(), self.out / f"{stage}.pt")
