@@ -70,7 +70,6 @@ def test_bench_real_sample_json(tmp_path, capsys):
 
 
 def test_bench_simulated_tiny_pileup(tmp_path):
-    pytest.importorskip("trkx_ray.events.simulate")
     out = tmp_path / "bench.json"
     rc = bench.main(
         ["--pileup", "5", "--events", "2", "--warmup", "1", "--seed", "3", "--json", str(out)]
