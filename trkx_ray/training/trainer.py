@@ -113,8 +113,8 @@ class Trainer:
             then stop (checkpoint written; continue later with ``resume=True``).
         time_budget_s: seconds each stage may take (steps and validation). After its
             second epoch (the first pays for warm-up) a stage lowers its number of
-            epochs to what fits, and the cosine learning-rate schedule is fitted to
-            that; ``None`` = the configured epochs.
+            epochs to what fits at the last epoch's pace, and the cosine learning-rate
+            schedule is fitted to that; ``None`` = the configured epochs.
     """
 
     def __init__(
@@ -222,7 +222,7 @@ class Trainer:
             log.info("%s: resumed from %s at epoch %d", stage, ckpt_path, start_epoch)
         total = epochs * steps_per_epoch
         t0 = time.perf_counter()
-        t_first = 0.0
+        t_last = 0.0
         last = epochs
         if self.stop_after_epochs is not None:
             last = min(epochs, start_epoch + self.stop_after_epochs)
@@ -276,14 +276,14 @@ class Trainer:
                 ckpt_path,
             )
             epoch += 1
-            if self.time_budget_s is not None and epoch == start_epoch + 1:
-                t_first = time.perf_counter() - t0
-            if self.time_budget_s is not None and epoch == start_epoch + 2:
-                # the second epoch's time (the first one pays for warm-up and compilation)
-                spent = time.perf_counter() - t0
-                per_epoch = max(spent - t_first, 1e-9)
-                fit = epoch + max(0, int((self.time_budget_s - spent) / per_epoch))
-                if fit < epochs:
+            now = time.perf_counter() - t0
+            t_epoch, t_last = now - t_last, now
+            if self.time_budget_s is not None and epoch >= start_epoch + 2:
+                # from the second epoch on (the first pays for warm-up and compilation): the
+                # epochs that still fit at the last epoch's pace; only ever fewer
+                fit = epoch + max(0, int((self.time_budget_s - now) / max(t_epoch, 1e-9)))
+                per_epoch = t_epoch
+                if fit < min(epochs, last):
                     log.info("%s: %.1f s per epoch; %d epochs fit the %.0f s budget",
                              stage, per_epoch, fit, self.time_budget_s)
                     print(f"[{stage}] {per_epoch:.1f} s per epoch: {fit} of {epochs} epochs "
