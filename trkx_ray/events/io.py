@@ -63,9 +63,6 @@ SUFFIXES: tuple[str, ...] = (".parquet", ".csv", ".csv.gz")
 
 _PREFIX_ID = re.compile(r"(\d+)$")
 _HITS_FILE = re.compile(r"^(event(\d+))-hits(\.parquet|\.csv|\.csv\.gz)$")
-_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): (.*)", re.DOTALL)
-_ROW_NUMBER = re.compile(r"Row #(\d+)")
-_INVALID_VALUE = re.compile(r"invalid value '(.*)'\s*$", re.DOTALL)
 #: how much of a file's start is read to find its header row (bytes).
 _HEADER_PROBE = 1 << 16
 _HEADER_MAX = 1 << 20
@@ -164,72 +161,73 @@ def _select_columns(
     return keep
 
 
-def _find_value_line(path: Path, compressed: bool, column: str, value: str) -> int | None:
-    """1-based file line of the first ``value`` in ``column`` (error path only)."""
+def _first_uncastable(column: Any, want: pa.DataType) -> int:
+    """Row of the first value of a (non-empty) string ``column`` that does not cast to
+    ``want``: a bisection with pyarrow's own casts (O(n) work in all)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lo, hi = 0, len(column)  # the first bad row is in [lo, hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        try:
+            pc.cast(column.slice(lo, mid - lo), want)
+            lo = mid
+        except pa.ArrowInvalid:
+            hi = mid
+    return lo
+
+
+def _diagnose_csv(path: Path, compressed: bool, keep: Mapping[str, np.dtype]) -> str | None:
+    """Why a typed read of a CSV file failed: the first row with the wrong number of
+    fields, else the first value of a column that does not parse as its type.
+
+    The file is read again with every kept column as text; rows with a wrong field
+    count come to a handler (their line numbers), and each column is cast to its
+    type on the parsed table. Error path only. None: no such problem found.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pcsv
+
+    bad_rows: list[Any] = []
+
+    def on_invalid_row(row: Any) -> str:  # pyarrow.csv.InvalidRow
+        bad_rows.append(row)
+        return "skip"
 
     try:
         with pa.input_stream(str(path), compression="gzip" if compressed else None) as stream:
             table = pcsv.read_csv(
                 stream,
+                read_options=pcsv.ReadOptions(use_threads=False),
+                parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid_row),
                 convert_options=pcsv.ConvertOptions(
-                    include_columns=[column], column_types={column: pa.string()}
+                    column_types={c: pa.string() for c in keep},
+                    include_columns=list(keep),
+                    null_values=[""],
+                    strings_can_be_null=True,
                 ),
             )
-        hits = pc.equal(table.column(column), value)
-        index = pc.index(hits, True).as_py()
-    except (OSError, ValueError, pa.ArrowException):  # pragma: no cover - best effort
+    except (OSError, ValueError, pa.ArrowException):
         return None
-    return None if index is None or index < 0 else index + 2
-
-
-def _find_bad_row_line(path: Path, compressed: bool) -> int | None:
-    """1-based file line of the first row with a wrong field count (error path only).
-
-    A single-threaded re-read makes pyarrow number the row in its message.
-    """
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    try:
-        with pa.input_stream(str(path), compression="gzip" if compressed else None) as stream:
-            pcsv.read_csv(
-                stream,
-                read_options=pcsv.ReadOptions(use_threads=False),
-                convert_options=pcsv.ConvertOptions(column_types={}),
-            )
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        match = _ROW_NUMBER.search(str(exc))
-        return int(match.group(1)) if match else None
-    return None  # pragma: no cover - the file parsed this time
-
-
-def _explain_csv_error(path: Path, compressed: bool, names: list[str], exc: Exception) -> str:
-    """Turn a pyarrow CSV error into a message naming the column and line."""
-    msg = str(exc)
-    conv = _CONVERSION_ERROR.search(msg)
-    if conv is not None:
-        index = int(conv.group(1))
-        column = names[index] if index < len(names) else f"#{index}"
-        reason = conv.group(2).strip()
-        where = ""
-        value = _INVALID_VALUE.search(reason)
-        if value is not None:
-            line = _find_value_line(path, compressed, column, value.group(1))
-            if line is not None:
-                where = f" at line {line}"
-        return f"{path}: column {column!r}{where}: {reason}"
-    if "CSV parse error" in msg:
-        line = _find_bad_row_line(path, compressed)
-        detail = msg.split(": ", 2)[-1][:120]
-        if line is not None:
-            return (
-                f"{path}: line {line} has the wrong number of fields "
-                f"(expected {len(names)}): {detail}"
-            )
-    return f"{path}: cannot parse CSV ({msg})"
+    if bad_rows:
+        row = bad_rows[0]
+        return (
+            f"{path}: line {row.number} has the wrong number of fields "
+            f"(expected {row.expected_columns}): {row.actual_columns} in {row.text[:120]!r}"
+        )
+    for name, dtype in keep.items():
+        column = table.column(name)
+        want = pa.from_numpy_dtype(dtype)
+        try:
+            pc.cast(column, want)
+        except pa.ArrowInvalid:
+            i = _first_uncastable(column, want)
+            value = column[i].as_py()
+            # rows before i all had the right field count: file line = row + 2 (header)
+            return f"{path}: column {name!r} at line {i + 2}: invalid value {value!r} for {want}"
+    return None
 
 
 def _to_numpy(column: Any, dtype: np.dtype) -> np.ndarray:
@@ -286,9 +284,10 @@ def _read_csv(
                     convert_options=convert,
                 )
         except pa.ArrowInvalid as exc:
-            if "CSV" in str(exc):
-                raise EventFormatError(_explain_csv_error(path, compressed, names, exc)) from exc
-            raise
+            why = _diagnose_csv(path, compressed, keep)
+            if why is None:
+                raise
+            raise EventFormatError(why) from exc
         return _table_to_columns(path, table, keep)
     except EventFormatError:
         raise
