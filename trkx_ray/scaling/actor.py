@@ -29,8 +29,8 @@ import logging
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, is_dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,8 +39,13 @@ from trkx_ray.scaling.resources import (
     bundle_core_offset,
     lease_cores,
     machine_key,
+    process_rss_mb,
     thread_env,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trkx_ray.events.event import Event
+    from trkx_ray.scaling.types import ActorInfo, EventResult
 
 __all__ = ["PipelineWorker", "WorkerSpec", "spawn_worker"]
 
@@ -88,28 +93,6 @@ class WorkerSpec:
         return "cuda" if self.kind == "gpu" else "cpu"
 
 
-def _load_pipeline_class() -> Any:
-    try:
-        from trkx_ray.pipeline import Pipeline  # type: ignore[attr-defined]
-    except ImportError:
-        from trkx_ray.pipeline.pipeline import Pipeline
-    return Pipeline
-
-
-def _config_summary(pipeline: Any) -> Any:
-    cfg = getattr(pipeline, "config", None)
-    if cfg is None:
-        return None
-    if is_dataclass(cfg) and not isinstance(cfg, type):
-        try:
-            return asdict(cfg)
-        except TypeError:  # pragma: no cover - exotic field types
-            return repr(cfg)
-    if isinstance(cfg, dict):
-        return cfg
-    return repr(cfg)
-
-
 def _as_float_dict(d: Any, prefix: str = "") -> dict[str, float]:
     """Numbers of a (nested) dict, flattened with ``/``-joined keys."""
     if not isinstance(d, dict):
@@ -140,6 +123,8 @@ class PipelineWorker:
 
         import ray
 
+        from trkx_ray.pipeline import Pipeline
+
         self.spec = spec
         ctx = ray.get_runtime_context()
         self.actor_id = ctx.get_actor_id() or f"local-{os.getpid()}"
@@ -166,15 +151,15 @@ class PipelineWorker:
                 )
             self.gpu_name = torch.cuda.get_device_name(0)
         t0 = time.perf_counter()
-        self.pipeline = _load_pipeline_class().from_config(spec.config, device=spec.device)
+        self.pipeline = Pipeline.from_config(spec.config, device=spec.device)
         self.build_s = time.perf_counter() - t0
-        kind = getattr(getattr(self.pipeline, "config", None), "kind", "")
-        self.physics = spec.physics if spec.physics is not None else kind != "noop"
+        noop = self.pipeline.config.kind == "noop"
+        self.physics = spec.physics if spec.physics is not None else not noop
         self.events_done = 0
         self.events_seen = 0  # every event, warm-up included (CUDA profiling cadence)
         self.busy_s = 0.0
         self.warmup_s = 0.0
-        if warmup_hits > 0 and hasattr(self.pipeline, "warmup"):
+        if warmup_hits > 0:
             t0 = time.perf_counter()
             self.pipeline.warmup(int(warmup_hits))
             self.warmup_s = time.perf_counter() - t0
@@ -190,11 +175,13 @@ class PipelineWorker:
         os.sched_setaffinity(0, self._lease.cores)
         return sorted(os.sched_getaffinity(0))
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ActorInfo:
         """Where and how this actor runs (also a cheap readiness probe).
 
         ``rss_mb`` is the process's resident memory at the call, MiB.
         """
+        from trkx_ray.hardware import cpu_bf16, cpu_capability, cpu_model
+
         return {
             "id": self.spec.index,
             "kind": self.spec.kind,
@@ -214,14 +201,16 @@ class PipelineWorker:
                 "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
             },
             "reconstructed": self.reconstructed,
-            "rss_mb": _rss_mb(),
+            "rss_mb": process_rss_mb(),
             "events": self.events_done,
             "busy_s": self.busy_s,
             "build_s": self.build_s,
             "warmup_s": self.warmup_s,
-            "config": _config_summary(self.pipeline),
-            "precision": getattr(self.pipeline, "precision", None),
-            **_cpu_facts(),
+            "config": asdict(self.pipeline.config),
+            "precision": self.pipeline.precision,
+            "cpu_model": cpu_model(),
+            "cpu_capability": cpu_capability(),
+            "cpu_native_bf16": cpu_bf16()[0],
         }
 
     def _maybe_crash(self) -> None:
@@ -242,7 +231,7 @@ class PipelineWorker:
         payload: dict[str, Any],
         want_tracks: bool = False,
         count: bool = True,
-    ) -> dict[str, Any]:
+    ) -> EventResult:
         """Run the pipeline on one event payload.
 
         Args:
@@ -263,8 +252,8 @@ class PipelineWorker:
         if count:
             self._maybe_crash()
         eid = int(payload.get("event_id", -1)) if event_id is None else int(event_id)
-        out: dict[str, Any] = {"seq": seq, "event_id": eid, "actor": self.spec.index,
-                               "pid": self.pid, "error": None, "physics_s": 0.0}
+        out: EventResult = {"seq": seq, "event_id": eid, "actor": self.spec.index,
+                            "pid": self.pid, "error": None, "service_s": 0.0, "physics_s": 0.0}
         dt = 0.0
         t0 = time.perf_counter()
         try:
@@ -280,9 +269,8 @@ class PipelineWorker:
             dt = time.perf_counter() - t0  # the pipeline alone: the measured span
             track_id = np.asarray(result.track_id)
             out["num_hits"] = int(event.num_hits)
-            out["timings"] = _as_float_dict(getattr(result, "timings", {}))
-            out["num_edges"] = {k: int(v) for k, v in _as_float_dict(
-                getattr(result, "num_edges", {})).items()}
+            out["timings"] = {k: float(v) for k, v in result.timings.items()}
+            out["num_edges"] = {k: int(v) for k, v in result.num_edges.items()}
             if self.physics:  # outside the measured span, its cost reported on its own
                 t1 = time.perf_counter()
                 out["physics"] = self._physics(event, track_id)
@@ -304,7 +292,7 @@ class PipelineWorker:
         return out
 
     @staticmethod
-    def _physics(event: Any, track_id: np.ndarray) -> dict[str, float]:
+    def _physics(event: Event, track_id: np.ndarray) -> dict[str, float]:
         if event.truth is None or event.particles is None:
             return {}
         from trkx_ray import metrics
@@ -312,30 +300,10 @@ class PipelineWorker:
         return _as_float_dict(metrics.tracking_metrics(event, track_id))
 
 
-def _cpu_facts() -> dict[str, Any]:
-    from trkx_ray.hardware import cpu_bf16, cpu_capability, cpu_model
-
-    return {"cpu_model": cpu_model(), "cpu_capability": cpu_capability(),
-            "cpu_native_bf16": cpu_bf16()[0]}
-
-
-def _rss_mb() -> float:
-    """Resident memory of this process, MiB (0.0 when it cannot be read)."""
-    try:
-        import psutil
-
-        return float(psutil.Process().memory_info().rss) / 2**20
-    except Exception:  # noqa: BLE001 - best effort, never fails the actor
-        return 0.0
-
-
 def _torch_threads() -> int:
-    try:
-        import torch
+    import torch
 
-        return int(torch.get_num_threads())
-    except ImportError:  # pragma: no cover
-        return 0
+    return int(torch.get_num_threads())
 
 
 def spawn_worker(

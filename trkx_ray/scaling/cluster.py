@@ -71,7 +71,7 @@ def _token_auth_on() -> None:
     children, which is what Ray does itself for a new local instance, minus the warning."""
     os.environ["RAY_AUTH_MODE"] = "token"
     try:
-        from ray._raylet import Config
+        from ray._raylet import Config  # type: ignore[attr-defined]  # compiled, no stub
 
         Config.initialize("")
     except (ImportError, AttributeError):  # pragma: no cover - a Ray without it

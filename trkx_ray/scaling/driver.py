@@ -35,20 +35,20 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain, islice
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from trkx_ray.scaling.actor import WorkerSpec, spawn_worker
-from trkx_ray.scaling.resources import ResourcePlan, plan_resources
+from trkx_ray.scaling.resources import ResourcePlan, plan_resources, process_rss_mb
 from trkx_ray.scaling.results import ResultLog, SeqSet
+from trkx_ray.scaling.types import ActorInfo, EventResult, FailedEvent
 
 __all__ = [
     "FaultInjection",
     "StreamOutcome",
     "WorkerSlot",
     "object_store_usage",
-    "process_rss_mb",
     "run_scaling",
     "sample_actor_rss",
     "start_workers",
@@ -96,7 +96,7 @@ class WorkerSlot:
 
     spec: WorkerSpec
     handle: Any
-    info: dict[str, Any] = field(default_factory=dict)
+    info: ActorInfo = field(default_factory=lambda: cast(ActorInfo, {}))
     state: str = "ok"  # ok | recovering | dead
     restarts: int = 0
     events: int = 0
@@ -127,58 +127,44 @@ class StreamOutcome:
         requested: events asked for.
         error: why the run stopped early (None when it completed).
         interrupted: Ctrl-C stopped it.
-        duplicates: results seen for an already finished event (must stay 0).
         driver_rss_start_mb: the driver's resident memory when streaming starts, MiB.
         driver_rss_end_mb: the driver's resident memory when streaming ends, MiB.
     """
 
     results: ResultLog = field(default_factory=ResultLog)
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[FailedEvent] = field(default_factory=list)
     wall_s: float = 0.0
     requested: int = 0
     error: str | None = None
     interrupted: bool = False
-    duplicates: int = 0
     driver_rss_start_mb: float | None = None
     driver_rss_end_mb: float | None = None
 
     @property
     def queue_latency_s(self) -> np.ndarray:
         """Per successful event, submission to result seen by the driver, seconds
-        (read-only, completion order; empty when ``results`` is not a log)."""
-        column = getattr(self.results, "column", None)
-        return column("queue_latency_s") if column is not None else np.zeros(0)
+        (read-only, completion order)."""
+        return self.results.column("queue_latency_s")
 
 
-def process_rss_mb(pid: int | None = None) -> float | None:
-    """Resident memory of process ``pid`` (None: this one), MiB; None if unreadable."""
-    try:
-        import psutil
+def object_store_usage(timeout_s: int = 10) -> dict[str, float] | None:
+    """Objects referenced in the cluster: ``{"mib", "objects"}``, or None when unavailable.
 
-        return float(psutil.Process(pid).memory_info().rss) / 2**20
-    except Exception:  # noqa: BLE001 - gone or not allowed: no figure
-        return None
-
-
-def object_store_usage() -> dict[str, int] | None:
-    """The cluster's object store usage: ``{"mib", "objects"}`` (plasma, all nodes).
-
-    Reads Ray's memory summary (``ray._private.internal_api``: not a public API, so
-    None when it is missing or its text changed). Objects small enough to be inlined
-    in the owner's memory (< 100 KiB) are not in the object store.
+    Read with Ray's public state API (:func:`ray.util.state.summarize_objects`), which
+    is served by the dashboard: an embedded Ray started without it (``run``'s
+    default, the tests) has no such figure and gets None. ``mib`` sums the size of
+    every reference (an object referenced from two processes counts twice); objects
+    inlined in their owner's memory (< 100 KiB) count too.
     """
-    import re
-
     try:
-        from ray._private.internal_api import memory_summary
+        from ray.util.state import summarize_objects
 
-        text = memory_summary(stats_only=True)
-    except Exception:  # noqa: BLE001 - private API: best effort
+        summary = summarize_objects(timeout=timeout_s, raise_on_missing_output=False)
+        cluster = summary["cluster"]
+        return {"mib": float(cluster["total_size_mb"]), "objects": int(cluster["total_objects"])}
+    except Exception as exc:  # noqa: BLE001 - no state API server (no dashboard): no figure
+        log.debug("object store usage unavailable: %s", exc)
         return None
-    m = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", text)
-    if m is None:
-        return None
-    return {"mib": int(m.group(1)), "objects": int(m.group(2))}
 
 
 def sample_actor_rss(slots: list[WorkerSlot], which: str, timeout_s: float = 10.0) -> None:
@@ -201,7 +187,7 @@ def sample_actor_rss(slots: list[WorkerSlot], which: str, timeout_s: float = 10.
         if ref not in done:
             continue
         try:
-            rss = ray.get(ref).get("rss_mb")
+            rss = ray.get(ref)["rss_mb"]
         except Exception:  # noqa: BLE001 - died meanwhile: no figure
             continue
         setattr(slot, f"rss_{which}_mb", float(rss) if rss else None)
@@ -303,7 +289,7 @@ def stream_events(
     want_tracks: bool = False,
     max_attempts: int = 3,
     restart_timeout_s: float = 120.0,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[EventResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> StreamOutcome:
     """Stream events ``0..events-1`` of ``source`` through ``slots``.
@@ -440,8 +426,7 @@ def stream_events(
                 except Exception as exc:  # noqa: BLE001 - lost objects etc.: fail the event
                     fail(seq, f"{type(exc).__name__}: {_first_line(exc)}")
                     continue
-                if seq in finished:
-                    out.duplicates += 1
+                if seq in finished:  # cannot happen (a dead actor's tasks raise): never count twice
                     continue
                 owner = by_index.get(res.get("actor"), slot)
                 if res.get("error"):
@@ -502,7 +487,7 @@ def run_scaling(
     fault: FaultInjection | None = None,
     max_restarts: int = 2,
     place_timeout_s: float = 15.0,
-    on_result: Callable[[dict[str, Any]], None] | None = None,
+    on_result: Callable[[EventResult], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[StreamOutcome, list[WorkerSlot]]:
     """Place, start, warm up, stream and stop: one measured run.

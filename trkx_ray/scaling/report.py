@@ -23,16 +23,21 @@ import json
 import os
 import platform
 import socket
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from trkx_ray.scaling.results import ResultLog
+from trkx_ray.scaling.types import ActorReport, Percentiles, RunReport, StageStats
+
+if TYPE_CHECKING:  # pragma: no cover
+    from trkx_ray.scaling.driver import StreamOutcome, WorkerSlot
 
 __all__ = ["build_report", "format_table", "hardware_info", "percentiles", "write_report"]
 
-def percentiles(values: list[float] | np.ndarray) -> dict[str, float | None]:
+def percentiles(values: list[float] | np.ndarray) -> Percentiles:
     """``{"p50", "p95", "mean"}`` of ``values`` (None when empty), same unit."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
@@ -67,7 +72,7 @@ def hardware_info() -> dict[str, Any]:
     return info
 
 
-def _actor_hardware(slots: list[Any]) -> dict[str, Any]:
+def _actor_hardware(slots: list[WorkerSlot]) -> dict[str, Any]:
     """What the actors ran on: precision and CPU capability (one value, or a list)."""
     out: dict[str, Any] = {}
     for key in ("precision", "cpu_capability", "cpu_native_bf16"):
@@ -113,14 +118,14 @@ def _physics(log: ResultLog) -> dict[str, Any]:
 
 
 def build_report(
-    outcome: Any,
-    slots: list[Any],
+    outcome: StreamOutcome,
+    slots: list[WorkerSlot],
     *,
     config: Any,
     source: dict[str, Any] | None = None,
     options: dict[str, Any] | None = None,
     ray_resources: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> RunReport:
     """The run report dict (see the module docstring for the latency definitions).
 
     Args:
@@ -132,10 +137,8 @@ def build_report(
         ray_resources: ``ray.cluster_resources()`` and node count.
     """
     results = outcome.results
-    if not isinstance(results, ResultLog):  # a plain list of result dicts
-        results = ResultLog.from_records(results, getattr(outcome, "queue_latency_s", None))
     processed = len(results)
-    stages: dict[str, dict[str, float]] = {}
+    stages: dict[str, StageStats] = {}
     for name in results.stage_names:
         vals = results.stage(name).astype(np.float64)
         vals = vals[np.isfinite(vals)]
@@ -146,7 +149,7 @@ def build_report(
     phys_s = results.column("physics_s").astype(np.float64)
     qlat_all = results.column("queue_latency_s")
     qlat = percentiles(qlat_all[np.isfinite(qlat_all)])
-    actors = []
+    actors: list[ActorReport] = []
     for s in slots:
         info = s.info
         actors.append({
@@ -168,16 +171,15 @@ def build_report(
             "state": s.state,
             "build_s": info.get("build_s"),
             "warmup_s": info.get("warmup_s"),
-            "rss_start_mb": getattr(s, "rss_start_mb", None),
-            "rss_end_mb": getattr(s, "rss_end_mb", None),
+            "rss_start_mb": s.rss_start_mb,
+            "rss_end_mb": s.rss_end_mb,
         })
     resolved = next((s.info.get("config") for s in slots if s.info.get("config")), None)
     edges = results.edge_means()
-    report = {
+    report: RunReport = {
         "events_requested": outcome.requested,
         "events_processed": processed,
         "events_failed": [{"event_id": f["event_id"], "error": f["error"]} for f in outcome.failed],
-        "duplicates": outcome.duplicates,
         "complete": outcome.error is None and processed + len(outcome.failed) == outcome.requested,
         "error": outcome.error,
         "interrupted": outcome.interrupted,
@@ -190,8 +192,8 @@ def build_report(
         "mean_edges": edges,
         "actors": actors,
         "restarts": int(sum(s.restarts for s in slots)),
-        "memory": {"driver_rss_start_mb": getattr(outcome, "driver_rss_start_mb", None),
-                   "driver_rss_end_mb": getattr(outcome, "driver_rss_end_mb", None)},
+        "memory": {"driver_rss_start_mb": outcome.driver_rss_start_mb,
+                   "driver_rss_end_mb": outcome.driver_rss_end_mb},
         "physics": _physics(results),
         "config": {"given": config if isinstance(config, (str, dict)) else str(config),
                    "resolved": resolved},
@@ -224,7 +226,7 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def write_report(report: dict[str, Any], path: str | Path) -> Path:
+def write_report(report: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``report`` as indented JSON (parent folders created). Returns the path."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +240,7 @@ def _f(v: Any, fmt: str = ".3f") -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def format_table(report: dict[str, Any]) -> str:
+def format_table(report: Mapping[str, Any]) -> str:
     """A plain-text summary table of a report (stage times in ms, rates in events/s)."""
     lines = [
         f"events: {report['events_processed']} processed, {len(report['events_failed'])} failed"

@@ -39,6 +39,7 @@ __all__ = [
     "lease_cores",
     "machine_key",
     "plan_resources",
+    "process_rss_mb",
     "thread_env",
 ]
 
@@ -99,9 +100,24 @@ def apply_thread_limits(threads: int) -> None:
     try:
         import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        # NUMBA_NUM_THREADS is set on numba.config at run time (no static attribute)
+        cap = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        numba.set_num_threads(min(threads, cap))
     except (ImportError, ValueError):  # pragma: no cover
         log.debug("numba thread limit not applied")
+
+
+def process_rss_mb(pid: int | None = None) -> float | None:
+    """Resident memory of process ``pid`` (None: this one), MiB; None if unreadable.
+
+    Read with ``psutil`` (the process must be on this machine).
+    """
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except (psutil.Error, OSError):  # gone or not allowed: no figure
+        return None
 
 
 def machine_key() -> str:

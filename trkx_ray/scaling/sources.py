@@ -102,7 +102,7 @@ def read_ahead(prefixes: list[tuple[int, Path]]) -> tuple[list[Any], float]:
     from trkx_ray.events.event import EventFormatError
 
     fail = ray.remote(num_cpus=0, max_retries=0)(_failed_event)
-    refs = []
+    refs: list[Any] = []
     t0 = time.perf_counter()
     for _, prefix in prefixes:
         try:
