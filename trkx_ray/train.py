@@ -44,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, metavar="S",
                    help="seconds per stage: after its first epoch a stage trains only the "
                         "epochs that fit (the learning-rate schedule follows)")
+    p.add_argument("--init", metavar="DIR",
+                   help="start each stage that does not resume from DIR/<stage>.pt (fine-tuning)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         trainer = Trainer(cfg, args.out, device=args.device, resume=args.resume,
                           progress=not args.quiet,
                           stop_after_epochs=args.stop_after_epochs,
-                          time_budget_s=args.time_budget)
+                          time_budget_s=args.time_budget, init_dir=args.init)
         result = trainer.run(stages)
     except (ConfigError, EventFormatError, FileNotFoundError, ValueError) as exc:
         print(f"trkx_ray.train: error: {exc}", file=sys.stderr)

@@ -115,6 +115,9 @@ class Trainer:
             second epoch (the first pays for warm-up) a stage lowers its number of
             epochs to what fits at the last epoch's pace, and the cosine learning-rate
             schedule is fitted to that; ``None`` = the configured epochs.
+        init_dir: a stage that does not resume starts from ``init_dir/<stage>.pt``
+            (a state dict of the same architecture) instead of a random
+            initialisation, when that file exists (fine-tuning).
     """
 
     def __init__(
@@ -126,10 +129,12 @@ class Trainer:
         progress: bool = True,
         stop_after_epochs: int | None = None,
         time_budget_s: float | None = None,
+        init_dir: str | Path | None = None,
     ) -> None:
         if time_budget_s is not None and not time_budget_s > 0:
             raise ValueError(f"time budget must be > 0 s, got {time_budget_s}")
         self.time_budget_s = time_budget_s
+        self.init_dir = Path(init_dir) if init_dir is not None else None
         self.cfg = cfg
         self.stop_after_epochs = stop_after_epochs
         self.out = Path(out_dir)
@@ -220,6 +225,14 @@ class Trainer:
             torch.set_rng_state(ckpt["torch_rng"])
             rng.bit_generator.state = json.loads(ckpt["np_rng"])
             log.info("%s: resumed from %s at epoch %d", stage, ckpt_path, start_epoch)
+        elif self.init_dir is not None and (self.init_dir / f"{stage}.pt").is_file():
+            init = self.init_dir / f"{stage}.pt"
+            try:
+                model.load_state_dict(torch.load(init, map_location=self.device,
+                                                 weights_only=True))
+            except RuntimeError as exc:
+                raise ValueError(f"{init}: does not match the {stage} architecture: {exc}") from exc
+            log.info("%s: initialised from %s", stage, init)
         total = epochs * steps_per_epoch
         t0 = time.perf_counter()
         t_last = 0.0
