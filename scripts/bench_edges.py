@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Micro-benchmark of the edge-building backends on PU200-like embedding points.
 
-Builds the clustered point cloud of :func:`trkx_ray.pipeline._testpoints.clustered_points`
+Builds the clustered point cloud of :func:`trkx_ray.bench.clustered_points`
 (~120k points in 8 dimensions on the unit sphere, ~10-30 neighbours per point
 at r = 0.1) and times :func:`trkx_ray.pipeline.build_edges` per backend: mean and
 standard deviation of ``--repeats`` calls after ``--warmup`` untimed calls (numba
@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from trkx_ray.pipeline._testpoints import clustered_points  # noqa: E402
-from trkx_ray.pipeline.edges import time_backends  # noqa: E402
+from trkx_ray.bench import clustered_points, time_edge_backends  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.subdiv is not None:
         frnn_opts["subdiv"] = args.subdiv
     options = {"frnn": frnn_opts, "faiss": {"threads": args.threads}}
-    res = time_backends(
+    res = time_edge_backends(
         x,
         args.r,
         backends,

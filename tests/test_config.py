@@ -10,13 +10,15 @@ import yaml
 
 from trkx_ray.pipeline.config import (
     CONFIG_DIR,
+    WEIGHTS_DIR,
     ConfigError,
     PipelineConfig,
     available_configs,
     load_config,
     merge_overrides,
-    resolve_weights,
+    weights_path,
 )
+from trkx_ray.pipeline.models import resolve_weights
 
 # a config that loads no matter which optional backends exist yet
 BASE = {"edges": {"backend": "radius"}, "labeling": {"backend": "scipy"}}
@@ -190,6 +192,10 @@ def test_resolve_weights_existing(tmp_path):
     path = tmp_path / "w.pt"
     path.write_bytes(b"")
     assert resolve_weights(str(path)) == path
+    assert weights_path("embedding") == WEIGHTS_DIR / "embedding.pt"
+    assert weights_path(str(path)) == path
+    with pytest.raises(ConfigError, match=r"gnn\.weights: weights file .*nope\.pt.* does not exist"):
+        resolve_weights("nope", "gnn.weights")
 
 
 def test_backend_options_accepted():

@@ -21,8 +21,9 @@ import json
 import numpy as np
 import pytest
 
+from trkx_ray.bench import synthetic_scored_graph
 from trkx_ray.pipeline.edges import build_edges
-from trkx_ray.pipeline.labeling import label_hits, synthetic_scored_graph
+from trkx_ray.pipeline.labeling import label_hits
 
 torch = pytest.importorskip("torch")
 
@@ -59,7 +60,7 @@ def _same_component_fraction(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def points() -> np.ndarray:
-    from trkx_ray.pipeline._testpoints import clustered_points
+    from trkx_ray.bench import clustered_points
 
     x, _ = clustered_points(num_particles=3000, r=0.1, seed=7)
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -81,7 +82,7 @@ def test_frnn_cuda_matches_cpu_edge_set(points, k_max):
 
 
 def test_frnn_cuda_matches_cpu_uniform_and_float64():
-    from trkx_ray.pipeline._testpoints import uniform_points
+    from trkx_ray.bench import uniform_points
 
     x = uniform_points(20_000, 4, seed=3)
     r = 0.06

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from trkx_ray.bench import clustered_points, time_edge_backends, uniform_points
 from trkx_ray.pipeline import EDGE_BACKENDS, build_edges
-from trkx_ray.pipeline._testpoints import clustered_points, uniform_points
 from trkx_ray.pipeline.edges import (
     canonical_edges,
     cap_neighbours,
     pair_sqdist,
-    time_backends,
 )
 
 BACKENDS = ["radius", "faiss", "frnn"]
@@ -189,9 +188,9 @@ def test_errors() -> None:
     assert set(EDGE_BACKENDS) == {"radius", "faiss", "frnn"}
 
 
-def test_time_backends() -> None:
+def test_time_edge_backends() -> None:
     x, _ = clustered_points(num_particles=200, seed=1)
-    res = time_backends(x, 0.1, backends=BACKENDS, repeats=2, warmup=1)
+    res = time_edge_backends(x, 0.1, backends=BACKENDS, repeats=2, warmup=1)
     assert set(res) == set(BACKENDS)
     counts = {b: res[b]["num_edges"] for b in BACKENDS}
     assert len(set(counts.values())) == 1 and counts["frnn"] > 0

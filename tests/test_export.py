@@ -1,5 +1,5 @@
 """Tests of ONNX export and the onnxruntime model backend (trkx_ray.pipeline.export,
-trkx_ray.export): files + manifest, dynamic shapes, the scatter-add with repeated
+trkx_ray.pipeline.onnx_runtime, trkx_ray.export): files + manifest, dynamic shapes, the scatter-add with repeated
 indices, onnxruntime vs torch parity on a full simulated pile-up 200 event, the
 onnx pipeline end to end on the real sample, the cache, threads, config errors."""
 
@@ -23,13 +23,13 @@ from trkx_ray.pipeline import ConfigError, Pipeline, load_config  # noqa: E402
 from trkx_ray.pipeline.export import (  # noqa: E402
     MANIFEST,
     MODEL_FILES,
-    OnnxModels,
     cached_export,
     export_models,
     model_fingerprint,
 )
 from trkx_ray.pipeline.features import hit_features, random_event  # noqa: E402
 from trkx_ray.pipeline.models import InteractionGNN  # noqa: E402
+from trkx_ray.pipeline.onnx_runtime import OnnxModels, provider_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-4  # max abs difference, fp32
@@ -340,6 +340,11 @@ def test_unknown_provider_is_a_config_error():
         load_config("onnx", {"onnx": {"providers": "cpu"}})
     with pytest.raises(ConfigError, match="must not be empty"):
         load_config("onnx", {"onnx": {"providers": []}})
+    # the run-time mapping accepts what the load-time check accepts
+    assert provider_name("CUDA") == "CUDAExecutionProvider"
+    assert provider_name("CPUExecutionProvider") == "CPUExecutionProvider"
+    with pytest.raises(ConfigError, match=r"x\.y: unknown onnxruntime .*'rocm'"):
+        provider_name("rocm", "x.y")
 
 
 def test_unavailable_provider_names_it():

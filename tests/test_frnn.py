@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trkx_ray.pipeline._testpoints import clustered_points, uniform_points
+from trkx_ray.bench import clustered_points, uniform_points
 from trkx_ray.pipeline.edges import build_edges, pair_sqdist
 from trkx_ray.pipeline.frnn import (
     DEFAULT_GRID_DIMS,

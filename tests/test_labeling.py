@@ -10,12 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trkx_ray.bench import synthetic_scored_graph, time_label_backends
 from trkx_ray.pipeline.labeling import (
     LABEL_BACKENDS,
     canonical_labels,
     label_hits,
-    synthetic_scored_graph,
-    time_backends,
     torch_connected_components,
     walk_tracks,
 )
@@ -264,9 +263,9 @@ def test_cugraph_agrees() -> None:  # pragma: no cover - GPU only
     np.testing.assert_array_equal(label_hits(1000, te, ts, backend="cugraph"), want)
 
 
-def test_time_backends() -> None:
+def test_time_label_backends() -> None:
     edges, scores = synthetic_scored_graph(num_hits=5_000, num_edges=30_000, seed=6)
-    out = time_backends(
+    out = time_label_backends(
         5_000,
         edges,
         scores,
@@ -280,7 +279,7 @@ def test_time_backends() -> None:
         assert stats["mean_s"] > 0 and stats["std_s"] >= 0 and stats["min_s"] <= stats["mean_s"]
     assert out["scipy"]["num_components"] == out["dbscan"]["num_components"]
     with pytest.raises(ValueError, match="repeats"):
-        time_backends(5_000, edges, scores, 0.5, backends=("scipy",), repeats=0)
+        time_label_backends(5_000, edges, scores, 0.5, backends=("scipy",), repeats=0)
 
 
 def test_synthetic_graph_shape() -> None:

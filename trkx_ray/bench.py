@@ -31,9 +31,14 @@ sampled during the configuration's events; on CUDA also
 same inputs (the first event's embedding / GNN-scored graph).
 ``--backends models`` times the three models (Embedding, Filtering, GNN) in
 torch (fp32, and the configuration's mixed precision when it has one) and in
-onnxruntime (fp32, :mod:`trkx_ray.pipeline.export`) side by side on the same
+onnxruntime (fp32, :mod:`trkx_ray.pipeline.onnx_runtime`) side by side on the same
 inputs (the first event's features, candidate graph and filtered graph), with
 the largest |onnx - torch fp32| difference of each model's output (the embedding, and the filter's and GNN's sigmoid scores).
+
+The module also holds what the benchmarks (and the tests) time things on and
+with: synthetic inputs shaped like a pile-up-200 event
+(:func:`clustered_points`, :func:`uniform_points`, :func:`synthetic_scored_graph`)
+and per-backend timers (:func:`time_edge_backends`, :func:`time_label_backends`).
 
 JSON (``--json PATH``): ``{"configs": {CONFIG: {STAGE: {"mean_s", "std_s"}}},
 "n_events": ..., "edges": ..., "memory": ..., "machine": ..., "command": ...}``.
@@ -46,13 +51,12 @@ import argparse
 import json
 import logging
 import os
-import platform
 import resource
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +67,15 @@ __all__ = [
     "PeakRSS",
     "ROWS",
     "bench_configs",
+    "clustered_points",
     "main",
     "run_backends",
     "run_bench",
     "run_models",
+    "synthetic_scored_graph",
+    "time_edge_backends",
+    "time_label_backends",
+    "uniform_points",
 ]
 
 log = logging.getLogger(__name__)
@@ -154,37 +163,21 @@ class PeakRSS:
         self.peak = max(self.peak, self._proc.memory_info().rss)
 
 
-def _set_threads(threads: int, device: str) -> None:
-    import torch
+def _set_threads(threads: int) -> None:
+    """Limit this process's torch, numba and OpenMP pools to ``threads``, as the actors do.
 
-    torch.set_num_threads(threads)
-    try:
-        import numba
+    faiss's OpenMP pool follows: it shares torch's OpenMP runtime, whose thread count
+    ``torch.set_num_threads`` sets.
+    """
+    from trkx_ray.scaling.resources import apply_thread_limits
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # pragma: no cover - numba is a dependency
-        pass
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        pass
+    apply_thread_limits(threads)
 
 
 def _machine(device: str, threads: int) -> dict[str, Any]:
-    import torch
-
     from trkx_ray.hardware import describe
 
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        **describe(device),
-        "threads": threads,
-        "device": device,
-    }
+    info: dict[str, Any] = {**describe(device), "threads": threads, "device": device}
     try:
         info["load_avg"] = os.getloadavg()
     except OSError:  # pragma: no cover
@@ -223,6 +216,240 @@ def _stats(values: Sequence[float]) -> dict[str, float]:
         "mean_s": float(arr.mean()) if arr.size else float("nan"),
         "std_s": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
     }
+
+
+def _time(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[list[float], Any]:
+    """Call ``fn`` ``warmup`` times untimed, then ``repeats`` (>= 1) timed times.
+
+    Returns:
+        ``(seconds per timed call, the last call's result)``.
+    """
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
+# --------------------------------------------------------------------------- synthetic inputs
+# Realistic inputs for the edge-building and labeling benchmarks (and their tests).
+
+
+def clustered_points(
+    num_particles: int = 10_200,
+    hits_per_particle: float = 10.0,
+    noise_fraction: float = 0.15,
+    dim: int = 8,
+    r: float = 0.1,
+    cluster_scale: float = 0.6,
+    manifold_dim: int = 4,
+    manifold_jitter: float = 0.3,
+    normalize: bool = True,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered points resembling a pile-up-200 event's embedding.
+
+    Args:
+        num_particles: number of clusters (particles).
+        hits_per_particle: mean hits per particle (``1 + Poisson(mean - 1)``).
+        noise_fraction: fraction of all points that are noise, spread over the
+            space (on the sphere when ``normalize``).
+        dim: embedding dimension ``D``.
+        r: the radius the clusters are sized for (embedding units).
+        cluster_scale: mean pairwise distance inside a cluster, in units of ``r``.
+        manifold_dim: the cluster centres live near a random ``manifold_dim``
+            dimensional subspace (a great subsphere when normalised), as track
+            parameters span a low-dimensional family: neighbouring particles'
+            clusters overlap like in a real embedding. ``>= dim``: isotropic.
+        manifold_jitter: Gaussian spread of the centres off that subspace, in
+            units of ``r``.
+        normalize: project every point onto the unit sphere.
+        seed: random seed (deterministic output).
+
+    Returns:
+        ``(x, particle)``: ``N x D`` float32 points and the int64 cluster index
+        of each point (``-1`` for noise). Points are shuffled.
+    """
+    if num_particles < 0 or dim < 1 or not 0.0 <= noise_fraction < 1.0:
+        raise ValueError(
+            f"bad clustered_points arguments: num_particles={num_particles}, dim={dim}, "
+            f"noise_fraction={noise_fraction}"
+        )
+    rng = np.random.default_rng(seed)
+    sizes = 1 + rng.poisson(max(hits_per_particle - 1.0, 0.0), size=num_particles)
+    n_signal = int(sizes.sum())
+    n_noise = int(round(n_signal * noise_fraction / (1.0 - noise_fraction)))
+    # centres near a random low-dimensional subspace with anisotropic density
+    m = max(1, min(int(manifold_dim), dim))
+    basis, _ = np.linalg.qr(rng.normal(size=(dim, dim)))
+    latent = rng.normal(size=(num_particles, m)) * np.linspace(1.0, 0.5, m)
+    centres = latent @ basis[:, :m].T
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    centres += rng.normal(scale=manifold_jitter * r, size=centres.shape)
+    if normalize:
+        centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    scales = np.linspace(1.0, 0.4, dim)
+    # pairwise distance of two N(0, s^2 I_D) points is ~ sqrt(2 D) s
+    sigma = cluster_scale * r / np.sqrt(2.0 * dim)
+    particle = np.repeat(np.arange(num_particles, dtype=np.int64), sizes)
+    signal = centres[particle] + rng.normal(scale=sigma, size=(n_signal, dim))
+    noise = rng.normal(size=(n_noise, dim)) * scales
+    if not normalize:
+        # spread noise over the same ball the centres live in
+        noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+        noise *= rng.uniform(0.0, 1.0, size=(n_noise, 1)) ** (1.0 / dim)
+    x = np.concatenate([signal, noise])
+    labels = np.concatenate([particle, np.full(n_noise, -1, dtype=np.int64)])
+    if normalize:
+        x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    perm = rng.permutation(x.shape[0])
+    return x[perm].astype(np.float32), labels[perm]
+
+
+def uniform_points(n: int, dim: int, scale: float = 1.0, seed: int = 0) -> np.ndarray:
+    """``n x dim`` float32 points uniform in ``[0, scale)^dim`` (deterministic)."""
+    rng = np.random.default_rng(seed)
+    return (rng.random((n, dim)) * scale).astype(np.float32)
+
+
+def synthetic_scored_graph(
+    num_hits: int = 120_000,
+    num_edges: int = 1_000_000,
+    hits_per_track: int = 10,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random scored graph shaped like a pile-up-200 event, for benchmarks.
+
+    Hits are grouped into tracks of ``hits_per_track`` consecutive (shuffled)
+    indices; each track's consecutive hits are joined by a true edge scored
+    in [0.6, 1); the rest of the ``num_edges`` are random fake edges scored in
+    [0, 0.45) (so most edges fall below a 0.5 cut) plus 1% of fakes above it.
+
+    Args:
+        num_hits: number of hits.
+        num_edges: total number of edges (true + fake).
+        hits_per_track: hits per simulated track (>= 2).
+        seed: random seed.
+
+    Returns:
+        ``(edges, scores)``: ``2 x E`` int64 and float32 arrays.
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(num_hits).astype(np.int64)
+    idx = np.arange(num_hits - 1)
+    same_track = (idx // hits_per_track) == ((idx + 1) // hits_per_track)
+    true = np.stack([perm[idx[same_track]], perm[idx[same_track] + 1]])
+    num_fake = max(num_edges - true.shape[1], 0)
+    fake = rng.integers(0, num_hits, size=(2, num_fake), dtype=np.int64)
+    edges = np.concatenate([true, fake], axis=1)
+    scores = np.concatenate(
+        [
+            rng.uniform(0.6, 1.0, true.shape[1]),
+            np.where(
+                rng.random(num_fake) < 0.01,
+                rng.uniform(0.5, 0.6, num_fake),
+                rng.uniform(0.0, 0.45, num_fake),
+            ),
+        ]
+    ).astype(np.float32)
+    return edges, scores
+
+
+# --------------------------------------------------------------------------- backend timers
+
+
+def time_edge_backends(
+    x: Any,
+    r: float,
+    backends: Iterable[str] = ("frnn", "faiss", "radius"),
+    repeats: int = 3,
+    warmup: int = 1,
+    k_max: int | None = None,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Time :func:`~trkx_ray.pipeline.edges.build_edges` per backend on the same points.
+
+    Warm-up calls (numba compilation, faiss/torch initialisation) are excluded.
+
+    Args:
+        x: ``N x D`` points.
+        r: radius (embedding units).
+        backends: backend names.
+        repeats: timed calls per backend (mean and sample standard deviation).
+        warmup: untimed calls before them.
+        k_max: passed to ``build_edges``.
+        options: per-backend options, e.g. ``{"frnn": {"threads": 2}}``.
+
+    Returns:
+        ``{backend: {"mean_s", "std_s", "min_s", "num_edges"}}`` (seconds).
+    """
+    from trkx_ray.pipeline.edges import build_edges
+
+    options = options or {}
+    out: dict[str, dict[str, float]] = {}
+    for name in backends:
+        opts = options.get(name, {})
+        times, edges = _time(
+            lambda name=name, opts=opts: build_edges(x, r, backend=name, k_max=k_max, **opts),
+            repeats,
+            warmup,
+        )
+        out[name] = {**_stats(times), "min_s": min(times), "num_edges": float(edges.shape[1])}
+        log.info("build_edges %s: %.4f s, %d edges", name, out[name]["mean_s"], edges.shape[1])
+    return out
+
+
+def time_label_backends(
+    num_hits: int,
+    edges: Any,
+    scores: Any,
+    cut: float = 0.5,
+    backends: Iterable[str] = ("scipy", "sknetwork", "torch", "dbscan"),
+    repeats: int = 3,
+    options: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Time :func:`~trkx_ray.pipeline.labeling.label_hits` per backend (one warm-up call
+    excluded).
+
+    Args:
+        num_hits: number of hits.
+        edges: ``2 x E`` edges (numpy or torch).
+        scores: ``E`` scores.
+        cut: score cut.
+        backends: backend names to time.
+        repeats: timed calls per backend (>= 1).
+        options: optional per-backend options, e.g. ``{"dbscan": {"eps": 0.5}}``.
+
+    Returns:
+        ``{backend: {"mean_s", "std_s", "min_s", "num_components"}}``: times in
+        seconds (wall clock, CUDA synchronised by the final copy to the host),
+        ``std_s`` the sample standard deviation.
+    """
+    from trkx_ray.pipeline.labeling import label_hits
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    options = options or {}
+    out: dict[str, dict[str, float]] = {}
+    for name in backends:
+        opts = options.get(name, {})
+        times, labels = _time(
+            lambda name=name, opts=opts: label_hits(
+                num_hits, edges, scores, cut, backend=name, **opts
+            ),
+            repeats,
+        )
+        out[name] = {
+            **_stats(times),
+            "min_s": min(times),
+            "num_components": float(labels.max(initial=-1) + 1),
+        }
+        log.info("labeling %s: %.4f s +- %.4f s", name, out[name]["mean_s"], out[name]["std_s"])
+    return out
 
 
 def _run_config(
@@ -281,7 +508,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from trkx_ray.pipeline.pipeline import resolve_device
 
     resolve_device(args.device)
-    _set_threads(args.threads, args.device)
+    _set_threads(args.threads)
     report: dict[str, Any] = {
         "configs": {},
         "n_events": {},
@@ -372,7 +599,7 @@ def _first_event(args: argparse.Namespace) -> Any:
     from trkx_ray.pipeline.pipeline import resolve_device
 
     resolve_device(args.device)
-    _set_threads(args.threads, args.device)
+    _set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="trkx_bench_") as tmp:
         prefixes = _prepare_events(args, Path(tmp))
         return io.load_event(prefixes[0])
@@ -382,17 +609,14 @@ def run_backends(args: argparse.Namespace) -> dict[str, Any]:
     """Time every backend of one stage (``args.backends``) on the first event's inputs."""
     import torch
 
-    from trkx_ray.pipeline import Pipeline
+    from trkx_ray.pipeline import EDGE_BACKENDS, LABEL_BACKENDS, Pipeline
+    from trkx_ray.pipeline.features import hit_features
 
     event = _first_event(args)
-    from trkx_ray.pipeline.edges import EDGE_BACKENDS
-
-    # the graph to label comes from the fastest edge backend available (all are exact)
-    fastest = next(b for b in ("frnn", "faiss", "radius") if b in EDGE_BACKENDS)
+    # the graph to label comes from frnn, the fastest edge backend (all are exact)
     pipe = Pipeline.from_config(
-        args.config, device=args.device, overrides={"edges": {"backend": fastest}}
+        args.config, device=args.device, overrides={"edges": {"backend": "frnn"}}
     )
-    result = pipe(event, keep_graphs=True)
     report: dict[str, Any] = {
         "stage": args.backends,
         "event_id": event.event_id,
@@ -401,34 +625,16 @@ def run_backends(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(["python -m trkx_ray.bench", *sys.argv[1:]]),
     }
     if args.backends == "edges":
-        from trkx_ray.pipeline import edges as edges_mod
-        from trkx_ray.pipeline.features import hit_features
-
         with torch.inference_mode(), pipe._autocast():
             x = torch.from_numpy(hit_features(event, pipe.config.features))
             emb = pipe.embedding(x.to(pipe.device))
-        names = [b for b in edges_mod.EDGE_BACKENDS if args.include_slow or b != "radius"]
-        if hasattr(edges_mod, "time_backends"):
-            timings = edges_mod.time_backends(
-                emb, pipe.config.edges.radius, names, repeats=args.repeats
-            )
-        else:
-            timings = {}
-            for name in names:
-                edges_mod.build_edges(emb, pipe.config.edges.radius, backend=name)
-                ts = []
-                for _ in range(args.repeats):
-                    t0 = time.perf_counter()
-                    out = edges_mod.build_edges(emb, pipe.config.edges.radius, backend=name)
-                    ts.append(time.perf_counter() - t0)
-                timings[name] = {**_stats(ts), "num_edges": int(out.shape[1])}
+        names = [b for b in EDGE_BACKENDS if args.include_slow or b != "radius"]
+        timings = time_edge_backends(emb, pipe.config.edges.radius, names, repeats=args.repeats)
         report["radius"] = pipe.config.edges.radius
     else:
-        from trkx_ray.pipeline import labeling as lab_mod
-
-        graph = result.graphs["filtering"]  # edges kept by the filter + GNN scores
-        names = [b for b in lab_mod.LABEL_BACKENDS if b != "cugraph" or args.device != "cpu"]
-        timings = lab_mod.time_backends(
+        graph = pipe(event, keep_graphs=True).graphs["filtering"]  # filter's edges, GNN scores
+        names = [b for b in LABEL_BACKENDS if b != "cugraph" or args.device != "cpu"]
+        timings = time_label_backends(
             event.num_hits,
             graph["edges"],
             graph["scores"],
@@ -439,17 +645,6 @@ def run_backends(args: argparse.Namespace) -> dict[str, Any]:
         report["num_edges"] = int(graph["edges"].shape[1])
     report["backends"] = timings
     return report
-
-
-def _time(fn: Any, repeats: int) -> tuple[dict[str, float], Any]:
-    """Call ``fn`` once untimed (warm-up), then ``repeats`` timed times."""
-    out = fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t0)
-    return _stats(ts), out
 
 
 def run_models(args: argparse.Namespace) -> dict[str, Any]:
@@ -498,8 +693,8 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
         timings[name], outputs[name] = {}, {}
         with torch.inference_mode(), pipe._autocast():
             for label, key in MODEL_ROWS:
-                stats, out = _time(lambda f=calls[key]: sync(f()), args.repeats)
-                timings[name][label] = stats
+                times, out = _time(lambda f=calls[key]: sync(f()), args.repeats)
+                timings[name][label] = _stats(times)
                 outputs[name][label] = out.float().cpu()
         log.info("%s: %s", name, {k: round(v["mean_s"], 4) for k, v in timings[name].items()})
 

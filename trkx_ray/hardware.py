@@ -158,14 +158,20 @@ def resolve_precision(precision: str, device: Any, runtime: str = "torch") -> st
 
 
 def describe(device: Any = "cpu", precision: str | None = None) -> dict[str, Any]:
-    """Facts for reports: CPU model, torch CPU capability, native bf16, chosen precision.
+    """Facts for reports: platform, Python and torch versions, CPU model, torch CPU
+    capability, native bf16, logical CPUs, chosen precision (and the GPU on CUDA).
 
     Args:
         device: the device the pipeline runs on.
         precision: the resolved precision, when known.
     """
+    import torch
+
     native, how = cpu_bf16()
     info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
         "cpu_model": cpu_model(),
         "cpu_capability": cpu_capability(),
         "cpu_native_bf16": native,
@@ -176,8 +182,6 @@ def describe(device: Any = "cpu", precision: str | None = None) -> dict[str, Any
         info["precision"] = precision
     kind = getattr(device, "type", None) or str(device).split(":")[0]
     if kind == "cuda":
-        import torch
-
         info["gpu_name"] = torch.cuda.get_device_name(device)
         info["cuda_capability"] = ".".join(str(v) for v in _cuda_capability(device))
     return info

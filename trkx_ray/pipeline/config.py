@@ -10,6 +10,11 @@ out-of-range values, unknown backend names and missing weights files raise
 A YAML file may start from another one with ``extends: NAME`` (a shipped
 name or a path relative to the file); its own keys are merged over the base's.
 
+The schema imports nothing else of the package: what the stages offer (the
+edge and labeling backends and the options each takes, the prune modes, the
+onnxruntime providers and the files of an ONNX export directory) is declared
+here as plain data, and the stages read it from here.
+
 Sources accepted by :func:`load_config`: a path to a YAML file, a bare name
 (``"default"`` -> ``trkx_ray/configs/pipeline/default.yaml``), a ``dict`` with
 the same structure, or an existing :class:`PipelineConfig`. ``overrides`` (a
@@ -25,10 +30,17 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 __all__ = [
     "CONFIG_DIR",
+    "EDGE_BACKEND_OPTIONS",
+    "LABEL_BACKEND_OPTIONS",
+    "ONNX_MANIFEST",
+    "ONNX_MODEL_FILES",
+    "ONNX_PROVIDERS",
+    "PRUNE_MODES",
+    "WEIGHTS_DIR",
     "ConfigError",
     "EdgesConfig",
     "EmbeddingConfig",
@@ -36,30 +48,70 @@ __all__ = [
     "FilterConfig",
     "GNNConfig",
     "LabelingConfig",
-    "ONNX_PROVIDERS",
     "OnnxConfig",
     "PipelineConfig",
     "available_configs",
+    "build_dataclass",
     "load_config",
     "merge_overrides",
-    "provider_name",
-    "resolve_weights",
+    "onnx_provider",
+    "read_yaml",
+    "weights_path",
 ]
 
 #: Directory of the shipped pipeline configurations (package data).
 CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs" / "pipeline"
-#: Directory of the shipped model weights (package data).
+#: Directory of the shipped model weights (package data): ``weights: NAME`` means
+#: ``WEIGHTS_DIR / "NAME.pt"`` (see :func:`weights_path`).
 WEIGHTS_DIR: Path = Path(__file__).resolve().parent.parent / "weights"
 
 Activation = Literal["relu", "tanh", "silu", "gelu"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 Runtime = Literal["torch", "onnx"]
+_T = TypeVar("_T")
+
+# --------------------------------------------------------------------------- what the stages offer
+# Plain data read by the stages (edges.py, labeling.py, export.py, onnx_runtime.py):
+# a backend is added there and declared here; tests/test_structure.py checks both agree.
+
+#: Edge backends (``edges.backend``) and the options each takes (``edges.options``);
+#: implemented in :mod:`trkx_ray.pipeline.edges`.
+EDGE_BACKEND_OPTIONS: dict[str, frozenset[str]] = {
+    "radius": frozenset({"chunk"}),
+    "faiss": frozenset({"threads"}),
+    "frnn": frozenset(
+        {"grid_dims", "max_cells", "subdiv", "threads", "rotate", "impl", "chunk_pairs"}
+    ),
+}
+
+#: Labeling backends (``labeling.backend``) and the options each takes
+#: (``labeling.options``); implemented in :mod:`trkx_ray.pipeline.labeling`.
+LABEL_BACKEND_OPTIONS: dict[str, frozenset[str]] = {
+    "scipy": frozenset(),
+    "sknetwork": frozenset(),
+    "torch": frozenset(),
+    "cugraph": frozenset(),
+    "dbscan": frozenset({"eps", "min_samples"}),
+    "walk": frozenset({"walk_min", "walk_add"}),
+}
+
+#: Edge pruning modes before labeling (``labeling.prune``; ``none``: every edge above the cut).
+PRUNE_MODES: tuple[str, ...] = ("none", "best")
 
 #: onnxruntime execution providers the ``onnx`` runtime knows, by short name.
 ONNX_PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
+}
+
+#: The manifest of an ONNX export directory (``onnx.dir``), written beside the models.
+ONNX_MANIFEST: str = "manifest.json"
+#: Model name -> file name in an ONNX export directory.
+ONNX_MODEL_FILES: dict[str, str] = {
+    "embedding": "embedding.onnx",
+    "filter": "filter.onnx",
+    "gnn": "gnn.onnx",
 }
 
 
@@ -124,7 +176,7 @@ class EdgesConfig:
     """Radius graph in the embedding space (stage ``build_edges``).
 
     Attributes:
-        backend: name in :data:`trkx_ray.pipeline.EDGE_BACKENDS`.
+        backend: a name in :data:`EDGE_BACKEND_OPTIONS` (``radius``, ``faiss``, ``frnn``).
         radius: neighbourhood radius in embedding units (the embedding lives on
             the unit sphere, so 0 < radius <= 2).
         k_max: cap on neighbours per hit passed to the backend (``None``: all).
@@ -132,7 +184,8 @@ class EdgesConfig:
             embeddings: the mean number of neighbours per hit is estimated on a
             sample before building, and a graph denser than this is refused
             with a clear error instead of exhausting memory.
-        options: extra keyword arguments for the backend.
+        options: extra keyword arguments for the backend (names in
+            :data:`EDGE_BACKEND_OPTIONS`).
     """
 
     backend: str = "frnn"
@@ -205,13 +258,14 @@ class LabelingConfig:
     """Track labeling (stage ``labeling``).
 
     Attributes:
-        backend: name in :data:`trkx_ray.pipeline.LABEL_BACKENDS`.
+        backend: a name in :data:`LABEL_BACKEND_OPTIONS`.
         cut: keep GNN edges with score > cut.
-        prune: ``none`` (cluster every edge above the cut) or ``best`` (first keep
+        prune: one of :data:`PRUNE_MODES`: ``none`` (cluster every edge above the cut) or ``best`` (first keep
             only each hit's best edge to an outer hit and from an inner hit, which
             stops fake branches from merging tracks; see
             :func:`trkx_ray.pipeline.labeling.best_edges`).
-        options: extra keyword arguments for the backend (e.g. DBSCAN ``eps``).
+        options: extra keyword arguments for the backend (e.g. DBSCAN ``eps``;
+            names in :data:`LABEL_BACKEND_OPTIONS`).
     """
 
     backend: str = "scipy"
@@ -321,12 +375,11 @@ def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
             for alt in typing.get_args(tp):
                 if typing.get_origin(alt) is list:
                     return _check_value(value, alt, key, where)
-        errors = []
         for alt in typing.get_args(tp):
             try:
                 return _check_value(value, alt, key, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: {key} = {value!r} must be {_type_name(tp)}")
     if tp is type(None):
         if value is not None:
@@ -401,26 +454,60 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
-def resolve_weights(weights: str, key: str = "weights", where: str = "<config>") -> Path:
-    """Resolve a weights entry to an existing file.
+def build_dataclass(cls: type[_T], data: Mapping[str, Any] | None, where: str = "<dict>") -> _T:
+    """Build the frozen dataclass ``cls`` from a nested mapping, checking every key.
+
+    The one YAML-to-dataclass validator of the package (pipeline and training
+    configurations): the field types drive the checks (``bool``, ``int``,
+    ``float`` (an int widens), ``str``, ``Literal`` choices, unions with
+    ``None``, ``list[...]``, ``dict[str, ...]`` and nested dataclasses). A
+    field named ``source`` is not read from ``data``.
 
     Args:
-        weights: a name (``trkx_ray/weights/<name>.pt``) or a path to a file.
-        key: the configuration key, for the error message.
-        where: the configuration source, for the error message.
+        cls: a dataclass type.
+        data: its keys (``None``: all defaults).
+        where: the source (file path or ``<dict>``), for error messages.
 
     Returns:
-        The path of the weights file.
+        The instance.
 
     Raises:
-        ConfigError: when the file does not exist.
+        ConfigError: an unknown key or a value of the wrong type, naming the
+            dotted key (``filter.chunk_size``) and ``where``.
+    """
+    built: _T = _build(cls, data, "", where)
+    return built
+
+
+def weights_path(weights: str) -> Path:
+    """The file a ``weights:`` value names (existing or not).
+
+    Args:
+        weights: a name (``trkx_ray/weights/<name>.pt``, see :data:`WEIGHTS_DIR`)
+            or a path (absolute, ending in ``.pt``, or with a directory part).
+
+    Returns:
+        The path. :func:`load_config` checks that it exists;
+        :func:`trkx_ray.pipeline.models.resolve_weights` checks again where the
+        models are built (a Ray actor may run on another node).
     """
     path = Path(weights).expanduser()
     is_path = path.is_absolute() or path.suffix == ".pt" or len(path.parts) > 1
-    candidate = path if is_path else WEIGHTS_DIR / f"{weights}.pt"
-    if not candidate.is_file():
-        raise ConfigError(f"{where}: {key}: weights file {str(candidate)!r} does not exist")
-    return candidate
+    return path if is_path else WEIGHTS_DIR / f"{weights}.pt"
+
+
+def onnx_provider(name: str) -> str | None:
+    """onnxruntime's name of an execution provider given by short or full name.
+
+    Args:
+        name: ``cpu``, ``cuda``, ``tensorrt`` (any case) or an onnxruntime name
+            such as ``CUDAExecutionProvider`` (see :data:`ONNX_PROVIDERS`).
+
+    Returns:
+        The full name, or ``None`` for an unknown provider.
+    """
+    full = ONNX_PROVIDERS.get(name.lower(), name)
+    return full if full in ONNX_PROVIDERS.values() else None
 
 
 def _validate(cfg: PipelineConfig, where: str) -> None:
@@ -430,58 +517,34 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
 
     if cfg.kind == "noop":
         return
-    from trkx_ray.pipeline.edges import EDGE_BACKENDS
-    from trkx_ray.pipeline.labeling import LABEL_BACKENDS
-
-    if cfg.edges.backend not in EDGE_BACKENDS:
-        raise ConfigError(
-            f"{where}: edges.backend = {cfg.edges.backend!r} is not an edge backend; "
-            f"available: {sorted(EDGE_BACKENDS)}"
-        )
-    if cfg.labeling.backend not in LABEL_BACKENDS:
-        raise ConfigError(
-            f"{where}: labeling.backend = {cfg.labeling.backend!r} is not a labeling backend; "
-            f"available: {sorted(LABEL_BACKENDS)}"
-        )
-    from trkx_ray.pipeline.labeling import PRUNE_MODES
-
+    stages = (
+        ("edges", cfg.edges.backend, cfg.edges.options, EDGE_BACKEND_OPTIONS, "an edge"),
+        ("labeling", cfg.labeling.backend, cfg.labeling.options, LABEL_BACKEND_OPTIONS, "a labeling"),
+    )
+    for key, backend, options, table, what in stages:
+        if backend not in table:
+            raise ConfigError(
+                f"{where}: {key}.backend = {backend!r} is not {what} backend; "
+                f"available: {sorted(table)}"
+            )
+        bad = sorted(set(options) - table[backend])
+        if bad:
+            raise ConfigError(
+                f"{where}: {key}.options: unknown option(s) {bad} for backend {backend!r}; "
+                f"allowed: {sorted(table[backend])}"
+            )
     if cfg.labeling.prune not in PRUNE_MODES:
         raise ConfigError(
             f"{where}: labeling.prune = {cfg.labeling.prune!r} is not a prune mode; "
             f"available: {list(PRUNE_MODES)}"
         )
-    # backend options, checked against the names each backend module declares
-    from trkx_ray.pipeline import edges as edges_mod
-    from trkx_ray.pipeline import labeling as labeling_mod
-
-    for key, backend, options, table in (
-        (
-            "edges.options",
-            cfg.edges.backend,
-            cfg.edges.options,
-            getattr(edges_mod, "_OPTIONS", None),
-        ),
-        (
-            "labeling.options",
-            cfg.labeling.backend,
-            cfg.labeling.options,
-            getattr(labeling_mod, "_BACKEND_OPTIONS", None),
-        ),
-    ):
-        if table is None or not options:
-            continue
-        allowed = table.get(backend, frozenset())
-        bad = sorted(set(options) - set(allowed))
-        if bad:
-            raise ConfigError(
-                f"{where}: {key}: unknown option(s) {bad} for backend {backend!r}; "
-                f"allowed: {sorted(allowed)}"
-            )
     for section in ("embedding", "filter", "gnn"):
         sub = getattr(cfg, section)
         positive(sub.hidden, f"{section}.hidden")
-        if sub.weights is not None:
-            resolve_weights(sub.weights, f"{section}.weights", where)
+        if sub.weights is not None and not (path := weights_path(sub.weights)).is_file():
+            raise ConfigError(
+                f"{where}: {section}.weights: weights file {str(path)!r} does not exist"
+            )
     positive(cfg.embedding.layers, "embedding.layers")
     positive(cfg.embedding.output_dim, "embedding.output_dim")
     positive(cfg.filter.layers, "filter.layers")
@@ -504,35 +567,17 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
     _validate_onnx(cfg.onnx, where)
 
 
-def provider_name(name: str, key: str = "onnx.providers", where: str = "<config>") -> str:
-    """The onnxruntime name of an execution provider given by short or full name.
-
-    Args:
-        name: ``cpu``, ``cuda``, ``tensorrt`` (any case) or an onnxruntime name
-            such as ``CUDAExecutionProvider``.
-        key: the configuration key, for the error message.
-        where: the configuration source, for the error message.
-
-    Raises:
-        ConfigError: an unknown provider.
-    """
-    full = ONNX_PROVIDERS.get(name.lower(), name)
-    if full not in ONNX_PROVIDERS.values():
-        raise ConfigError(
-            f"{where}: {key}: unknown onnxruntime execution provider {name!r}; "
-            f"known: {sorted(ONNX_PROVIDERS)} (or {sorted(ONNX_PROVIDERS.values())})"
-        )
-    return full
-
-
 def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
-    from trkx_ray.pipeline.export import MANIFEST, MODEL_FILES
-
     if onnx.providers is not None:
         if not onnx.providers:
             raise ConfigError(f"{where}: onnx.providers must not be empty (or null: automatic)")
         for i, name in enumerate(onnx.providers):
-            provider_name(name, f"onnx.providers[{i}]", where)
+            if onnx_provider(name) is None:
+                raise ConfigError(
+                    f"{where}: onnx.providers[{i}]: unknown onnxruntime execution provider "
+                    f"{name!r}; known: {sorted(ONNX_PROVIDERS)} "
+                    f"(or {sorted(ONNX_PROVIDERS.values())})"
+                )
     if onnx.threads is not None and onnx.threads < 1:
         raise ConfigError(f"{where}: onnx.threads = {onnx.threads!r} must be >= 1 (or null)")
     if not 16 <= onnx.opset <= 23:
@@ -548,7 +593,9 @@ def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
                 "(write one with `python -m trkx_ray.export --out DIR`, or use null to export "
                 "on the fly)"
             )
-        missing = [n for n in (MANIFEST, *MODEL_FILES.values()) if not (path / n).is_file()]
+        missing = [
+            n for n in (ONNX_MANIFEST, *ONNX_MODEL_FILES.values()) if not (path / n).is_file()
+        ]
         if missing:
             raise ConfigError(
                 f"{where}: onnx.dir: {str(path)!r} lacks {missing} "
@@ -565,7 +612,13 @@ def _yaml_error_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML configuration file (``yaml.safe_load``) that must hold a mapping.
+
+    Raises:
+        ConfigError: unreadable file, invalid YAML (with line and column) or
+            not a mapping, naming the file.
+    """
     import yaml
 
     try:
@@ -607,7 +660,7 @@ def _resolve_extends(data: dict[str, Any], path: Path, seen: tuple[Path, ...]) -
     resolved = base_path.resolve()
     if resolved in seen or resolved == path.resolve():
         raise ConfigError(f"{path}: extends = {base_name!r} forms a cycle")
-    base = _resolve_extends(_read_yaml(base_path), base_path, (*seen, path.resolve()))
+    base = _resolve_extends(read_yaml(base_path), base_path, (*seen, path.resolve()))
     base.pop("name", None)
     return merge_overrides(base, data)
 
@@ -665,7 +718,7 @@ def load_config(
                     "(or give a path to a .yaml file)"
                 )
         where = str(path)
-        data = _resolve_extends(_read_yaml(path), path, ())
+        data = _resolve_extends(read_yaml(path), path, ())
         data.setdefault("name", path.stem)
     else:
         raise ConfigError(
@@ -675,7 +728,7 @@ def load_config(
     if overrides:
         data = _drop_stale_options(data, overrides)
         data = merge_overrides(data, overrides)
-    cfg = _build(PipelineConfig, data, "", where)
+    cfg = build_dataclass(PipelineConfig, data, where)
     cfg = dataclasses.replace(cfg, source=where)
     _validate(cfg, where)
     return cfg

@@ -40,13 +40,12 @@ or tensor on the input's device (torch input).
 from __future__ import annotations
 
 import logging
-import statistics
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from trkx_ray.pipeline.config import EDGE_BACKEND_OPTIONS
 from trkx_ray.pipeline.frnn import check_points
 
 __all__ = [
@@ -57,7 +56,6 @@ __all__ = [
     "canonical_edges",
     "cap_neighbours",
     "pair_sqdist",
-    "time_backends",
 ]
 
 logger = logging.getLogger(__name__)
@@ -244,19 +242,12 @@ def _frnn(x: Any, r: float, impl: str | None = None, **opts: Any) -> Any:
     return out
 
 
-#: Backend name -> implementation ``(x, r, **opts) -> edges``.
+#: Backend name -> implementation ``(x, r, **opts) -> edges``; the names and the
+#: options each takes are declared in :data:`trkx_ray.pipeline.config.EDGE_BACKEND_OPTIONS`.
 EDGE_BACKENDS: dict[str, Callable[..., Any]] = {
     "radius": _radius,
     "faiss": _faiss,
     "frnn": _frnn,
-}
-
-_OPTIONS: dict[str, frozenset[str]] = {
-    "radius": frozenset({"chunk"}),
-    "faiss": frozenset({"threads"}),
-    "frnn": frozenset(
-        {"grid_dims", "max_cells", "subdiv", "threads", "rotate", "impl", "chunk_pairs"}
-    ),
 }
 
 
@@ -321,11 +312,11 @@ def build_edges(
     """
     if backend not in EDGE_BACKENDS:
         raise ValueError(f"unknown edge backend {backend!r}; choose one of {sorted(EDGE_BACKENDS)}")
-    bad = sorted(set(opts) - _OPTIONS[backend])
+    allowed = EDGE_BACKEND_OPTIONS[backend]
+    bad = sorted(set(opts) - allowed)
     if bad:
         raise ValueError(
-            f"unknown option(s) {bad} for edge backend {backend!r}; "
-            f"valid: {sorted(_OPTIONS[backend])}"
+            f"unknown option(s) {bad} for edge backend {backend!r}; valid: {sorted(allowed)}"
         )
     if k_max is not None and (isinstance(k_max, bool) or int(k_max) != k_max or k_max < 1):
         raise ValueError(f"edge building: k_max must be None or an integer >= 1, got {k_max!r}")
@@ -356,51 +347,3 @@ def build_edges(
     if k_max is not None:
         edges = cap_neighbours(xin, edges, int(k_max))
     return edges
-
-
-def time_backends(
-    x: Any,
-    r: float,
-    backends: Iterable[str] = ("frnn", "faiss", "radius"),
-    repeats: int = 3,
-    warmup: int = 1,
-    k_max: int | None = None,
-    options: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, dict[str, float]]:
-    """Time :func:`build_edges` per backend on the same points.
-
-    Warm-up calls (numba compilation, faiss/torch initialisation) are excluded.
-
-    Args:
-        x: ``N x D`` points.
-        r: radius (embedding units).
-        backends: backend names.
-        repeats: timed calls per backend (mean and standard deviation).
-        warmup: untimed calls before them.
-        k_max: passed to :func:`build_edges`.
-        options: per-backend options, e.g. ``{"frnn": {"threads": 2}}``.
-
-    Returns:
-        ``{backend: {"mean_s", "std_s", "min_s", "num_edges"}}`` (seconds).
-    """
-    options = options or {}
-    out: dict[str, dict[str, float]] = {}
-    for name in backends:
-        opts = options.get(name, {})
-        edges = None
-        for _ in range(warmup):
-            edges = build_edges(x, r, backend=name, k_max=k_max, **opts)
-        times = []
-        for _ in range(max(1, repeats)):
-            t0 = time.perf_counter()
-            edges = build_edges(x, r, backend=name, k_max=k_max, **opts)
-            times.append(time.perf_counter() - t0)
-        assert edges is not None
-        out[name] = {
-            "mean_s": statistics.fmean(times),
-            "std_s": statistics.stdev(times) if len(times) > 1 else 0.0,
-            "min_s": min(times),
-            "num_edges": float(edges.shape[1]),
-        }
-        logger.info("build_edges %s: %.4f s, %d edges", name, out[name]["mean_s"], edges.shape[1])
-    return out

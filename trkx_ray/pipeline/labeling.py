@@ -48,11 +48,12 @@ import functools
 import logging
 import math
 import numbers
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from trkx_ray.pipeline.config import LABEL_BACKEND_OPTIONS, PRUNE_MODES
 
 __all__ = [
     "DEFAULT_DBSCAN_EPS",
@@ -64,8 +65,6 @@ __all__ = [
     "best_edges",
     "canonical_labels",
     "label_hits",
-    "synthetic_scored_graph",
-    "time_backends",
     "torch_connected_components",
     "walk_tracks",
 ]
@@ -78,9 +77,6 @@ DEFAULT_DBSCAN_EPS = 0.25
 DEFAULT_DBSCAN_MIN_SAMPLES = 2
 
 _GPU_HINT = "pip install trkx_ray[gpu]"
-
-#: Edge pruning modes of :func:`label_hits` (``none``: every edge above the cut).
-PRUNE_MODES: tuple[str, ...] = ("none", "best")
 
 
 def _is_torch(obj: Any) -> bool:
@@ -633,6 +629,10 @@ def _walk(
     return walk_tracks(num_hits, edges, scores, walk_min=walk_min, walk_add=walk_add)[0]
 
 
+#: Backend name -> implementation ``(num_hits, kept_edges, kept_scores, **opts) -> labels``;
+#: the names and the options each takes are declared in
+#: :data:`trkx_ray.pipeline.config.LABEL_BACKEND_OPTIONS`, the prune modes in
+#: :data:`~trkx_ray.pipeline.config.PRUNE_MODES` (re-exported here).
 LABEL_BACKENDS: dict[str, Callable[..., Any]] = {
     "scipy": _scipy_cc,
     "sknetwork": _sknetwork_cc,
@@ -640,11 +640,6 @@ LABEL_BACKENDS: dict[str, Callable[..., Any]] = {
     "cugraph": _cugraph_cc,
     "dbscan": _dbscan,
     "walk": _walk,
-}
-
-_BACKEND_OPTIONS: dict[str, frozenset[str]] = {
-    "dbscan": frozenset({"eps", "min_samples"}),
-    "walk": frozenset({"walk_min", "walk_add"}),
 }
 
 
@@ -765,11 +760,12 @@ def label_hits(
         raise ValueError(
             f"unknown labeling prune mode {prune!r}; choose one of {list(PRUNE_MODES)}"
         )
-    unknown = set(options) - _BACKEND_OPTIONS.get(backend, frozenset())
+    allowed = LABEL_BACKEND_OPTIONS[backend]
+    unknown = set(options) - allowed
     if unknown:
         raise ValueError(
             f"labeling backend {backend!r} has no option(s) {sorted(unknown)}; "
-            f"it takes {sorted(_BACKEND_OPTIONS.get(backend, ()))}"
+            f"it takes {sorted(allowed)}"
         )
     if backend == "torch":
         import torch
@@ -826,93 +822,3 @@ def label_hits(
     kept = edges[:, mask]
     labels = LABEL_BACKENDS[backend](n, kept, scores[mask], **options)
     return canonical_labels(labels)
-
-
-def time_backends(
-    num_hits: int,
-    edges: Any,
-    scores: Any,
-    cut: float = 0.5,
-    backends: Iterable[str] = ("scipy", "sknetwork", "torch", "dbscan"),
-    repeats: int = 3,
-    options: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, dict[str, float]]:
-    """Time :func:`label_hits` per backend (one warm-up call excluded).
-
-    Args:
-        num_hits: number of hits.
-        edges: ``2 x E`` edges (numpy or torch).
-        scores: ``E`` scores.
-        cut: score cut.
-        backends: backend names to time.
-        repeats: timed calls per backend (>= 1).
-        options: optional per-backend options, e.g. ``{"dbscan": {"eps": 0.5}}``.
-
-    Returns:
-        ``{backend: {"mean_s", "std_s", "min_s", "num_components"}}``;
-        times in seconds (wall clock, CUDA synchronised by the final copy).
-    """
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
-    options = options or {}
-    out: dict[str, dict[str, float]] = {}
-    for name in backends:
-        opts = options.get(name, {})
-        labels = label_hits(num_hits, edges, scores, cut, backend=name, **opts)  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            labels = label_hits(num_hits, edges, scores, cut, backend=name, **opts)
-            times.append(time.perf_counter() - t0)
-        arr = np.asarray(times)
-        out[name] = {
-            "mean_s": float(arr.mean()),
-            "std_s": float(arr.std()),
-            "min_s": float(arr.min()),
-            "num_components": float(labels.max(initial=-1) + 1),
-        }
-        logger.info("labeling %s: %.4f s +- %.4f s", name, arr.mean(), arr.std())
-    return out
-
-
-def synthetic_scored_graph(
-    num_hits: int = 120_000,
-    num_edges: int = 1_000_000,
-    hits_per_track: int = 10,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A random scored graph shaped like a pile-up-200 event, for benchmarks.
-
-    Hits are grouped into tracks of ``hits_per_track`` consecutive (shuffled)
-    indices; each track's consecutive hits are joined by a true edge scored
-    in [0.6, 1); the rest of the ``num_edges`` are random fake edges scored in
-    [0, 0.45) (so most edges fall below a 0.5 cut) plus 1% of fakes above it.
-
-    Args:
-        num_hits: number of hits.
-        num_edges: total number of edges (true + fake).
-        hits_per_track: hits per simulated track (>= 2).
-        seed: random seed.
-
-    Returns:
-        ``(edges, scores)``: ``2 x E`` int64 and float32 arrays.
-    """
-    rng = np.random.default_rng(seed)
-    perm = rng.permutation(num_hits).astype(np.int64)
-    idx = np.arange(num_hits - 1)
-    same_track = (idx // hits_per_track) == ((idx + 1) // hits_per_track)
-    true = np.stack([perm[idx[same_track]], perm[idx[same_track] + 1]])
-    num_fake = max(num_edges - true.shape[1], 0)
-    fake = rng.integers(0, num_hits, size=(2, num_fake), dtype=np.int64)
-    edges = np.concatenate([true, fake], axis=1)
-    scores = np.concatenate(
-        [
-            rng.uniform(0.6, 1.0, true.shape[1]),
-            np.where(
-                rng.random(num_fake) < 0.01,
-                rng.uniform(0.5, 0.6, num_fake),
-                rng.uniform(0.0, 0.45, num_fake),
-            ),
-        ]
-    ).astype(np.float32)
-    return edges, scores

@@ -11,7 +11,8 @@
 Edges are ``2 x E`` int64 tensors ``(src, dst)`` of hit indices, oriented
 inner (smaller r) to outer. Every model has ``from_config`` (random
 initialisation with the config's seed, or weights loaded with
-``torch.load(..., weights_only=True)``). Only ONNX-exportable ops are used
+``torch.load(..., weights_only=True)``; a ``weights:`` value is found by
+:func:`resolve_weights`). Only ONNX-exportable ops are used
 (``index_add_``, ``index_select``, ``cat``, ``Linear``, ``LayerNorm``); during
 ONNX export the aggregation switches to an equivalent function exported as
 ``ScatterND(reduction="add")`` (opset >= 16), since the exporters translate
@@ -31,7 +32,7 @@ from trkx_ray.pipeline.config import (
     EmbeddingConfig,
     FilterConfig,
     GNNConfig,
-    resolve_weights,
+    weights_path,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,6 +45,7 @@ __all__ = [
     "load_weights",
     "make_mlp",
     "map_rows",
+    "resolve_weights",
 ]
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -96,6 +98,27 @@ def make_mlp(
     return nn.Sequential(*mods)
 
 
+def resolve_weights(weights: str, key: str = "weights", where: str = "<config>") -> Path:
+    """Resolve a weights entry to an existing file.
+
+    Args:
+        weights: a name (``trkx_ray/weights/<name>.pt``) or a path to a file
+            (:func:`trkx_ray.pipeline.config.weights_path`).
+        key: the configuration key, for the error message.
+        where: the configuration source, for the error message.
+
+    Returns:
+        The path of the weights file.
+
+    Raises:
+        ConfigError: when the file does not exist.
+    """
+    path = weights_path(weights)
+    if not path.is_file():
+        raise ConfigError(f"{where}: {key}: weights file {str(path)!r} does not exist")
+    return path
+
+
 def load_weights(model: nn.Module, weights: str, key: str = "weights") -> nn.Module:
     """Load a state dict into ``model`` (``torch.load(weights_only=True)``).
 
@@ -111,7 +134,7 @@ def load_weights(model: nn.Module, weights: str, key: str = "weights") -> nn.Mod
     Raises:
         ConfigError: missing file, unreadable file or mismatching tensors.
     """
-    path: Path = resolve_weights(weights, key)
+    path = resolve_weights(weights, key)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file

@@ -14,7 +14,8 @@ total is timed). Mixed precision
 (``precision: bf16|fp16``, or what ``auto`` picks for the device:
 :mod:`trkx_ray.hardware`) wraps the three models in ``torch.autocast``.
 With ``runtime: onnx`` the three models run in onnxruntime sessions instead
-(:mod:`trkx_ray.pipeline.export`; fp32, exported on the fly when needed).
+(:mod:`trkx_ray.pipeline.onnx_runtime`; fp32, exported on the fly by
+:mod:`trkx_ray.pipeline.export` when needed).
 The ``noop`` kind runs no model (one track per hit) to measure the overhead
 of whatever drives the pipeline.
 """
@@ -268,7 +269,7 @@ class Pipeline:
         self.embedding = self.filter = self.gnn = None
         self.onnx = None
         if config.kind == "exatrkx" and config.runtime == "onnx":
-            from trkx_ray.pipeline.export import OnnxModels
+            from trkx_ray.pipeline.onnx_runtime import OnnxModels
 
             if config.precision not in ("fp32", "auto"):
                 log.info(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trkx_ray.pipeline.config import ConfigError, _build, _read_yaml, merge_overrides
+from trkx_ray.pipeline.config import ConfigError, build_dataclass, merge_overrides, read_yaml
 
 __all__ = [
     "DataConfig",
@@ -181,11 +181,11 @@ def load_train_config(
         if not path.is_file():
             shipped = sorted(p.stem for p in TRAIN_CONFIG_DIR.glob("*.yaml"))
             raise ConfigError(f"training configuration {str(source)!r} not found; shipped: {shipped}")
-        where, data = str(path), _read_yaml(path)
+        where, data = str(path), read_yaml(path)
         data.setdefault("name", path.stem)
     if overrides:
         data = merge_overrides(data, overrides)
-    cfg: TrainConfig = _build(TrainConfig, data, "", where)
+    cfg = build_dataclass(TrainConfig, data, where)
     for key, value in (
         ("data.train_events", cfg.data.train_events),
         ("data.val_events", cfg.data.val_events),
