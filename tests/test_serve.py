@@ -72,7 +72,8 @@ def service():
                 ready.set()
         ready.set()
 
-    threading.Thread(target=pump, daemon=True).start()
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
     try:
         ready.wait(240)
         if not url[0]:
@@ -87,8 +88,12 @@ def service():
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(10)
                 pytest.fail("service did not shut down within 90 s of Ctrl-C")
+            finally:
+                pumper.join(10)
+                if proc.stdout is not None:
+                    proc.stdout.close()
     assert proc.returncode == 0, "\n".join(lines[-40:])
-    assert any("shutting down" in ln for ln in lines)
+    assert any("SIGINT: shutting down" in ln for ln in lines)
 
 
 @pytest.fixture(scope="module")

@@ -59,11 +59,12 @@ MAX_DURATION_S = 3600.0
 
 @dataclass(frozen=True)
 class Payload:
-    """One pre-encoded request."""
+    """One pre-encoded request (``hit_id``: the ids every answer must carry back)."""
 
     body: bytes
     headers: dict[str, str]
     num_hits: int
+    hit_id: np.ndarray | None = None
 
 
 def parse_levels(text: str) -> list[int]:
@@ -137,7 +138,8 @@ def load_payloads(*, input_dir: str | Path | None = None, pileup: float | None =
     payloads = []
     for event in loaded:
         body, headers = encode_event(event, fmt, cells=cells)
-        payloads.append(Payload(body, headers, event.num_hits))
+        payloads.append(Payload(body, headers, event.num_hits,
+                                np.asarray(event.hits["hit_id"], dtype=np.int32)))
     desc.update({
         "events": len(payloads), "format": fmt, "cells": cells,
         "mean_hits": float(np.mean([p.num_hits for p in payloads])) if payloads else 0.0,
@@ -184,13 +186,31 @@ def summarise(concurrency: int, wall_s: float, latencies: list[float], statuses:
     }
 
 
+def _connect(base: str, timeout_s: float) -> Any:
+    """A persistent HTTP/1.1 connection to ``base`` (``http://HOST:PORT``)."""
+    import http.client
+
+    parsed = urlparse(base)
+    cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
+    return cls(parsed.hostname, parsed.port, timeout=timeout_s)
+
+
 def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_s: float,
                   *, max_requests: int = 100_000, timeout_s: float = 300.0,
-                  warmup: bool = True) -> dict[str, Any]:
-    """Closed-loop load at one concurrency level; returns its :func:`summarise` row."""
-    import requests
+                  warmup: bool = True, targets: list[str] | None = None) -> dict[str, Any]:
+    """Closed-loop load at one concurrency level; returns its :func:`summarise` row.
 
-    target = f"{url}/v1/track"
+    Each thread keeps one persistent connection (``http.client``, HTTP/1.1
+    keep-alive) and sends the pre-encoded bodies as they are. Thread ``i`` sends
+    to ``targets[i % len(targets)]`` (the replicas' direct URLs) or, without
+    targets, to ``url``. Every 200 answer is decoded and checked: its ``hit_id``
+    column must equal the request's (a wrong or truncated answer counts as an error,
+    ``bad answer``).
+    """
+    import http.client
+
+    bases = list(targets) if targets else [url]
+    path = "/v1/track"
     lock = threading.Lock()
     latencies: list[float] = []
     statuses: list[str] = []
@@ -208,17 +228,20 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
             budget[0] -= 1
             return True
 
+    def post(conn: Any, p: Payload) -> tuple[int, bytes, Any]:
+        conn.request("POST", path, body=p.body, headers=p.headers)
+        r = conn.getresponse()
+        return r.status, r.read(), r
+
     def worker(index: int) -> None:
-        session = requests.Session()
+        conn = _connect(bases[index % len(bases)], timeout_s)
         k = index
         try:
             if warmup:
-                p = payloads[k % len(payloads)]
                 try:
-                    session.post(target, data=p.body, headers=p.headers, timeout=timeout_s)
-                except requests.RequestException:
-                    session.close()
-                    session = requests.Session()
+                    post(conn, payloads[k % len(payloads)])
+                except (OSError, http.client.HTTPException):
+                    conn.close()
             barrier.wait()  # every thread warmed up ...
             go.wait()  # ... and the clock started
             deadline = start[0] + duration_s
@@ -227,25 +250,23 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
                 k += concurrency
                 t0 = time.perf_counter()
                 try:
-                    r = session.post(target, data=p.body, headers=p.headers, timeout=timeout_s)
-                    _ = r.content
+                    code, data, r = post(conn, p)
                     dt = time.perf_counter() - t0
-                    code = r.status_code
-                except requests.RequestException as exc:
+                except (OSError, http.client.HTTPException) as exc:
                     code, dt = type(exc).__name__, 0.0
-                    session.close()
-                    session = requests.Session()
+                    conn.close()  # http.client reconnects on the next request
+                if code == 200 and not _answer_ok(data, r, p):
+                    code = "bad answer"
                 with lock:
                     if code == 200:
                         statuses.append("200")
                         latencies.append(dt)
-                        h = r.headers
-                        service_s.append(float(h.get("X-Trkx-Service-S", "nan")))
-                        pipeline_s.append(float(h.get("X-Trkx-Stage-Total-S", "nan")))
+                        service_s.append(float(r.getheader("X-Trkx-Service-S", "nan")))
+                        pipeline_s.append(float(r.getheader("X-Trkx-Stage-Total-S", "nan")))
                     else:
                         statuses.append(f"HTTP {code}" if isinstance(code, int) else code)
         finally:
-            session.close()
+            conn.close()
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"loadgen-{i}")
                for i in range(concurrency)]
@@ -260,14 +281,49 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
     return summarise(concurrency, wall, latencies, statuses, pipeline_s, service_s)
 
 
+def _answer_ok(data: bytes, response: Any, payload: Payload) -> bool:
+    """Whether an answer's ``hit_id`` column is the request's (when the payload has ids)."""
+    if payload.hit_id is None:
+        return True
+    from trkx_ray.serving.protocol import ProtocolError, decode_answer
+
+    try:
+        hit_id, track_id = decode_answer(data, response.getheader("Content-Type"))
+    except (ProtocolError, ValueError):
+        return False
+    return len(track_id) == len(payload.hit_id) and bool(np.array_equal(hit_id, payload.hit_id))
+
+
+def _direct_targets(base: str, timeout_s: float = 30.0) -> list[str]:
+    """The replicas' direct-ingress URLs from ``GET /v1/endpoints`` (empty: none)."""
+    import requests
+
+    try:
+        r = requests.get(f"{base}/v1/endpoints", timeout=timeout_s)
+        if r.status_code != 200:
+            return []
+        return [str(u).rstrip("/") for u in r.json().get("urls", [])]
+    except (requests.RequestException, ValueError, AttributeError):
+        return []
+
+
 def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s: float,
                 *, max_requests: int = 100_000, timeout_s: float = 300.0,
-                payload_info: dict[str, Any] | None = None, progress: bool = True
-                ) -> dict[str, Any]:
-    """Measure every level; returns the report (``rows`` and context)."""
+                payload_info: dict[str, Any] | None = None, progress: bool = True,
+                direct: bool = True) -> dict[str, Any]:
+    """Measure every level; returns the report (``rows`` and context).
+
+    With ``direct`` and a service under Serve's direct ingress (``GET
+    /v1/endpoints`` lists its replicas), the threads send straight to the replicas;
+    otherwise through ``url``.
+    """
     import requests
 
     base = _base_url(url)
+    targets = _direct_targets(base) if direct else []
+    if progress:
+        print("sending to " + (", ".join(targets) + " (direct ingress)" if targets
+                               else f"{base} (Serve's proxy)"), flush=True)
     if not payloads:
         raise ValueError("no events to send (empty --input directory?)")
     try:
@@ -278,7 +334,7 @@ def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s
     rows = []
     for c in levels:
         row = measure_level(base, payloads, c, duration_s, max_requests=max_requests,
-                            timeout_s=timeout_s)
+                            timeout_s=timeout_s, targets=targets)
         rows.append(row)
         if progress:
             print(f"concurrency {c:4d}: {row['throughput_eps']:8.2f} events/s, "
@@ -290,6 +346,8 @@ def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s
     return {
         "rows": rows,
         "url": base,
+        "ingress": "direct" if targets else "proxy",
+        "targets": targets or [base],
         "duration_s": duration_s,
         "max_requests": max_requests,
         "payload": payload_info or {},
@@ -318,7 +376,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Load test",
         "",
-        f"Service {report.get('url')}: {what}.",
+        f"Service {report.get('url')}: {what}; requests "
+        + ("straight to the replicas (direct ingress)" if report.get("ingress") == "direct"
+           else "through Serve's HTTP proxy") + ".",
         f"Events: {pay.get('events', '?')} from {src}, {pay.get('format', '?')} "
         f"({'with' if pay.get('cells') else 'without'} cells), mean "
         f"{pay.get('mean_hits', 0):,.0f} hits, {pay.get('mean_bytes', 0) / 2**20:.2f} MiB "
@@ -409,6 +469,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="at most this many measured requests per level (default 100000)")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds to wait for one answer (default 300)")
+    p.add_argument("--ingress", choices=("auto", "proxy"), default="auto",
+                   help="auto (default): straight to the replicas when the service lists "
+                   "them at /v1/endpoints (Serve's direct ingress), else through --url; "
+                   "proxy: always through --url")
     p.add_argument("--out", type=Path, default=Path("loadgen"),
                    help="output directory for loadgen.json/.md/.png (default loadgen)")
     return p
@@ -434,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                                        cells=not args.no_cells)
         report = run_loadgen(url, payloads, levels, args.duration,
                              max_requests=args.max_requests, timeout_s=args.timeout,
-                             payload_info=info)
+                             payload_info=info, direct=args.ingress == "auto")
     except ValueError as exc:  # EventFormatError included
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

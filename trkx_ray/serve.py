@@ -18,14 +18,24 @@ shut down afterwards).
 The protocol (Arrow IPC / Parquet / JSON over HTTP) is in ``docs/serving.md``; the
 Python client is :class:`Client` (``trkx_ray.serve.Client``).
 
-Exit status: 0 after Ctrl-C or a finished batch, 1 when the service failed to
-start or a batch event failed, 2 for bad flags or resources the cluster lacks.
+``--ingress direct`` (the default) turns on Serve's direct ingress
+(``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` for the embedded Ray): each replica also
+answers HTTP itself on a port of its own (30000 up, on ``--host``), listed at
+``GET /v1/endpoints``; the client and the load generator send there, so request
+bodies skip the proxy's Ray calls. The proxy URL keeps answering.
+
+Exit status: 0 after Ctrl-C (SIGINT), SIGTERM or a finished batch: the service
+prints ``SIGTERM: shutting down`` (or ``SIGINT: ...``), deletes its application,
+shuts Serve and the embedded Ray down and exits, without a stack trace; 1 when the
+service failed to start or a batch event failed, 2 for bad flags or resources the
+cluster lacks.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import time
@@ -82,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--max-ongoing", type=int, default=1,
                       help="requests one replica holds at once (default 1: a request goes to "
                       "a free replica; the others wait in Serve's proxy)")
+    http.add_argument("--ingress", choices=("direct", "proxy"), default="direct",
+                      help="direct (default): Serve's direct ingress, each replica also "
+                      "answers HTTP on its own port (from 30000, same host), listed at "
+                      "GET /v1/endpoints, and clients send there, skipping the proxy's Ray "
+                      "calls; proxy: everything goes through Serve's HTTP proxy. The proxy "
+                      "URL answers in both modes")
     http.add_argument("--access-log", action="store_true",
                       help="log every request (Serve's access log; off by default)")
     pipe = p.add_argument_group("pipeline")
@@ -252,8 +268,56 @@ def _run_batch(url: str, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _Stop(Exception):
+    """SIGTERM / SIGINT: stop serving and shut down (``signal`` names which)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: Any) -> None:
+    raise _Stop(signum)
+
+
+#: environment of Serve's direct ingress, set before the embedded Ray starts (its
+#: controller and replicas read it at import). A replica that stops drains for 1 s
+#: instead of Ray's 30 s default (no load balancer in front to deregister from).
+DIRECT_INGRESS_ENV = {
+    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+}
+
+
+def _direct_ingress_env(args: argparse.Namespace) -> dict[str, str]:
+    """Set (and return the previous values of) the direct-ingress variables."""
+    if args.ingress != "direct":
+        return {}
+    if args.address is not None or os.environ.get("RAY_ADDRESS"):
+        log.info("--ingress direct on an existing cluster: the cluster's own "
+                 "RAY_SERVE_ENABLE_DIRECT_INGRESS decides")
+        return {}
+    previous = {k: os.environ.get(k) for k in DIRECT_INGRESS_ENV}
+    for key, value in DIRECT_INGRESS_ENV.items():
+        os.environ.setdefault(key, value)
+    return {k: v for k, v in previous.items()}
+
+
+def _restore_env(previous: dict[str, str | None]) -> None:
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _direct_urls(url: str) -> list[str]:
+    """The replicas' direct-ingress URLs (``GET /v1/endpoints``), empty if none."""
+    try:
+        return list(Client(url, retries=2).endpoints())
+    except ServiceError as exc:
+        log.warning("%s/v1/endpoints: %s", url, exc)
+        return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,11 +340,17 @@ def main(argv: list[str] | None = None) -> int:
     from trkx_ray.scaling.cluster import connect_ray
 
     previous_int = signal.getsignal(signal.SIGINT)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.getsignal(signal.SIGTERM)
+    saved_env = _direct_ingress_env(args)
     started = False
     status = 0
     try:
         started = connect_ray(args.address)
+        # ray.init installs its own SIGTERM handler (kill Ray's processes, exit 1,
+        # with a stack trace): ours replaces it, after it, so that SIGTERM and
+        # Ctrl-C both shut Serve and Ray down in order and exit 0
+        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, _raise_stop)
         try:
             settings = settings_from_args(args, ray.cluster_resources().get("CPU", 0.0))
             _check_resources(settings, ray.cluster_resources())
@@ -290,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             url = start_service(settings, host=args.host, port=args.port,
                                 access_log=args.access_log)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Stop):
             raise
         except Exception as exc:  # noqa: BLE001 - Serve's many failure types: one line
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
@@ -304,14 +374,23 @@ def main(argv: list[str] | None = None) -> int:
                    if settings.autoscaling else ""))
         print(f"trkx_ray service: {url}  (POST {url}/v1/track; {mode}; config "
               f"{settings.config})", flush=True)
+        direct = _direct_urls(url) if args.ingress == "direct" else []
+        if direct:
+            print(f"direct ingress (one URL per replica, listed at {url}/v1/endpoints): "
+                  + " ".join(direct), flush=True)
+        elif args.ingress == "direct":
+            print("direct ingress: not available on this Ray; clients use the proxy URL",
+                  flush=True)
         if args.input is not None:
             status = _run_batch(url, args)
         else:
             print("serving until Ctrl-C", flush=True)
             while True:
                 time.sleep(3600)
-    except KeyboardInterrupt:
-        print("shutting down", flush=True)
+    except _Stop as stop:
+        print(f"{stop}: shutting down", flush=True)
+    except KeyboardInterrupt:  # a SIGINT before our handler was installed
+        print("SIGINT: shutting down", flush=True)
     finally:
         # a second Ctrl-C must not cut the shutdown short (it takes seconds)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -322,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
+        _restore_env(saved_env)
     return status
 
 

@@ -30,7 +30,10 @@ HTTP routes (the protocol is :mod:`trkx_ray.serving.protocol`, ``docs/serving.md
 * ``POST /v1/track``: one event in, ``hit_id, track_id`` out;
 * ``GET /v1/info``: the replica's configuration, device, cores and counters (JSON);
 * ``GET /v1/healthz``: ``ok`` once the replica is ready (Serve's own proxy also
-  answers ``GET /-/healthz``).
+  answers ``GET /-/healthz``);
+* ``GET /v1/endpoints``: the replicas' own HTTP addresses under Serve's direct
+  ingress (``{"direct": true, "urls": [...]}``), for clients that send straight
+  to a replica instead of through Serve's proxy.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ DEPLOYMENT_NAME = "trkx_tracker"
 TRACK_PATH = "/v1/track"
 INFO_PATH = "/v1/info"
 HEALTH_PATH = "/v1/healthz"
+ENDPOINTS_PATH = "/v1/endpoints"
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,8 @@ class TrackingService:
     def _track(self, body: bytes, headers: dict[str, str]) -> _Reply:
         """Decode, run the pipeline, encode (on the worker thread)."""
         t0 = time.perf_counter()
+        if not isinstance(body, bytearray):  # one copy, then Arrow columns are views
+            body = bytearray(memoryview(body).cast("B"))
         try:
             event, fmt = protocol.decode_event(
                 body, headers.get("content-type"), headers,
@@ -342,24 +348,77 @@ class TrackingService:
             self.errors_5xx += 1
         return reply.status, reply.body, reply.media_type, reply.headers
 
-    async def _read_body(self, request: Any) -> bytes | _Reply:
+    async def _read_body(self, request: Any) -> bytearray | _Reply:
+        """The body into one ``bytearray`` (decoded in place, see ``decode_event``)."""
         limit = self.settings.max_request_bytes
         length = request.headers.get("content-length")
+        expected = None
         if length is not None:
             try:
-                size = int(length)
+                expected = int(length)
             except ValueError:
                 return _error(400, f"Content-Length {length!r} is not an integer")
-            if size > limit:
-                return _error(413, protocol._too_large(size, limit))
-        chunks: list[bytes] = []
-        size = 0
+            if expected > limit:
+                return _error(413, protocol._too_large(expected, limit))
+        if expected is not None and expected >= 0:
+            body = bytearray(expected)
+            view = memoryview(body)
+            size = 0
+            async for chunk in request.stream():
+                end = size + len(chunk)
+                if end > expected:
+                    return _error(400, f"body longer than its Content-Length {expected}")
+                view[size:end] = chunk
+                size = end
+            view.release()
+            if size != expected:
+                return _error(400, f"body of {size} bytes, Content-Length says {expected}")
+            return body
+        body = bytearray()
         async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                return _error(413, protocol._too_large(size, limit))
-            chunks.append(chunk)
-        return b"".join(chunks)
+            body += chunk
+            if len(body) > limit:
+                return _error(413, protocol._too_large(len(body), limit))
+        return body
+
+    async def endpoints(self) -> dict[str, Any]:
+        """Where each replica answers directly (Serve's direct ingress), if enabled.
+
+        With ``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` (``python -m trkx_ray.serve
+        --ingress direct``), every replica runs its own HTTP server on a port Serve
+        allocates (``RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT``.., default 30000) and
+        bound to the same host as Serve's proxy. Serve's controller knows these
+        "targets"; the list comes from it (a Ray 2.60 controller method, not a
+        public API: on any other Ray it is empty and clients use the proxy).
+        """
+        try:
+            from ray.serve._private import constants
+
+            if not constants.RAY_SERVE_ENABLE_DIRECT_INGRESS:
+                return {"direct": False, "urls": []}
+            controller = getattr(self, "_controller", None)
+            if controller is None:
+                import ray
+
+                controller = ray.get_actor(constants.SERVE_CONTROLLER_NAME,
+                                           namespace=constants.SERVE_NAMESPACE)
+                self._controller = controller
+            groups = await controller.get_target_groups.remote(APP_NAME)
+            urls = []
+            for group in groups:
+                if getattr(group, "app_name", APP_NAME) != APP_NAME:
+                    continue
+                if str(getattr(group.protocol, "value", group.protocol)).upper() != "HTTP":
+                    continue
+                for target in group.targets:
+                    if "SERVE_REPLICA" not in str(target.name):
+                        continue  # a proxy target (no replica running yet)
+                    host = f"[{target.ip}]" if ":" in target.ip else target.ip
+                    urls.append(f"http://{host}:{int(target.port)}")
+            return {"direct": True, "urls": sorted(set(urls))}
+        except Exception as exc:  # noqa: BLE001 - any Ray change: clients use the proxy
+            log.info("direct-ingress endpoints unavailable: %s", exc)
+            return {"direct": False, "urls": [], "error": f"{type(exc).__name__}: {exc}"}
 
     async def __call__(self, request: Any) -> Any:
         """Route one HTTP request (Starlette ``Request`` in, ``Response`` out)."""
@@ -381,6 +440,8 @@ class TrackingService:
                     return Response(data, status_code=status, media_type=media, headers=extra)
         elif path in (INFO_PATH, "/"):
             reply = _Reply(200, json.dumps(self.info()).encode(), protocol.JSON)
+        elif path == ENDPOINTS_PATH:
+            reply = _Reply(200, json.dumps(await self.endpoints()).encode(), protocol.JSON)
         elif path == HEALTH_PATH:
             reply = _Reply(200, b"ok", "text/plain")
         else:

@@ -1,7 +1,9 @@
 """A Python client of the tracking service, and batch tracking of a TrackML directory.
 
 ``Client("http://127.0.0.1:8000").track(event)`` sends one event and returns its
-``track_id`` array (one label per hit, in the event's hit order). Server errors
+``track_id`` array (one label per hit, in the event's hit order). When the service
+runs Serve's direct ingress, events go straight to the replicas listed at
+``GET /v1/endpoints`` (one per client thread, round robin). Server errors
 (5xx) and connection errors (a replica died, the service restarts) are retried
 with exponential back-off; a 4xx (the event is at fault) raises
 :class:`ServiceError` at once with the service's message.
@@ -68,12 +70,17 @@ class Client:
         retries: retries after a 5xx or connection error (0: none).
         backoff_s: first retry delay, doubled at each retry (seconds).
 
+        direct: send events straight to the replicas when the service runs Serve's
+            direct ingress (``GET /v1/endpoints`` lists them): thread ``i`` of the
+            client uses replica ``i mod n``, and a connection error or 5xx makes it
+            fetch the list again before retrying. False: always through ``url``.
+
     A client keeps one HTTP connection per thread, so one client may be shared by
     threads.
     """
 
     def __init__(self, url: str, fmt: str = "arrow", timeout_s: float = 300.0,
-                 retries: int = 4, backoff_s: float = 0.25) -> None:
+                 retries: int = 4, backoff_s: float = 0.25, direct: bool = True) -> None:
         if fmt not in protocol.CONTENT_TYPES:
             raise ValueError(f"fmt must be one of {sorted(protocol.CONTENT_TYPES)}, got {fmt!r}")
         if retries < 0:
@@ -83,7 +90,11 @@ class Client:
         self.timeout_s = timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.direct = direct
         self._local = threading.local()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._direct_urls: list[str] | None = None
         #: retries done so far (all threads), for reports.
         self.retried = 0
 
@@ -109,13 +120,59 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ routing
+    def endpoints(self, refresh: bool = False) -> list[str]:
+        """The replicas' direct URLs (``GET /v1/endpoints``); empty: use ``url``.
+
+        Raises:
+            ServiceError: the service did not answer (after the retries).
+        """
+        with self._lock:
+            if self._direct_urls is not None and not refresh:
+                return list(self._direct_urls)
+        response = self._with_retries(
+            lambda: self._session().get(f"{self.url}/v1/endpoints", timeout=self.timeout_s),
+            refresh=False)
+        try:
+            urls = [str(u).rstrip("/") for u in response.json().get("urls", [])]
+        except (ValueError, AttributeError):
+            urls = []
+        with self._lock:
+            self._direct_urls = urls
+        return list(urls)
+
+    def _target(self) -> str:
+        """Where this thread sends events: its replica's direct URL, or ``url``."""
+        if not self.direct:
+            return self.url
+        index = getattr(self._local, "index", None)
+        if index is None:
+            with self._lock:
+                index = self._local.index = self._threads
+                self._threads += 1
+        try:
+            urls = self.endpoints()
+        except ServiceError:
+            urls = []
+        return urls[index % len(urls)] if urls else self.url
+
+    def _refresh(self) -> None:
+        """After a failure: forget this thread's connection and the replicas' list."""
+        self.close()
+        if self.direct:
+            index = getattr(self._local, "index", None)
+            if index is not None:
+                self._local.index = index + 1  # the next replica for the retry
+            with self._lock:
+                self._direct_urls = None
+
     # ------------------------------------------------------------------ requests
     def post(self, body: bytes, headers: dict[str, str]) -> Any:
         """POST a pre-encoded event once (no retry); returns the ``requests`` response."""
-        return self._session().post(f"{self.url}/v1/track", data=body, headers=headers,
+        return self._session().post(f"{self._target()}/v1/track", data=body, headers=headers,
                                     timeout=self.timeout_s)
 
-    def _with_retries(self, call: Callable[[], Any]) -> Any:
+    def _with_retries(self, call: Callable[[], Any], refresh: bool = True) -> Any:
         import requests
 
         delay = self.backoff_s
@@ -127,7 +184,10 @@ class Client:
                 if last:
                     raise ServiceError(0, f"{self.url}: {type(exc).__name__}: {exc}") from exc
                 log.warning("%s: %s; retrying in %.2f s", self.url, type(exc).__name__, delay)
-                self.close()  # a fresh connection for the retry
+                if refresh:
+                    self._refresh()  # a fresh connection (and replica list) for the retry
+                else:
+                    self.close()
             else:
                 if response.status_code < 400:
                     return response
@@ -135,6 +195,8 @@ class Client:
                     raise ServiceError(response.status_code, _message(response))
                 log.warning("%s: HTTP %d (%s); retrying in %.2f s", self.url,
                             response.status_code, _message(response), delay)
+                if refresh:
+                    self._refresh()
             self.retried += 1
             time.sleep(delay)
             delay *= 2

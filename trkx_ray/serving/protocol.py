@@ -201,13 +201,40 @@ def answer_format(request_fmt: str, accept: str | None = None) -> str:
 
 
 # -- tables -> columns ----------------------------------------------------------------
+def _writable_view(column: Any, dtype: np.dtype, owner: bytearray | None) -> np.ndarray | None:
+    """A writable numpy view of ``column``'s values inside ``owner``, or None.
+
+    Arrow IPC readers hand out read-only buffers that point into the request body.
+    When the body is a ``bytearray`` (the service reads requests into one), a
+    one-chunk column of the wanted type without nulls is viewed in place: no copy,
+    and the pipeline gets ordinary writable arrays.
+    """
+    if owner is None or column.num_chunks != 1:
+        return None
+    chunk = column.chunk(0)
+    buffers = chunk.buffers()
+    if len(buffers) != 2 or buffers[1] is None:
+        return None
+    data = buffers[1]
+    base = np.frombuffer(owner, dtype=np.uint8).ctypes.data if len(owner) else 0
+    start = data.address - base + chunk.offset * dtype.itemsize
+    end = start + len(chunk) * dtype.itemsize
+    if base == 0 or start < 0 or end > len(owner):
+        return None
+    return np.frombuffer(owner, dtype=dtype, count=len(chunk), offset=start)
+
+
 def _columns_from_arrow(
     table: Any,
     part: str,
     schema: Mapping[str, np.dtype],
     required: tuple[str, ...],
+    owner: bytearray | None = None,
 ) -> Table:
     """Check and convert an Arrow table's columns of ``part`` to numpy (TrackML dtypes).
+
+    Columns already of the wanted type are viewed in place inside ``owner`` (the
+    request body as a ``bytearray``) when they lie there; others are converted.
 
     Raises:
         ProtocolError: 422 naming the missing / mistyped / null / overflowing column.
@@ -246,6 +273,11 @@ def _columns_from_arrow(
             row = pc.index(pc.is_null(column), True).as_py()
             raise ProtocolError(422, f"{part}: column {name!r} has a null value at row {row}")
         want = pa.from_numpy_dtype(dtype)
+        if have == want:
+            view = _writable_view(column, dtype, owner)
+            if view is not None:
+                out[name] = view
+                continue
         if have != want:
             try:
                 column = column.cast(want, safe=dtype.kind == "i")
@@ -269,7 +301,7 @@ def _read_arrow_stream(reader: Any, part: str) -> Any:
         raise ProtocolError(400, f"{part}: body is not a valid Arrow IPC stream ({exc})") from exc
 
 
-def _read_table(data: bytes, fmt: str, part: str) -> Any:
+def _read_table(data: Any, fmt: str, part: str) -> Any:
     import pyarrow as pa
 
     if len(data) == 0:
@@ -343,11 +375,12 @@ def _split_parts(body: bytes, fmt: str, headers: Mapping[str, str]) -> tuple[Any
                 f"{HITS_LENGTH_HEADER} {length!r} must be an integer in [1, {len(body)}] "
                 "(the byte length of the hits part of the body)",
             )
-        hits = _read_table(body[:n], fmt, "hits")
-        cells = _read_table(body[n:], fmt, "cells") if n < len(body) else None
+        whole = pa.py_buffer(body)  # zero-copy slices (a bytes slice would copy)
+        hits = _read_table(whole.slice(0, n), fmt, "hits")
+        cells = _read_table(whole.slice(n), fmt, "cells") if n < len(body) else None
         return hits, cells
     if fmt == "arrow":
-        reader = pa.BufferReader(body)
+        reader = pa.BufferReader(pa.py_buffer(body))
         hits = _read_arrow_stream(reader, "hits")
         rest = len(body) - reader.tell()
         cells = _read_arrow_stream(reader, "cells") if rest > 0 else None
@@ -392,7 +425,9 @@ def decode_event(
 
     Args:
         body: the request body: bytes or any buffer (a numpy ``uint8`` array from
-            Ray's object store is read without a copy).
+            Ray's object store is read without a copy). From a ``bytearray``, Arrow
+            columns already of the service's types become writable numpy views into
+            it (no copy at all); the event then shares the bytearray's memory.
         content_type: its ``Content-Type``.
         headers: request headers (``X-Trkx-Event-Id``, ``X-Trkx-Hits-Length``).
         max_bytes: refuse bodies above this size (None: no limit).
@@ -419,10 +454,12 @@ def decode_event(
         hits_table, cells_table = _json_tables(body)
     else:
         hits_table, cells_table = _split_parts(body, fmt, headers)
-    hits = _columns_from_arrow(hits_table, "hits", HITS_COLUMNS, HITS_REQUIRED)
+    owner = body if isinstance(body, bytearray) and fmt in ("arrow", "arrow-file") else None
+    hits = _columns_from_arrow(hits_table, "hits", HITS_COLUMNS, HITS_REQUIRED, owner)
     cells = None
     if cells_table is not None:
-        cells = _columns_from_arrow(cells_table, "cells", CELLS_COLUMNS, tuple(CELLS_COLUMNS))
+        cells = _columns_from_arrow(cells_table, "cells", CELLS_COLUMNS, tuple(CELLS_COLUMNS),
+                                    owner)
     source = f"request (event {event_id})"
     # Event.validate wants every TrackML hits column; the pipeline does not use the
     # module ids, so absent ones are stood in by zero-copy zeros for the check only.

@@ -1,0 +1,167 @@
+"""Serve's direct ingress and signal handling, on a real local Ray Serve (no mocks).
+
+One ``noop`` service (``python -m trkx_ray.serve --config noop``, two 1-core
+replicas, direct ingress on by default) in a subprocess: the replicas' own HTTP
+servers are listed at ``/v1/endpoints``, bound to loopback, answer the same as the
+proxy, and the client and the load generator use them; SIGTERM then shuts
+everything down with a one-line message and exit status 0 (Ctrl-C is checked by
+``tests/test_serve.py``'s service).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from urllib.parse import urlparse
+
+import numpy as np
+import pytest
+import requests
+
+from trkx_ray.events import load_event
+from trkx_ray.serve import Client
+from trkx_ray.serving import protocol
+
+pytestmark = pytest.mark.ray
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def noop_service():
+    port = _free_port()
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "trkx_ray.serve", "--config", "noop", "--cpu-replicas", "2",
+           "--cores-per-replica", "1", "--port", str(port), "--warmup-hits", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)
+    lines: list[str] = []
+    ready = threading.Event()
+    url = [""]
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("trkx_ray service: "):
+                url[0] = line.split()[2]
+            if line.startswith(("direct ingress", "serving until")):
+                ready.set()
+        ready.set()
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    try:
+        ready.wait(240)
+        if not url[0]:
+            pytest.fail("service did not start:\n" + "\n".join(lines[-40:]))
+        yield proc, url[0], lines
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        pumper.join(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def sample(sample_prefix):
+    return load_event(sample_prefix, ("hits", "cells"))
+
+
+def test_direct_endpoints_listed_and_on_loopback(noop_service):
+    proc, url, lines = noop_service
+    doc = requests.get(f"{url}/v1/endpoints", timeout=30).json()
+    assert doc["direct"] is True and len(doc["urls"]) == 2, doc
+    assert any(ln.startswith("direct ingress") and doc["urls"][0] in ln for ln in lines)
+    pids = set()
+    for base in doc["urls"]:
+        parsed = urlparse(base)
+        assert parsed.hostname == "127.0.0.1" and parsed.port != urlparse(url).port
+        r = requests.get(f"{base}/v1/info", timeout=30)
+        assert r.status_code == 200 and r.json()["config"] == "noop"
+        pids.add(r.json()["pid"])
+    assert len(pids) == 2  # one URL per replica
+    import psutil
+
+    for pid in pids:  # each replica's HTTP server listens on loopback only
+        listening = [c.laddr for c in psutil.Process(pid).net_connections(kind="inet")
+                     if c.status == psutil.CONN_LISTEN]
+        direct_ports = {urlparse(u).port for u in doc["urls"]}
+        mine = [a for a in listening if a.port in direct_ports]
+        assert mine and all(a.ip == "127.0.0.1" for a in mine), listening
+
+
+def test_direct_answers_equal_proxy_answers(noop_service, sample):
+    _, url, _ = noop_service
+    direct = Client(url)
+    assert len(direct.endpoints()) == 2
+    answer = direct.track_answer(sample)
+    via_proxy = Client(url, direct=False).track_answer(sample)
+    np.testing.assert_array_equal(answer.hit_id, sample.hits["hit_id"])
+    np.testing.assert_array_equal(answer.track_id, via_proxy.track_id)
+    assert len(np.unique(answer.track_id)) == sample.num_hits  # noop: a track per hit
+    assert answer.timings["decode"] >= 0 and answer.headers["x-trkx-replica-pid"]
+    # the body is decoded in place: a hits-only Arrow body and a Parquet one too
+    hits_only = Client(url).track_answer(sample, cells=False)
+    np.testing.assert_array_equal(hits_only.hit_id, sample.hits["hit_id"])
+    parquet = Client(url, fmt="parquet").track_answer(sample)
+    np.testing.assert_array_equal(parquet.track_id, answer.track_id)
+
+
+def test_direct_bad_input_still_4xx(noop_service, sample):
+    _, url, _ = noop_service
+    base = Client(url).endpoints()[0]
+    hits = {k: v[:50].copy() for k, v in sample.hits.items()}
+    hits["z"][3] = np.inf
+    r = requests.post(f"{base}/v1/track", data=protocol._arrow_stream(hits),
+                      headers={"Content-Type": protocol.ARROW_STREAM}, timeout=30)
+    assert r.status_code == 422 and "'z'" in r.json()["error"]
+    r = requests.post(f"{base}/v1/track", data=b"\xff" * 64,
+                      headers={"Content-Type": protocol.ARROW_STREAM, "Content-Length": "10"},
+                      timeout=30)
+    assert r.status_code >= 400
+
+
+def test_loadgen_goes_direct_and_validates_answers(noop_service, data_dir, tmp_path):
+    from trkx_ray import loadgen
+
+    _, url, _ = noop_service
+    out = tmp_path / "lg"
+    status = loadgen.main(["--url", url, "--input", str(data_dir), "--events", "1",
+                           "--concurrency", "1,2", "--duration", "1.5", "--out", str(out)])
+    assert status == 0
+    report = json.loads((out / "loadgen.json").read_text())
+    assert report["ingress"] == "direct" and len(report["targets"]) == 2
+    for row in report["rows"]:
+        assert row["ok"] >= 1 and row["errors"] == 0, row
+    assert "direct ingress" in (out / "loadgen.md").read_text()
+
+
+def test_sigterm_shuts_down_cleanly(noop_service):
+    """Last: SIGTERM -> one-line message, Serve and Ray shut down, exit status 0."""
+    proc, url, lines = noop_service
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(90)
+    except subprocess.TimeoutExpired:
+        pytest.fail("service did not shut down within 90 s of SIGTERM")
+    time.sleep(0.2)  # the output pump reads the last lines
+    text = "\n".join(lines)
+    assert proc.returncode == 0, text[-3000:]
+    assert "SIGTERM: shutting down" in text
+    assert "Traceback" not in text, text[-3000:]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/-/healthz", timeout=5)
