@@ -198,17 +198,26 @@ def _diagnose_csv(path: Path, compressed: bool, keep: Mapping[str, np.dtype]) ->
 
     try:
         with pa.input_stream(str(path), compression="gzip" if compressed else None) as stream:
-            table = pcsv.read_csv(
-                stream,
-                read_options=pcsv.ReadOptions(use_threads=False),
-                parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid_row),
-                convert_options=pcsv.ConvertOptions(
-                    column_types={c: pa.string() for c in keep},
-                    include_columns=list(keep),
-                    null_values=[""],
-                    strings_can_be_null=True,
-                ),
-            )
+            data = stream.read()
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    try:
+        data.decode("utf-8")  # the invalid-row handler gets rows as text
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return f"{path}: line {line} is not UTF-8 text"
+    try:
+        table = pcsv.read_csv(
+            pa.BufferReader(data),
+            read_options=pcsv.ReadOptions(use_threads=False),
+            parse_options=pcsv.ParseOptions(invalid_row_handler=on_invalid_row),
+            convert_options=pcsv.ConvertOptions(
+                column_types={c: pa.string() for c in keep},
+                include_columns=list(keep),
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
     except (OSError, ValueError, pa.ArrowException):
         return None
     if bad_rows:
