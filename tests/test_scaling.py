@@ -67,6 +67,7 @@ def test_core_leases_are_exclusive_across_processes_and_end_with_them(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
     freed = lease_cores(1, [5], lock_dir=tmp_path)  # its holder is gone: free again
     assert freed.cores == [5] and not freed.shared
     with pytest.raises(ResourceError, match="3 core"):
