@@ -48,6 +48,7 @@ Timings on a shared machine are indicative.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -164,14 +165,29 @@ class PeakRSS:
 
 
 def _set_threads(threads: int) -> None:
-    """Limit this process's torch, numba and OpenMP pools to ``threads``, as the actors do.
+    """Limit this process's torch, numba and faiss (OpenMP) pools to ``threads``.
 
-    faiss's OpenMP pool follows: it shares torch's OpenMP runtime, whose thread count
-    ``torch.set_num_threads`` sets.
+    Not :func:`trkx_ray.scaling.resources.apply_thread_limits`: that one is for a fresh
+    actor process and also sets ``NUMBA_NUM_THREADS`` in ``os.environ``, which numba
+    re-reads and refuses ("Cannot set NUMBA_NUM_THREADS ... once the threads have been
+    launched") when the bench runs in a process whose numba pool already started (the
+    tests call :func:`main` in-process). Only the libraries' own setters are used here.
     """
-    from trkx_ray.scaling.resources import apply_thread_limits
+    import torch
 
-    apply_thread_limits(threads)
+    torch.set_num_threads(threads)
+    try:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    except ImportError:  # pragma: no cover - numba is a dependency
+        pass
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:  # pragma: no cover - faiss is a dependency
+        pass
 
 
 def _machine(device: str, threads: int) -> dict[str, Any]:
@@ -393,11 +409,8 @@ def time_edge_backends(
     out: dict[str, dict[str, float]] = {}
     for name in backends:
         opts = options.get(name, {})
-        times, edges = _time(
-            lambda name=name, opts=opts: build_edges(x, r, backend=name, k_max=k_max, **opts),
-            repeats,
-            warmup,
-        )
+        call = functools.partial(build_edges, x, r, backend=name, k_max=k_max, **opts)
+        times, edges = _time(call, repeats, warmup)
         out[name] = {**_stats(times), "min_s": min(times), "num_edges": float(edges.shape[1])}
         log.info("build_edges %s: %.4f s, %d edges", name, out[name]["mean_s"], edges.shape[1])
     return out
@@ -437,12 +450,8 @@ def time_label_backends(
     out: dict[str, dict[str, float]] = {}
     for name in backends:
         opts = options.get(name, {})
-        times, labels = _time(
-            lambda name=name, opts=opts: label_hits(
-                num_hits, edges, scores, cut, backend=name, **opts
-            ),
-            repeats,
-        )
+        call = functools.partial(label_hits, num_hits, edges, scores, cut, backend=name, **opts)
+        times, labels = _time(call, repeats)
         out[name] = {
             **_stats(times),
             "min_s": min(times),
@@ -632,7 +641,9 @@ def run_backends(args: argparse.Namespace) -> dict[str, Any]:
         timings = time_edge_backends(emb, pipe.config.edges.radius, names, repeats=args.repeats)
         report["radius"] = pipe.config.edges.radius
     else:
-        graph = pipe(event, keep_graphs=True).graphs["filtering"]  # filter's edges, GNN scores
+        graphs = pipe(event, keep_graphs=True).graphs
+        assert graphs is not None
+        graph = graphs["filtering"]  # the edges the filter kept, with the GNN's scores
         names = [b for b in LABEL_BACKENDS if b != "cugraph" or args.device != "cpu"]
         timings = time_label_backends(
             event.num_hits,
@@ -675,7 +686,8 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
         emb = fp32.embedding(x, chunk_size=cfg.embedding.chunk_size)
     nodes = torch.cat([x, emb], 1) if cfg.filter.use_embedding else x
 
-    def sync(out: Any) -> Any:
+    def sync_call(fn: Callable[[], Any]) -> Any:
+        out = fn()
         if fp32.device.type == "cuda":
             torch.cuda.synchronize(fp32.device)
         return out
@@ -693,7 +705,7 @@ def run_models(args: argparse.Namespace) -> dict[str, Any]:
         timings[name], outputs[name] = {}, {}
         with torch.inference_mode(), pipe._autocast():
             for label, key in MODEL_ROWS:
-                times, out = _time(lambda f=calls[key]: sync(f()), args.repeats)
+                times, out = _time(functools.partial(sync_call, calls[key]), args.repeats)
                 timings[name][label] = _stats(times)
                 outputs[name][label] = out.float().cpu()
         log.info("%s: %s", name, {k: round(v["mean_s"], 4) for k, v in timings[name].items()})

@@ -413,7 +413,7 @@ def _check_value(value: Any, tp: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: {key} = {value!r} must be a list")
         (item,) = typing.get_args(tp)
         return [_check_value(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _build(tp, value, key, where)
     raise ConfigError(f"{where}: {key}: unsupported type {tp!r}")  # pragma: no cover
 

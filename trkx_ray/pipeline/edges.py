@@ -101,11 +101,11 @@ def pair_sqdist(x: Any, i: Any, j: Any) -> Any:
         for k in range(x.shape[1]):  # loop over the few embedding dimensions
             d2.add_(torch.square(x[i, k].double() - x[j, k].double()))
         return d2
-    d2 = np.zeros(len(i), dtype=np.float64)
+    d2n = np.zeros(len(i), dtype=np.float64)
     for k in range(x.shape[1]):  # loop over the few embedding dimensions
         diff = x[i, k].astype(np.float64) - x[j, k].astype(np.float64)
-        d2 += diff * diff
-    return d2
+        d2n += diff * diff
+    return d2n
 
 
 def _radius_torch(xt: Any, r: float, chunk: int | None = None) -> Any:
@@ -337,7 +337,7 @@ def build_edges(
         xin = _points_dtype(x)
         check_points(xin, r)
     if backend == "faiss":
-        edges = _faiss(xin, r, k_max=k_max, **opts)
+        edges: Any = _faiss(xin, r, k_max=k_max, **opts)
         if is_torch:
             import torch
 

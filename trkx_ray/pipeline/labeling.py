@@ -568,7 +568,7 @@ def _check_unit(name: str, value: Any) -> float:
         isinstance(value, bool)
         or not isinstance(value, numbers.Real)
         or not math.isfinite(value)
-        or not 0.0 <= value <= 1.0
+        or not 0.0 <= float(value) <= 1.0
     ):
         raise ValueError(f"walk option {name!r} must be a number in [0, 1], got {value!r}")
     return float(value)
@@ -702,12 +702,12 @@ def best_edges(num_hits: int, edges: Any, scores: Any) -> Any:
     if _is_torch(edges):
         import torch
 
-        s = scores.float()
-        best_out = torch.full((num_hits,), -math.inf, device=s.device)
-        best_in = torch.full((num_hits,), -math.inf, device=s.device)
-        best_out.scatter_reduce_(0, edges[0], s, reduce="amax")
-        best_in.scatter_reduce_(0, edges[1], s, reduce="amax")
-        return (s >= best_out[edges[0]]) | (s >= best_in[edges[1]])
+        st = scores.float()
+        out_t = torch.full((num_hits,), -math.inf, device=st.device)
+        in_t = torch.full((num_hits,), -math.inf, device=st.device)
+        out_t.scatter_reduce_(0, edges[0], st, reduce="amax")
+        in_t.scatter_reduce_(0, edges[1], st, reduce="amax")
+        return (st >= out_t[edges[0]]) | (st >= in_t[edges[1]])
     s = np.asarray(scores, dtype=np.float64)
     best_out = np.full(num_hits, -np.inf)
     best_in = np.full(num_hits, -np.inf)

@@ -269,6 +269,7 @@ class FilterMLP(nn.Module):
         result (up to float rounding) for about a third less arithmetic per edge.
         """
         first = self.net[0]
+        assert isinstance(first, nn.Linear)
         w_src, w_dst = first.weight[:, : self.node_dim], first.weight[:, self.node_dim :]
         return nn.functional.linear(x, w_src, first.bias), nn.functional.linear(x, w_dst)
 
@@ -475,7 +476,7 @@ class InteractionGNN(nn.Module):
         e = map_rows(lambda et: self.edge_encoder.edge_forward(proj, et), num_edges, chunk, edges_t)
         for it in range(self.iterations):
             k = 0 if self.shared_weights else it
-            net = self.edge_networks[k]
+            net: _EdgeBlock = self.edge_networks[k]  # type: ignore[assignment]
             proj = net.project(h)
             if chunk is None or num_edges <= chunk or torch.onnx.is_in_onnx_export():
                 e = e + net.edge_forward(proj, edges_t, e)

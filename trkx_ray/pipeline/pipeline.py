@@ -266,7 +266,10 @@ class Pipeline:
             "fp32" if config.kind == "noop"
             else resolve_precision(config.precision, self.device, config.runtime)
         )
-        self.embedding = self.filter = self.gnn = None
+        # the three models: torch modules or onnxruntime sessions (None for noop)
+        self.embedding: Any = None
+        self.filter: Any = None
+        self.gnn: Any = None
         self.onnx = None
         if config.kind == "exatrkx" and config.runtime == "onnx":
             from trkx_ray.pipeline.onnx_runtime import OnnxModels
