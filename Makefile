@@ -32,6 +32,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check trkx_ray tests scripts
+	$(PY) -m mypy  # files and settings: [tool.mypy] in pyproject.toml (trkx_ray/)
 
 bench: $(STAMP)
 	$(PY) -m trkx_ray.bench --events 3 --pileup 200 --device cpu
