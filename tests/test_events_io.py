@@ -362,6 +362,36 @@ def test_wrong_field_count(data_dir, tmp_path):
         load_event(prefix)
 
 
+def test_wrong_field_count_and_mistyped_value_in_gzip(data_dir, tmp_path):
+    """The diagnosis reads the parsed table the same way for compressed files; the first
+    row with a wrong field count is named before any mistyped value."""
+    prefix = _plain_copy(data_dir, tmp_path)
+    path = Path(f"{prefix}-hits.csv")
+    _edit_line(path, 4, "20,1.0,zz,3.0,7,2,1")
+    _edit_line(path, 9, "20,1.0")
+    gz = Path(f"{path}.gz")
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    path.unlink()
+    with pytest.raises(EventFormatError, match=r"hits\.csv\.gz: line 9 has the wrong number"):
+        load_event(prefix)
+    lines = gzip.decompress(gz.read_bytes()).decode().splitlines()
+    lines[8] = lines[9]
+    gz.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    with pytest.raises(EventFormatError,
+                       match=r"hits\.csv\.gz: column 'y' at line 4: invalid value 'zz' for float"):
+        load_event(prefix)
+
+
+def test_non_utf8_line_is_named(data_dir, tmp_path):
+    prefix = _plain_copy(data_dir, tmp_path)
+    path = Path(f"{prefix}-hits.csv")
+    raw = path.read_bytes().split(b"\n")
+    raw[5] = b"20,1.0,\xff\xfe,3.0,7,2,1"
+    path.write_bytes(b"\n".join(raw))
+    with pytest.raises(EventFormatError, match=r"hits\.csv: line 6 is not UTF-8 text"):
+        load_event(prefix)
+
+
 def test_empty_value(data_dir, tmp_path):
     prefix = _plain_copy(data_dir, tmp_path)
     _edit_line(Path(f"{prefix}-truth.csv"), 12, "20,0,1,2,3,4,5,6,")
