@@ -133,3 +133,20 @@ def test_cli_rejects_bad_flags(capsys, tmp_path):
     assert loadgen.main(["--url", "http://127.0.0.1:9", "--duration", "0",
                          "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "loadgen.json").exists()
+
+
+def test_answers_are_validated(server):
+    """A 200 whose body is not the request's hit ids counts as an error, not a success."""
+    checked = [Payload(b"x" * 1000, {"Content-Type": "application/vnd.apache.arrow.stream"},
+                       3, np.arange(1, 4, dtype=np.int32))]
+    row = loadgen.measure_level(server, checked, 1, 5.0, max_requests=5)
+    assert row["ok"] == 0 and row["errors"] == 5
+    assert row["error_kinds"] == {"bad answer": 5}
+
+
+def test_targets_spread_threads(server):
+    """Thread i sends to targets[i % n] (the replicas' direct URLs)."""
+    row = loadgen.measure_level("http://127.0.0.1:9", PAYLOADS, 2, 5.0, max_requests=6,
+                                targets=[server, server])
+    assert row["ok"] == 6 and row["errors"] == 0
+    assert loadgen._direct_targets(server) == []  # the stub lists no replicas

@@ -5,7 +5,11 @@ keep exactly one request in flight for ``--duration`` seconds (closed loop, like
 Triton's ``perf_analyzer``): send an event, wait for the answer, send the next. The
 events are encoded once before any measurement (a pool of ``--events`` payloads,
 cycled), so a request's time spans only request -> answer. Each thread sends one
-unmeasured warm-up request first (connection set-up).
+unmeasured warm-up request first (connection set-up) and keeps one persistent
+HTTP/1.1 connection. When the service lists its replicas' own URLs at
+``/v1/endpoints`` (Serve's direct ingress, ``--ingress auto``), thread ``i`` sends
+to replica ``i mod n``; otherwise (or with ``--ingress proxy``) to ``--url``.
+Every answer's ``hit_id`` column is checked against the request's.
 
 Per level it reports events/s (answers with status 200 per wall second), the
 p50/p95/p99 latency of those answers, the errors (any other status or a
