@@ -85,6 +85,29 @@ def test_memory_figures_come_from_public_apis(ray_session):
     assert object_store_usage() is None
 
 
+def test_thread_limits_after_numba_pool_started():
+    """A process whose numba pool already runs (bench, tests) can still limit its
+    threads, and numba keeps compiling afterwards."""
+    code = ("import numba, numpy as np\n"
+            "from trkx_ray.scaling.resources import apply_thread_limits\n"
+            "@numba.njit(parallel=True)\n"
+            "def total(a):\n"
+            "    s = 0.0\n"
+            "    for i in numba.prange(a.size):\n"
+            "        s += a[i]\n"
+            "    return s\n"
+            "total(np.ones(10))\n"
+            "apply_thread_limits(1)\n"
+            "@numba.njit\n"
+            "def inc(x):\n"
+            "    return x + 1\n"
+            "print(inc(1), numba.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "1"]
+
+
 def test_thread_env_and_plan_bundles():
     env = thread_env(3, hide_gpus=True)
     assert env["OMP_NUM_THREADS"] == "3" and env["MKL_NUM_THREADS"] == "3"

@@ -214,7 +214,7 @@ class _Progress:
             self.t0 = self.last_line = now
         dt = now - self.t0
         rate = done / dt if dt > 0 else 0.0
-        if self.bar is not None:
+        if self.bar is not None and self.task is not None:
             self.bar.update(self.task, completed=done + failed, failed=failed, rate=rate)
         elif self.lines and (now - self.last_line >= PROGRESS_EVERY_S
                              or done + failed == self.total):
@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         SimulatedSource,
         find_event_prefixes,
     )
+    from trkx_ray.scaling.types import EventResult
 
     try:
         fault = FaultInjection.from_env()
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             save_dir.mkdir(parents=True, exist_ok=True)
             from trkx_ray.events.io import write_submission
 
-            def on_result(res: dict[str, Any]) -> None:
+            def on_result(res: EventResult) -> None:
                 write_submission(res["event_id"], res["hit_id"], res["track_id"], save_dir)
         else:
             on_result = None  # type: ignore[assignment]

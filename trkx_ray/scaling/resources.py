@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,9 +84,15 @@ def thread_env(threads: int, *, hide_gpus: bool) -> dict[str, str]:
 def apply_thread_limits(threads: int) -> None:
     """Limit torch, numba and OpenMP pools of *this* process to ``threads``.
 
-    Env vars are set too (for libraries imported later, e.g. onnxruntime).
+    Env vars are set too (for libraries imported later, e.g. onnxruntime), except
+    ``NUMBA_NUM_THREADS`` once numba is imported: numba reads it at import and refuses
+    to compile anything after it changes under a launched pool; its limit is then set
+    with ``numba.set_num_threads`` alone.
     """
+    numba_loaded = "numba" in sys.modules
     for name in _THREAD_VARS:
+        if name == "NUMBA_NUM_THREADS" and numba_loaded:
+            continue
         os.environ[name] = str(threads)
     try:
         import torch
