@@ -1,0 +1,84 @@
+"""Physics regression floors of the shipped models (issue 11, docs/training.md).
+
+The floors are what the shipped weights reach, less a margin for the event-to-event
+spread; random labels, untrained or broken weights are far below them (checked here
+too, so that a floor cannot pass by accident). The issue's targets (score >= 0.75 on a
+simulated pile-up-200 event, efficiency pT > 1 GeV >= 85% on the real sample) are
+recorded beside the floors and are NOT met yet (session 4: seed 515151 scores 0.367 with
+efficiency pT > 1 GeV 55%; the real sample 69.8%); docs/training.md says where the models stand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trkx_ray.events.event import Event
+from trkx_ray.events.io import load_event
+from trkx_ray.metrics import tracking_metrics
+from trkx_ray.pipeline.pipeline import Pipeline
+
+# seed of the simulated event: not a training (1000+), validation (900000+) or
+# documented evaluation seed (424242-424244)
+SIM_SEED = 515151
+# floors (the shipped weights' figures less a margin) and the issue's targets
+SIM_SCORE_FLOOR = 0.30
+SIM_EFF_PT1_FLOOR = 0.45
+SIM_SCORE_TARGET = 0.75
+REAL_EFF_PT1_FLOOR = 0.60
+REAL_EFF_PT1_TARGET = 0.85
+
+
+@pytest.fixture(scope="module")
+def pipe() -> Pipeline:
+    return Pipeline.from_config("default")
+
+
+def _figures(event: Event, track_id: np.ndarray) -> tuple[float, float]:
+    m = tracking_metrics(event, track_id)
+    return float(m["trackml_score"]), float(m["by_pt"]["pt>1"]["efficiency"])
+
+
+def _shuffled(track_id: np.ndarray, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(track_id)
+
+
+@pytest.mark.slow
+def test_simulated_pileup200_floor(pipe):
+    from trkx_ray.events.simulate import simulate_event
+
+    event = simulate_event(pileup=200, seed=SIM_SEED, event_id=SIM_SEED)
+    result = pipe(event)
+    score, eff = _figures(event, result.track_id)
+    print(f"simulated pile-up 200 (seed {SIM_SEED}): score {score:.3f} "
+          f"(target {SIM_SCORE_TARGET}), efficiency pT > 1 {eff:.1%}")
+    assert score >= SIM_SCORE_FLOOR
+    assert eff >= SIM_EFF_PT1_FLOOR
+    # the floor means something: the same track sizes with shuffled hits score ~0
+    rnd_score, rnd_eff = _figures(event, _shuffled(result.track_id))
+    assert rnd_score < 0.05 and rnd_eff < 0.05
+
+
+def test_real_sample_floor_with_and_without_cells(pipe, sample_prefix):
+    event = load_event(sample_prefix)
+    assert event.cells, "the real sample ships its cells file"
+    with_cells = pipe(event)
+    _, eff = _figures(event, with_cells.track_id)
+    print(f"real sample: efficiency pT > 1 {eff:.1%} (target {REAL_EFF_PT1_TARGET:.0%})")
+    assert eff >= REAL_EFF_PT1_FLOOR
+    # events without cells are first-class: the shipped models read no cells
+    hits_only = Event(event.event_id, event.hits, truth=event.truth,
+                      particles=event.particles, source="real sample without cells")
+    without = pipe(hits_only)
+    assert np.array_equal(without.track_id, with_cells.track_id)
+    _, rnd_eff = _figures(event, _shuffled(with_cells.track_id))
+    assert rnd_eff < 0.1
+
+
+def test_untrained_models_stay_below_the_floor(sample_prefix):
+    event = load_event(sample_prefix)
+    untrained = Pipeline.from_config("default", overrides={
+        stage: {"weights": None} for stage in ("embedding", "filter", "gnn")
+    } | {"edges": {"radius": 0.02}})
+    _, eff = _figures(event, untrained(event).track_id)
+    assert eff < REAL_EFF_PT1_FLOOR
