@@ -520,8 +520,8 @@ def test_default_pipeline_in_two_actors_finds_tracks(ray_session, tmp_path, repo
     assert report_keys <= set(report)
     assert report["events_processed"] == 4 and all(a["events"] > 0 for a in report["actors"])
     # labels that find tracks: random or one-hit labels score ~0 and find nothing
-    assert report["physics"]["trackml_score"] > 0.6, report["physics"]
-    assert report["physics"]["efficiency"] > 0.6, report["physics"]
+    assert report["physics"]["trackml_score"] > 0.3, report["physics"]
+    assert report["physics"]["efficiency"] > 0.3, report["physics"]
     assert report["mean_edges"]["build_edges"] > report["mean_edges"]["filtering"] > 0
     assert {"embedding", "build_edges", "filtering", "gnn", "labeling"} <= set(report["stages"])
     assert report["physics_cost_s"]["mean"] > 0  # computed, and timed apart
