@@ -29,7 +29,7 @@ fluids"), with a few additions for embedding spaces:
    sort of 64-bit keys).
 
 Defaults (``grid_dims=5``, ``subdiv=1``) were the fastest on the PU200-like
-points of :func:`trkx_ray.pipeline._testpoints.clustered_points` (120k points,
+points of :func:`trkx_ray.bench.clustered_points` (120k points,
 D = 8, r = 0.1; 3 dims were ~10x slower, 4-6 dims and ``subdiv=2`` within
 ~20%). Memory stays bounded: the padded number of cells is capped by
 ``max_cells`` (default :func:`default_max_cells`: ``64 N`` clamped to
