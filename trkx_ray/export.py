@@ -63,8 +63,8 @@ def verify_export(config: Any, directory: Path, num_hits: int = 5000) -> dict[st
             "num_edges": float(edges.shape[1]),
         }
         if edges.shape[1]:
-            diffs["filter"] = torch_pipe.filter(nodes, edges) - onnx_pipe.filter(nodes, edges)
-            diffs["filter"] = diffs["filter"].abs().max().item()
+            filter_diff = torch_pipe.filter(nodes, edges) - onnx_pipe.filter(nodes, edges)
+            diffs["filter"] = filter_diff.abs().max().item()
             diffs["gnn"] = (torch_pipe.gnn(x, edges) - onnx_pipe.gnn(x, edges)).abs().max().item()
     return diffs
 

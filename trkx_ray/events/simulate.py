@@ -763,7 +763,7 @@ def simulate_event(
         "layer_id": det.layer_id[all_mod].astype(np.int32),
         "module_id": det.module_id[all_mod].astype(np.int32),
     }
-    truth = {
+    truth: dict[str, np.ndarray] = {
         "hit_id": hit_id,
         "particle_id": np.where(all_part >= 0, pid[np.maximum(all_part, 0)], 0).astype(np.int64),
         "tx": true_pos[:, 0].astype(np.float32),

@@ -343,7 +343,7 @@ def frnn_edges(
         threads = numba.get_num_threads()
     if int(threads) > 1:
         before = numba.get_num_threads()
-        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
         try:
             ii, jj, e = k.pairs_parallel(
                 xs, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2

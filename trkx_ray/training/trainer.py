@@ -91,7 +91,7 @@ def _bounded_radius(
 
 def _zero_loss(model: nn.Module) -> torch.Tensor:
     """A zero loss connected to the parameters (a step on an empty graph)."""
-    return sum(p.sum() for p in model.parameters()) * 0.0
+    return torch.stack([p.sum() for p in model.parameters()]).sum() * 0.0
 
 
 def _bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: float) -> torch.Tensor:
@@ -341,6 +341,9 @@ class Trainer:
             emb = model(x)
             r_mine = _bounded_radius(emb.detach(), c.margin * c.mine_factor, c.max_neighbours, rng)
             mined = build_edges(emb.detach(), r_mine, backend=self.pcfg.edges.backend)
+            # the parallel FRNN's output order can depend on thread timing: sort the pairs,
+            # so that the sampled subset and the loss's summation order are deterministic
+            mined = mined[:, torch.argsort(mined[0] * n + mined[1])]
             if mined.shape[1] > c.hard_pairs:
                 pick = torch.from_numpy(rng.choice(mined.shape[1], c.hard_pairs, replace=False))
                 mined = mined[:, pick.to(mined.device)]
