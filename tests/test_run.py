@@ -235,6 +235,7 @@ def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
         _, err = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.communicate()  # close the pipes: no ResourceWarning leaks into the next test
         raise
     assert proc.returncode == 130, err[-2000:]
     report = json.loads(report_path.read_text())

@@ -25,7 +25,9 @@ import argparse
 import logging
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ray
 
-    from trkx_ray.scaling.driver import FaultInjection, run_scaling
+    from trkx_ray.scaling.driver import FaultInjection, request_stop, run_scaling
     from trkx_ray.scaling.report import build_report, format_table, write_report
     from trkx_ray.scaling.resources import ResourceError, ResourcePlan, check_totals
     from trkx_ray.scaling.sources import (
@@ -325,12 +327,25 @@ def main(argv: list[str] | None = None) -> int:
             progress.say(f"starting {plan.cpu_actors} CPU and {plan.gpu_actors} GPU actor(s), "
                          f"then {events} events ...")
             progress.start()
-            outcome, slots = run_scaling(
-                plan, args.config, source, events, warmup=args.warmup, in_flight=args.in_flight,
-                want_tracks=save_dir is not None, physics=False if args.no_physics else None, fault=fault,
-                max_restarts=args.max_restarts, place_timeout_s=args.place_timeout,
-                on_result=on_result, on_progress=on_progress,
-            )
+            previous_sigint = signal.getsignal(signal.SIGINT)
+
+            def on_sigint(signum: int, frame: Any) -> None:
+                request_stop()  # also stops the loop if the interrupt lands in a destructor
+                raise KeyboardInterrupt
+
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, on_sigint)
+            try:
+                outcome, slots = run_scaling(
+                    plan, args.config, source, events, warmup=args.warmup,
+                    in_flight=args.in_flight, want_tracks=save_dir is not None,
+                    physics=False if args.no_physics else None, fault=fault,
+                    max_restarts=args.max_restarts, place_timeout_s=args.place_timeout,
+                    on_result=on_result, on_progress=on_progress,
+                )
+            finally:
+                if threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGINT, previous_sigint)
         except ResourceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

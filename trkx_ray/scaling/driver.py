@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,11 +45,23 @@ from trkx_ray.scaling.resources import ResourcePlan, plan_resources, process_rss
 from trkx_ray.scaling.results import ResultLog, SeqSet
 from trkx_ray.scaling.types import ActorInfo, EventResult, FailedEvent
 
+#: Set by :func:`request_stop` (the run CLI's SIGINT handler): the stream loop checks it
+#: on every turn, so a Ctrl-C whose KeyboardInterrupt landed inside a destructor (where
+#: Python only prints "Exception ignored") still stops the run.
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask a running :func:`stream_events` to stop as if interrupted (Ctrl-C)."""
+    _STOP.set()
+
+
 __all__ = [
     "FaultInjection",
     "StreamOutcome",
     "WorkerSlot",
     "object_store_usage",
+    "request_stop",
     "run_scaling",
     "sample_actor_rss",
     "start_workers",
@@ -375,8 +388,11 @@ def stream_events(
 
     out.driver_rss_start_mb = process_rss_mb()
     t0 = time.perf_counter()
+    _STOP.clear()
     try:
         while len(finished) < events and out.error is None:
+            if _STOP.is_set():
+                raise KeyboardInterrupt
             for slot in slots:
                 while slot.state == "ok" and slot.inflight < in_flight:
                     seq = take()
