@@ -103,8 +103,8 @@ def load_payloads(*, input_dir: str | Path | None = None, pileup: float | None =
     Args:
         input_dir: TrackML directory (the first ``events`` events), or None.
         pileup: simulate ``events`` events of this pile-up (seeds ``seed...``);
-            taken from the on-disk cache of :mod:`trkx_ray.events.cache` when
-            that module exists, else simulated here.
+            taken from the on-disk cache of :mod:`trkx_ray.events.cache`
+            (simulated into it on first use).
         events: pool size.
         seed: first simulation seed.
         fmt: ``arrow``, ``parquet`` or ``json``.
@@ -126,19 +126,11 @@ def load_payloads(*, input_dir: str | Path | None = None, pileup: float | None =
     else:
         mu = 200.0 if pileup is None else float(pileup)
         desc = {"source": "simulated", "pileup": mu, "seed": seed}
-        try:
-            from trkx_ray.events.cache import simulated_events
-        except ImportError:
-            simulated_events = None
-        if simulated_events is not None:
-            cached = simulated_events(mu, seed, events)
-            desc["cache"] = str(cached.directory)
-            loaded = [load_event(p, ("hits", "cells")) for p in cached.prefixes]
-        else:
-            from trkx_ray.events.simulate import simulate_event
+        from trkx_ray.events.cache import simulated_events
 
-            loaded = [simulate_event(pileup=mu, seed=seed + i, event_id=seed + i)
-                      for i in range(events)]
+        cached = simulated_events(mu, seed, events)
+        desc["cache"] = str(cached.directory)
+        loaded = [load_event(p, ("hits", "cells")) for p in cached.prefixes]
     payloads = []
     for event in loaded:
         body, headers = encode_event(event, fmt, cells=cells)
@@ -195,6 +187,8 @@ def _connect(base: str, timeout_s: float) -> Any:
     import http.client
 
     parsed = urlparse(base)
+    if parsed.hostname is None:
+        raise ValueError(f"{base!r}: no host in the URL (expected http://HOST:PORT)")
     cls = http.client.HTTPSConnection if parsed.scheme == "https" else http.client.HTTPConnection
     return cls(parsed.hostname, parsed.port, timeout=timeout_s)
 
@@ -253,6 +247,7 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
                 p = payloads[k % len(payloads)]
                 k += concurrency
                 t0 = time.perf_counter()
+                code: int | str  # HTTP status, or what went wrong without one
                 try:
                     code, data, r = post(conn, p)
                     dt = time.perf_counter() - t0

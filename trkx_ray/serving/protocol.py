@@ -334,7 +334,7 @@ def _json_tables(body: Any) -> tuple[Any, Any]:
         raise ProtocolError(400, 'JSON body must be an object {"hits": {...}, "cells": {...}}')
     if "hits" not in doc:
         raise ProtocolError(422, 'JSON body has no "hits" object')
-    tables = []
+    tables: list[pa.Table | None] = []
     for part in ("hits", "cells"):
         cols = doc.get(part)
         if cols is None:
