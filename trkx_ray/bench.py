@@ -165,29 +165,18 @@ class PeakRSS:
 
 
 def _set_threads(threads: int) -> None:
-    """Limit this process's torch, numba and faiss (OpenMP) pools to ``threads``.
+    """Limit this process's torch, numba and OpenMP pools to ``threads``.
 
-    Not :func:`trkx_ray.scaling.resources.apply_thread_limits`: that one is for a fresh
-    actor process and also sets ``NUMBA_NUM_THREADS`` in ``os.environ``, which numba
-    re-reads and refuses ("Cannot set NUMBA_NUM_THREADS ... once the threads have been
-    launched") when the bench runs in a process whose numba pool already started (the
-    tests call :func:`main` in-process). Only the libraries' own setters are used here.
+    :func:`trkx_ray.scaling.resources.apply_thread_limits` does it, as for an actor;
+    faiss's OpenMP pool is set with its own setter as well, since the pool may have
+    started (torch shares it) before ``OMP_NUM_THREADS`` is set here.
     """
-    import torch
+    from trkx_ray.scaling.resources import apply_thread_limits
 
-    torch.set_num_threads(threads)
-    try:
-        import numba
+    apply_thread_limits(threads)
+    import faiss
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-    except ImportError:  # pragma: no cover - numba is a dependency
-        pass
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-    except ImportError:  # pragma: no cover - faiss is a dependency
-        pass
+    faiss.omp_set_num_threads(threads)
 
 
 def _machine(device: str, threads: int) -> dict[str, Any]:
