@@ -165,6 +165,70 @@ def test_protocol_minimal_hits_and_wide_dtypes():
     assert err.value.status == 422
 
 
+def _stream_types(body: bytes) -> list[dict[str, str]]:
+    """Column types of each Arrow IPC stream of a body (streams back to back)."""
+    import pyarrow as pa
+
+    reader, types = pa.BufferReader(body), []
+    while reader.tell() < len(body):
+        table = pa.ipc.open_stream(reader).read_all()
+        types.append({f.name: str(f.type) for f in table.schema})
+    return types
+
+
+def test_protocol_narrow_types(sample):
+    """The client sends the narrowest exact types; the service reads them as TrackML's."""
+    body, headers = protocol.encode_event(sample, "arrow")
+    wide, wide_headers = protocol.encode_event(sample, "arrow", narrow=False, track_id_type=None)
+    hits_t, cells_t = _stream_types(body)
+    assert hits_t == {"hit_id": "int32", "x": "float", "y": "float", "z": "float",
+                      "volume_id": "int8", "layer_id": "int8", "module_id": "int16"}
+    assert cells_t == {"hit_id": "int32", "ch0": "int16", "ch1": "int16", "value": "float"}
+    assert all(t in ("int32", "float") for part in _stream_types(wide) for t in part.values())
+    assert len(body) < 0.8 * len(wide)
+    assert headers[protocol.TRACK_ID_TYPE_HEADER] == "int32"
+    assert protocol.TRACK_ID_TYPE_HEADER not in wide_headers
+    event, _ = protocol.decode_event(bytearray(body), headers["Content-Type"], headers)
+    for part in ("hits", "cells"):
+        for col, arr in getattr(sample, part).items():
+            got = getattr(event, part)[col]
+            np.testing.assert_array_equal(got, arr)
+            assert got.dtype == arr.dtype and got.flags.writeable, (part, col)
+    # values that need more bits keep them; hit_id never below int32; floats -> float32
+    cols = protocol.narrow_columns({"hit_id": np.array([1, 2**40]), "module_id":
+                                    np.array([1, 70000]), "ch0": np.array([-3, 5]),
+                                    "x": np.array([1.5, 2.25])}, "hits")
+    assert {k: str(v.dtype) for k, v in cols.items()} == {
+        "hit_id": "int64", "module_id": "int32", "ch0": "int8", "x": "float32"}
+    small = protocol.narrow_columns({"hit_id": np.array([1, 2], dtype=np.int64)}, "hits")
+    assert small["hit_id"].dtype == np.int32
+
+
+def test_protocol_answer_track_id_type(sample):
+    hit_id = sample.hits["hit_id"]
+    labels = np.arange(sample.num_hits, dtype=np.int64)[::-1].copy()
+    wide = protocol.encode_answer(hit_id, labels, "arrow")
+    narrow = protocol.encode_answer(hit_id, labels, "arrow", track_id_type="int32")
+    assert _stream_types(wide) == [{"hit_id": "int32", "track_id": "int64"}]
+    assert _stream_types(narrow) == [{"hit_id": "int32", "track_id": "int32"}]
+    assert len(narrow) < len(wide)
+    for data in (wide, narrow):  # decoded as int64 labels either way
+        ids, back = protocol.decode_answer(data, protocol.ARROW_STREAM)
+        np.testing.assert_array_equal(ids, hit_id)
+        np.testing.assert_array_equal(back, labels)
+        assert back.dtype == np.int64
+    huge = labels + 2**40  # labels that do not fit int32 are sent as int64
+    assert _stream_types(protocol.encode_answer(hit_id, huge, "arrow", track_id_type="int32")
+                         ) == [{"hit_id": "int32", "track_id": "int64"}]
+    assert protocol.answer_track_id_type({}) == np.int64
+    assert protocol.answer_track_id_type({"x-trkx-track-id-type": "int32"}) == np.int32
+    with pytest.raises(protocol.ProtocolError, match="X-Trkx-Track-Id-Type 'int8'") as err:
+        protocol.answer_track_id_type({protocol.TRACK_ID_TYPE_HEADER: "int8"})
+    assert err.value.status == 400
+    with pytest.raises(ValueError, match="track_id_type"):
+        protocol.encode_event(sample, "arrow", track_id_type="int16")
+
+
 def test_timing_headers_round_trip():
     timings = {"build_edges": 0.25, "embedding": 0.125, "total": 0.5}
     headers = protocol.timing_headers(timings)
