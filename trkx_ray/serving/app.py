@@ -297,11 +297,12 @@ class TrackingService:
                 body, headers.get("content-type"), headers,
                 max_bytes=self.settings.max_request_bytes)
             out_fmt = protocol.answer_format(fmt, headers.get("accept"))
+            label_type = protocol.answer_track_id_type(headers)
             t1 = time.perf_counter()
             result = self.pipeline(event)
             t2 = time.perf_counter()
             answer = protocol.encode_answer(result.hit_id, result.track_id, out_fmt,
-                                            event.event_id)
+                                            event.event_id, label_type)
         except ProtocolError as exc:
             log.info("refused a request (%d): %s", exc.status, exc.message)
             return _error(exc.status, exc.message)
@@ -316,7 +317,7 @@ class TrackingService:
             "X-Trkx-Service-S": f"{t3 - t0:.6f}",
             protocol.EVENT_ID_HEADER: str(event.event_id),
             "X-Trkx-Num-Hits": str(event.num_hits),
-            "X-Trkx-Num-Tracks": str(int(np.unique(result.track_id).size)),
+            "X-Trkx-Num-Tracks": str(_count_labels(result.track_id)),
             "X-Trkx-Replica-Rank": str(self.local_rank),
             "X-Trkx-Replica-Pid": str(self.pid),
         })
@@ -457,6 +458,18 @@ class TrackingService:
         """Serve's health probe: the pipeline exists (the constructor finished)."""
         if getattr(self, "pipeline", None) is None:  # pragma: no cover - defensive
             raise RuntimeError("pipeline not built")
+
+
+def _count_labels(track_id: np.ndarray) -> int:
+    """Distinct labels: O(n) with ``bincount`` for labels in ``0..T-1`` (the pipeline's),
+    else ``np.unique`` (a sort: ~5 ms on a pile-up-200 event, on the request's path)."""
+    labels = np.asarray(track_id)
+    if labels.size == 0:
+        return 0
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0 and hi < 4 * labels.size:
+        return int(np.count_nonzero(np.bincount(labels)))
+    return int(np.unique(labels).size)
 
 
 def _torch_threads() -> int:
