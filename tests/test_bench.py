@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trkx_ray import bench
+from trkx_ray import bench, benchmarks
 from trkx_ray.pipeline.edges import EDGE_BACKENDS
 from trkx_ray.pipeline.labeling import LABEL_BACKENDS
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _runnable(name: str, device: str = "cpu") -> bool:
-    over = bench.bench_configs(device)[name]
+    over = benchmarks.bench_configs(device)[name]
     return (
         over["edges"]["backend"] in EDGE_BACKENDS and over["labeling"]["backend"] in LABEL_BACKENDS
     )
@@ -147,8 +147,8 @@ def test_backends_edges(tmp_path):
 
 
 def test_bench_configs_per_device():
-    cpu = bench.bench_configs("cpu")
-    gpu = bench.bench_configs("cuda")
+    cpu = benchmarks.bench_configs("cpu")
+    gpu = benchmarks.bench_configs("cuda")
     assert list(cpu) == CONFIGS
     assert cpu["Baseline"] == {
         "edges": {"backend": "radius"},

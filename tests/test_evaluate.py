@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from trkx_ray.evaluate import event_figures, main, summarise
+from trkx_ray.evaluate import main
+from trkx_ray.evaluation import event_figures, summarise
 from trkx_ray.events import load_event
 from trkx_ray.pipeline.pipeline import PipelineResult
 
@@ -77,7 +78,7 @@ def test_cli_errors(argv, text, capsys):
 
 
 def test_set_overrides(tmp_path):
-    from trkx_ray.evaluate import parse_overrides
+    from trkx_ray.cli import parse_overrides
 
     assert parse_overrides(["edges.radius=0.12", "filter.cut=0.4", "precision=fp32"]) == {
         "edges": {"radius": 0.12}, "filter": {"cut": 0.4}, "precision": "fp32"}

@@ -3,15 +3,24 @@
 Each command is the ``main(argv)`` of its module, exactly as ``python -m
 trkx_ray.<command>`` runs it; the module is imported only when its command is
 used, so ``trkx-ray --help`` stays fast and imports neither torch nor Ray.
+
+It also holds the little the command modules share about flags and their errors:
+:func:`parse_overrides` (``--set KEY=VALUE``), the argparse types
+:func:`positive_int` and :func:`non_negative_int`, :func:`check_minimums`,
+:func:`validate_common` (the flags ``run`` and ``study`` share) and :func:`one_line`.
 """
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "check_minimums", "main", "non_negative_int", "one_line",
+           "parse_overrides", "positive_int", "validate_common"]
 
 #: command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,6 +35,92 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("trkx_ray.export", "export the three models to ONNX"),
     "events": ("trkx_ray.events.__main__", "inspect events, convert to a Parquet cache"),
 }
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["edges.radius=0.12", "filter.cut=0.4"]`` -> nested override dict (YAML values).
+
+    Raises:
+        ValueError: an item is not ``KEY=VALUE`` (the message names ``--set``).
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. edges.radius=0.12")
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def events_per_actor(text: str) -> int:
+    """argparse type of ``--events-per-actor``: ``auto`` (0) or an integer >= 1."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or an integer >= 1, got {text!r}")
+    return value
+
+
+def check_minimums(checks: Iterable[tuple[str, float | None, int]]) -> None:
+    """Raise ``ValueError`` naming the first flag below its minimum.
+
+    Args:
+        checks: ``(flag, value, minimum)``; a ``None`` value (flag not given) passes.
+    """
+    for flag, value, low in checks:
+        if value is not None and value < low:
+            raise ValueError(f"{flag} must be >= {low}, got {value}")
+
+
+def validate_common(args: argparse.Namespace) -> None:
+    """Check the flags ``run`` and ``study`` share: ``--pileup``, ``--input``,
+    ``--place-timeout`` and ``--config``; raise ``ValueError`` (``FileNotFoundError``
+    for ``--input``) naming the flag."""
+    if args.pileup is not None and not args.pileup > 0:
+        raise ValueError(f"--pileup must be > 0, got {args.pileup}")
+    if args.input is not None:
+        from trkx_ray.scaling.sources import find_event_prefixes
+
+        find_event_prefixes(args.input)  # raises FileNotFoundError naming --input
+    if args.place_timeout <= 0:
+        raise ValueError(f"--place-timeout must be > 0, got {args.place_timeout}")
+    cfg = str(args.config)
+    if cfg.endswith((".yaml", ".yml")) and not Path(cfg).is_file():
+        raise ValueError(f"--config {cfg}: no such file")
+    from trkx_ray.pipeline.config import load_config
+
+    load_config(args.config)  # ConfigError names the key / file
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (whitespace runs, newlines included, collapsed)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _usage() -> str:

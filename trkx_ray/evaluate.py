@@ -9,7 +9,7 @@ Prints and writes the TrackML score, the tracking efficiency, fake rate and dupl
 rate (double-majority matching, reconstructable = particles with >= 5 hits) for
 pT > 0.5 and > 1 GeV, and the edge efficiency / purity after edge building, the
 filter and the GNN. Rates are pooled over events (sums of counts), the TrackML score
-is the mean of the per-event scores.
+is the mean of the per-event scores. The figures are :mod:`trkx_ray.evaluation`'s.
 """
 
 from __future__ import annotations
@@ -19,131 +19,12 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from trkx_ray.events.event import Event
-
-__all__ = ["PT_CUTS", "evaluate_events", "main", "summarise"]
+__all__ = ["main"]
 
 log = logging.getLogger(__name__)
-
-#: pT thresholds (GeV) of the reported tracking and edge figures.
-PT_CUTS: tuple[float, ...] = (0.5, 1.0)
-_GRAPH_STAGES = ("build_edges", "filtering", "gnn")
-
-
-def _pt_key(pt: float) -> str:
-    return f"pt>{pt:g}"
-
-
-def event_figures(event: Event, result: Any) -> dict[str, Any]:
-    """Per-event counts: tracking (per pT cut) and edges (per graph stage and pT cut)."""
-    from trkx_ray.metrics import edge_metrics, tracking_metrics
-
-    trk = tracking_metrics(event, result.track_id, pt_cuts=PT_CUTS)
-    out: dict[str, Any] = {
-        "event_id": int(event.event_id),
-        "num_hits": int(event.num_hits),
-        "trackml_score": float(trk["trackml_score"]),
-        "n_candidate_tracks": int(trk["n_candidate_tracks"]),
-        "n_fake": int(trk["n_fake"]),
-        "tracking": {},
-        "edges": {},
-        "timings": dict(result.timings),
-    }
-    for pt in (0.0, *PT_CUTS):
-        src = trk["all"] if pt == 0.0 else trk["by_pt"][_pt_key(pt)]
-        out["tracking"][_pt_key(pt)] = {
-            k: int(src[k]) for k in ("n_reconstructable", "n_matched", "n_majority", "n_duplicated")
-        }
-    graphs = result.graphs or {}
-    for stage in _GRAPH_STAGES:
-        if stage not in graphs:
-            continue
-        edges = graphs[stage]["edges"]
-        per = {}
-        for pt in (0.0, *PT_CUTS):
-            m = edge_metrics(event, edges, pt_min=pt)
-            per[_pt_key(pt)] = {
-                k: int(m[k]) for k in ("n_edges", "n_true_edges", "n_true_found", "n_same_particle")
-            }
-        out["edges"][stage] = per
-    return out
-
-
-def _ratio(a: float, b: float) -> float:
-    return float(a) / float(b) if b else float("nan")
-
-
-def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pool per-event figures into rates (sums of counts over events)."""
-    if not rows:
-        return {}
-    summary: dict[str, Any] = {
-        "events": len(rows),
-        "trackml_score": float(np.mean([r["trackml_score"] for r in rows])),
-        "fake_rate": _ratio(sum(r["n_fake"] for r in rows),
-                            sum(r["n_candidate_tracks"] for r in rows)),
-        "tracking": {},
-        "edges": {},
-    }
-    for key in rows[0]["tracking"]:
-        tot = {k: sum(r["tracking"][key][k] for r in rows) for k in rows[0]["tracking"][key]}
-        summary["tracking"][key] = {
-            "efficiency": _ratio(tot["n_matched"], tot["n_reconstructable"]),
-            "duplicate_rate": _ratio(tot["n_duplicated"], tot["n_majority"]),
-            **tot,
-        }
-    for stage in rows[0]["edges"]:
-        summary["edges"][stage] = {}
-        for key in rows[0]["edges"][stage]:
-            tot = {k: sum(r["edges"][stage][key][k] for r in rows)
-                   for k in rows[0]["edges"][stage][key]}
-            summary["edges"][stage][key] = {
-                "efficiency": _ratio(tot["n_true_found"], tot["n_true_edges"]),
-                "purity": _ratio(tot["n_same_particle"], tot["n_edges"]),
-                "edges_per_event": tot["n_edges"] / len(rows),
-            }
-    summary["efficiency"] = summary["tracking"][_pt_key(1.0)]["efficiency"]
-    return summary
-
-
-def evaluate_events(
-    events: Iterator[Event] | list[Event],
-    config: Any = "default",
-    device: str = "cpu",
-    save_tracks: str | Path | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Run the pipeline on ``events`` and measure the physics quality.
-
-    Returns:
-        ``{"events": [per-event figures], "summary": pooled figures, "config": ...}``.
-    """
-    from tqdm.auto import tqdm
-
-    from trkx_ray.pipeline.pipeline import Pipeline
-
-    pipeline = Pipeline.from_config(config, device=device)
-    rows = []
-    for event in tqdm(events, desc="evaluate", disable=not progress, leave=False):
-        if event.truth is None or event.particles is None:
-            raise ValueError(
-                f"{event.source or event.event_id}: evaluation needs truth and particles"
-            )
-        result = pipeline(event, keep_graphs=True)
-        if save_tracks is not None:
-            result.write_submission(save_tracks)
-        rows.append(event_figures(event, result))
-    return {
-        "events": rows,
-        "summary": summarise(rows),
-        "config": pipeline.config.to_dict(),
-    }
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -170,60 +51,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["edges.radius=0.12", "filter.cut=0.4"]`` -> nested override dict (YAML values)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. edges.radius=0.12")
-        node = out
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
-
-
-def _events(args: argparse.Namespace) -> Iterator[Event]:
-    if args.input:
-        from trkx_ray.events import iter_events
-
-        for i, event in enumerate(iter_events(args.input)):
-            if i >= args.events:
-                return
-            yield event
-    else:
-        from trkx_ray.events.simulate import simulate_event
-
-        for i in range(args.events):
-            yield simulate_event(pileup=args.pileup, seed=args.seed + i, event_id=args.seed + i)
-
-
-def _fmt(v: float) -> str:
-    return "n/a" if v != v else f"{100 * v:.1f}%"
-
-
-def render(summary: dict[str, Any]) -> str:
-    """A plain-text table of the pooled figures."""
-    lines = [f"events: {summary['events']}",
-             f"TrackML score: {summary['trackml_score']:.4f}",
-             f"fake rate: {_fmt(summary['fake_rate'])}",
-             "tracking (double majority, >= 5 hits):"]
-    for key, t in summary["tracking"].items():
-        lines.append(f"  {key:8s} efficiency {_fmt(t['efficiency']):>7s}  duplicates "
-                     f"{_fmt(t['duplicate_rate']):>7s}  ({t['n_matched']}/{t['n_reconstructable']})")
-    lines.append("edges (efficiency / purity / edges per event):")
-    for stage, per in summary["edges"].items():
-        cells = "  ".join(f"{k}: {_fmt(v['efficiency'])}" for k, v in per.items())
-        first = next(iter(per.values()))
-        lines.append(f"  {stage:12s} {cells}  purity {_fmt(first['purity'])}  "
-                     f"{first['edges_per_event']:.0f} edges")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
@@ -236,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trkx_ray.evaluate: error: --input {args.input!r} is not a directory",
               file=sys.stderr)
         return 2
+    from trkx_ray.cli import parse_overrides
+    from trkx_ray.evaluation import evaluate_events, events_for, render
     from trkx_ray.events.event import EventFormatError
     from trkx_ray.pipeline.config import ConfigError
 
@@ -250,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             from trkx_ray.pipeline.config import load_config
 
             config = load_config(args.config, parse_overrides(args.set))
-        out = evaluate_events(_events(args), config, args.device, args.save_tracks,
+        events = events_for(input_dir=args.input, pileup=args.pileup, seed=args.seed,
+                            events=args.events)
+        out = evaluate_events(events, config, args.device, args.save_tracks,
                               progress=sys.stderr.isatty())
     except (ConfigError, EventFormatError, ValueError) as exc:
         print(f"trkx_ray.evaluate: error: {exc}", file=sys.stderr)

@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from trkx_ray.cli import non_negative_int, positive_int
+
 __all__ = ["main", "event_seed", "build_parser"]
 
 logger = logging.getLogger(__name__)
@@ -30,20 +32,6 @@ SEED_STRIDE = 1_000_003
 def event_seed(seed: int, event_id: int) -> int:
     """The simulator seed of event ``event_id`` in a run with seed ``seed``."""
     return int(seed) * SEED_STRIDE + int(event_id)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
 
 
 def _pileup(text: str) -> float:
@@ -67,17 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Simulate TrackML-like pile-up events on the real TrackML detector "
         "and write them in TrackML's file format.",
     )
-    p.add_argument("--events", type=_positive_int, required=True, help="number of events")
+    p.add_argument("--events", type=positive_int, required=True, help="number of events")
     p.add_argument(
         "--pileup", type=_pileup, default=200.0, help="mean pp collisions per event (default 200)"
     )
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="run seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="run seed (default 0)")
     p.add_argument("--out", type=Path, required=True, help="output directory (created)")
     p.add_argument("--gzip", action="store_true", help="write .csv.gz files")
     p.add_argument("--parquet", action="store_true", help="write Parquet files instead of CSV")
     p.add_argument(
         "--first-event-id",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         help="event number of the first event (default 0)",
     )

@@ -28,9 +28,10 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from trkx_ray.cli import check_minimums, events_per_actor, one_line, validate_common
 
 __all__ = [
     "DEFAULT_EVENTS",
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "minus one core per GPU actor)")
     res.add_argument("--cores-per-actor", type=int, default=1,
                      help="cores per CPU actor, pinned and used as its thread count (default 1)")
+    res.add_argument("--events-per-actor", type=events_per_actor, default=0,
+                     metavar="auto|N",
+                     help="events a CPU actor runs at once, each on cores/N threads "
+                     "(default auto: one per core, for throughput; 1: every event on all "
+                     "the actor's cores, for latency)")
     res.add_argument("--actors-per-gpu", type=int, default=1,
                      help="actors sharing one GPU (num_gpus = 1/A each, default 1)")
     res.add_argument("--address", default=None,
@@ -104,37 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_minimums(checks: Iterable[tuple[str, float | None, int]]) -> None:
-    """Raise ``ValueError`` naming the first flag below its minimum.
-
-    Args:
-        checks: ``(flag, value, minimum)``; a ``None`` value (flag not given) passes.
-    """
-    for flag, value, low in checks:
-        if value is not None and value < low:
-            raise ValueError(f"{flag} must be >= {low}, got {value}")
-
-
-def validate_common(args: argparse.Namespace) -> None:
-    """Check the flags ``run`` and ``study`` share: ``--pileup``, ``--input``,
-    ``--place-timeout`` and ``--config``; raise ``ValueError`` (``FileNotFoundError``
-    for ``--input``) naming the flag."""
-    if args.pileup is not None and not args.pileup > 0:
-        raise ValueError(f"--pileup must be > 0, got {args.pileup}")
-    if args.input is not None:
-        from trkx_ray.scaling.sources import find_event_prefixes
-
-        find_event_prefixes(args.input)  # raises FileNotFoundError naming --input
-    if args.place_timeout <= 0:
-        raise ValueError(f"--place-timeout must be > 0, got {args.place_timeout}")
-    cfg = str(args.config)
-    if cfg.endswith((".yaml", ".yml")) and not Path(cfg).is_file():
-        raise ValueError(f"--config {cfg}: no such file")
-    from trkx_ray.pipeline.config import load_config
-
-    load_config(args.config)  # ConfigError names the key / file
-
-
 def validate_args(args: argparse.Namespace) -> None:
     """Check the flags before Ray starts; raise ``ValueError`` naming the flag."""
     check_minimums([
@@ -156,11 +131,6 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.save_tracks is not None and args.save_tracks.exists() and not args.save_tracks.is_dir():
         raise ValueError(f"--save-tracks {args.save_tracks}: exists and is not a directory")
     validate_common(args)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (whitespace runs, newlines included, collapsed)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 class _Progress:
@@ -235,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         validate_args(args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     import ray
 
@@ -288,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             cpu_actors = args.cpu_actors
         plan = ResourcePlan(cpu_actors=cpu_actors, cores_per_actor=args.cores_per_actor,
                             gpus=gpus, actors_per_gpu=args.actors_per_gpu,
-                            cpus_per_gpu_actor=cpus_for_gpu)
+                            cpus_per_gpu_actor=cpus_for_gpu,
+                            events_per_actor=args.events_per_actor)
         try:
             check_totals(plan)  # before any event is prepared
         except ResourceError as exc:
@@ -304,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                 source = SimulatedSource(pileup, seed=args.seed, pool=args.pool, events=events,
                                          cache_dir=args.cache)
             except OSError as exc:
-                print(f"error: --cache: {_one_line(exc)}", file=sys.stderr)
+                print(f"error: --cache: {one_line(exc)}", file=sys.stderr)
                 return 2
         on_progress = progress.update
 

@@ -16,7 +16,9 @@ service with ``--url URL``, or against the service this command starts (which is
 shut down afterwards).
 
 The protocol (Arrow IPC / Parquet / JSON over HTTP) is in ``docs/serving.md``; the
-Python client is :class:`Client` (``trkx_ray.serve.Client``).
+Python client is :class:`Client` (``trkx_ray.serve.Client``). This module parses the
+flags and calls :mod:`trkx_ray.serving.service` (settings, resource check, start and
+stop) and the client.
 
 ``--ingress direct`` (the default) turns on Serve's direct ingress
 (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` for the embedded Ray): each replica also
@@ -42,16 +44,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trkx_ray.serving.app import APP_NAME, ServiceSettings
+from trkx_ray.cli import one_line, parse_overrides
+from trkx_ray.serving.app import ServiceSettings
 from trkx_ray.serving.client import Client, ServiceError
 from trkx_ray.serving.protocol import DEFAULT_MAX_REQUEST_BYTES
+from trkx_ray.serving.service import (
+    LOOPBACK,
+    check_resources,
+    direct_ingress_env,
+    direct_urls,
+    plan_settings,
+    restore_env,
+    start_service,
+    stop_service,
+)
 
 __all__ = ["Client", "ServiceError", "build_parser", "main", "settings_from_args",
            "start_service", "stop_service"]
 
 log = logging.getLogger("trkx_ray.serve")
-
-_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,94 +165,15 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--config {cfg}: no such file")
 
 
-def _overrides(items: list[str]) -> dict[str, Any]:
-    from trkx_ray.evaluate import parse_overrides
-
-    return parse_overrides(items)
-
-
 def settings_from_args(args: argparse.Namespace, cluster_cpus: float) -> ServiceSettings:
     """The deployment's settings from the flags and the CPUs Ray sees."""
-    from trkx_ray.pipeline.config import load_config
-
-    overrides = _overrides(args.set)
-    load_config(args.config, overrides or None)  # ConfigError names the key / file
-    k = args.cores_per_replica
-    if args.gpus:
-        kind, replicas = "gpu", args.gpus * args.replicas_per_gpu
-    else:
-        kind = "cpu"
-        replicas = args.cpu_replicas if args.cpu_replicas is not None else int(cluster_cpus // k)
-        if replicas < 1:
-            raise ValueError(f"--cores-per-replica {k}: more cores than the {cluster_cpus:g} "
-                             "CPU(s) Ray sees (or --cpu-replicas 0)")
-    if args.min_replicas is not None:
-        replicas = min(max(replicas, args.min_replicas), args.max_replicas)
-    return ServiceSettings(
-        config=str(args.config), overrides=overrides, kind=kind, cores=k,
-        replicas_per_gpu=args.replicas_per_gpu, num_replicas=replicas,
-        min_replicas=args.min_replicas, max_replicas=args.max_replicas,
-        target_ongoing_requests=args.target_ongoing, max_ongoing_requests=args.max_ongoing,
-        max_request_bytes=int(args.max_request_mb * 2**20), warmup_hits=args.warmup_hits,
-    )
-
-
-def _check_resources(settings: ServiceSettings, total: dict[str, float]) -> None:
-    """Refuse replicas the cluster cannot hold, in one line (never wait forever)."""
-    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
-    sees = f"Ray sees {cpus:g} CPU(s), {gpus:g} GPU(s)"
-    n = settings.max_replicas if settings.autoscaling else settings.num_replicas
-    first = settings.num_replicas
-    if settings.kind == "gpu":
-        need_gpu = first / settings.replicas_per_gpu
-        if need_gpu > gpus:
-            raise ValueError(f"asked for {need_gpu:g} GPU(s) but {sees}")
-    if first * settings.cores > cpus:
-        raise ValueError(f"asked for {first} replica(s) x {settings.cores} core(s) but {sees}")
-    if n * settings.cores > cpus:
-        log.warning("--max-replicas %d x %d core(s) exceeds the %g CPU(s) Ray sees: "
-                    "replicas beyond them wait for resources", n, settings.cores, cpus)
-
-
-def start_service(settings: ServiceSettings, *, host: str = "127.0.0.1", port: int = 8000,
-                  access_log: bool = False) -> str:
-    """Start Serve's proxy on ``host:port`` and run the application; returns its URL.
-
-    Ray must be initialised (:func:`~trkx_ray.scaling.cluster.connect_ray`). Returns
-    once every replica is built and warmed up.
-    """
-    from ray import serve
-
-    from trkx_ray.serving.app import build_app
-
-    logging_config = {"log_level": "WARNING", "enable_access_log": bool(access_log)}
-    serve.start(http_options={"host": host, "port": port}, proxy_location="HeadOnly",
-                logging_config=logging_config)
-    serve.run(build_app(settings), name=APP_NAME, route_prefix="/",
-              logging_config=logging_config)
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}"
-
-
-def stop_service(*, whole_serve: bool = True) -> None:
-    """Delete the application; with ``whole_serve`` also shut Serve itself down.
-
-    On a cluster this command did not start, only the application is deleted, so
-    other Serve applications there keep running.
-    """
-    from ray import serve
-
-    try:
-        if whole_serve:
-            serve.shutdown()
-        else:
-            serve.delete(APP_NAME)
-    except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
-        log.warning("serve shutdown: %s", exc)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return plan_settings(
+        str(args.config), parse_overrides(args.set), cluster_cpus=cluster_cpus,
+        gpus=args.gpus, replicas_per_gpu=args.replicas_per_gpu, cpu_replicas=args.cpu_replicas,
+        cores=args.cores_per_replica, min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas, target_ongoing=args.target_ongoing,
+        max_ongoing=args.max_ongoing, max_request_bytes=int(args.max_request_mb * 2**20),
+        warmup_hits=args.warmup_hits)
 
 
 def _run_batch(url: str, args: argparse.Namespace) -> int:
@@ -280,46 +212,6 @@ def _raise_stop(signum: int, frame: Any) -> None:
     raise _Stop(signum)
 
 
-#: environment of Serve's direct ingress, set before the embedded Ray starts (its
-#: controller and replicas read it at import). A replica that stops drains for 1 s
-#: instead of Ray's 30 s default (no load balancer in front to deregister from).
-DIRECT_INGRESS_ENV = {
-    "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
-    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
-}
-
-
-def _direct_ingress_env(args: argparse.Namespace) -> dict[str, str]:
-    """Set (and return the previous values of) the direct-ingress variables."""
-    if args.ingress != "direct":
-        return {}
-    if args.address is not None or os.environ.get("RAY_ADDRESS"):
-        log.info("--ingress direct on an existing cluster: the cluster's own "
-                 "RAY_SERVE_ENABLE_DIRECT_INGRESS decides")
-        return {}
-    previous = {k: os.environ.get(k) for k in DIRECT_INGRESS_ENV}
-    for key, value in DIRECT_INGRESS_ENV.items():
-        os.environ.setdefault(key, value)
-    return {k: v for k, v in previous.items()}
-
-
-def _restore_env(previous: dict[str, str | None]) -> None:
-    for key, value in previous.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-def _direct_urls(url: str) -> list[str]:
-    """The replicas' direct-ingress URLs (``GET /v1/endpoints``), empty if none."""
-    try:
-        return list(Client(url, retries=2).endpoints())
-    except ServiceError as exc:
-        log.warning("%s/v1/endpoints: %s", url, exc)
-        return []
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -327,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_flags(args)
     except ValueError as exc:
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if args.url is not None:
         return _run_batch(args.url, args)
-    if args.host not in _LOOPBACK:
+    if args.host not in LOOPBACK:
         log.warning("binding %s: the service is reachable from the network; anyone who "
                     "reaches it can submit events (it runs no code from requests)", args.host)
 
@@ -341,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
 
     previous_int = signal.getsignal(signal.SIGINT)
     previous = signal.getsignal(signal.SIGTERM)
-    saved_env = _direct_ingress_env(args)
+    joining = args.address is not None or bool(os.environ.get("RAY_ADDRESS"))
+    saved_env = direct_ingress_env(joining=joining) if args.ingress == "direct" else {}
     started = False
     status = 0
     try:
@@ -353,9 +246,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, _raise_stop)
         try:
             settings = settings_from_args(args, ray.cluster_resources().get("CPU", 0.0))
-            _check_resources(settings, ray.cluster_resources())
+            check_resources(settings, ray.cluster_resources())
         except ValueError as exc:
-            print(f"error: {_one_line(exc)}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
         try:
             url = start_service(settings, host=args.host, port=args.port,
@@ -374,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                    if settings.autoscaling else ""))
         print(f"trkx_ray service: {url}  (POST {url}/v1/track; {mode}; config "
               f"{settings.config})", flush=True)
-        direct = _direct_urls(url) if args.ingress == "direct" else []
+        direct = direct_urls(url) if args.ingress == "direct" else []
         if direct:
             print(f"direct ingress (one URL per replica, listed at {url}/v1/endpoints): "
                   + " ".join(direct), flush=True)
@@ -401,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 ray.shutdown()
         signal.signal(signal.SIGTERM, previous)
         signal.signal(signal.SIGINT, previous_int)
-        _restore_env(saved_env)
+        restore_env(saved_env)
     return status
 
 

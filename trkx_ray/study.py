@@ -31,6 +31,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trkx_ray.cli import events_per_actor
+
 __all__ = ["build_parser", "main", "parse_counts", "scaling_rows", "write_outputs"]
 
 log = logging.getLogger("trkx_ray.study")
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="actors per GPU, a sweep axis, e.g. 1,2,4 (default 1)")
     p.add_argument("--cores-per-actor", default="1",
                    help="cores per CPU actor, a sweep axis, e.g. 1,2 (default 1)")
+    p.add_argument("--events-per-actor", type=events_per_actor, default=0, metavar="auto|N",
+                   help="events a CPU actor runs at once, each on cores/N threads "
+                   "(default auto: one per core; 1: every event on all the actor's cores)")
     p.add_argument("--events", type=int, default=8, help="events per configuration (default 8)")
     p.add_argument("--warmup", type=int, default=1, help="warm-up events per actor (default 1)")
     src = p.add_mutually_exclusive_group()
@@ -210,7 +215,7 @@ def _pregenerate(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sweep; returns the exit status."""
-    from trkx_ray.run import check_minimums, validate_common
+    from trkx_ray.cli import check_minimums, validate_common
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     started = connect_ray(args.address)
     try:
         total = ray.cluster_resources()
-        plans = [("cpu", n, ResourcePlan(n, k, 0)) for k in cores_list for n in cpu_counts]
+        plans = [("cpu", n, ResourcePlan(n, k, 0, events_per_actor=args.events_per_actor))
+                 for k in cores_list for n in cpu_counts]
         plans += [("gpu", g, ResourcePlan(0, 1, g, a)) for a in apg_list for g in gpu_counts]
         skipped = []
         for kind, n, plan in list(plans):  # fail before spending time on the first rows
@@ -288,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 "events": rep["events_processed"], "failed": len(rep["events_failed"]),
                 "wall_s": rep["wall_s"], "stages": rep["stages"],
                 "cores": plan.cores_per_actor if kind == "cpu" else None,
+                "events_per_actor": plan.cpu_concurrency if kind == "cpu" else 1,
                 "actors_per_gpu": plan.actors_per_gpu if kind == "gpu" else None,
                 "physics": rep["physics"], "physics_cost_s": rep["physics_cost_s"],
                 "precision": rep["hardware"].get("precision"),

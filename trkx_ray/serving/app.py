@@ -287,14 +287,19 @@ class TrackingService:
         }
 
     # ------------------------------------------------------------------ work
-    def _track(self, body: bytes, headers: dict[str, str]) -> _Reply:
+    def _track(self, body: bytes | bytearray | np.ndarray, headers: dict[str, str]) -> _Reply:
         """Decode, run the pipeline, encode (on the worker thread)."""
         t0 = time.perf_counter()
-        if not isinstance(body, bytearray):  # one copy, then Arrow columns are views
-            body = bytearray(memoryview(body).cast("B"))
+        # one copy unless it is a bytearray already, then Arrow columns are views of it
+        if isinstance(body, bytearray):
+            buf = body
+        elif isinstance(body, np.ndarray):
+            buf = bytearray(body.data.cast("B"))
+        else:
+            buf = bytearray(body)
         try:
             event, fmt = protocol.decode_event(
-                body, headers.get("content-type"), headers,
+                buf, headers.get("content-type"), headers,
                 max_bytes=self.settings.max_request_bytes)
             out_fmt = protocol.answer_format(fmt, headers.get("accept"))
             label_type = protocol.answer_track_id_type(headers)
@@ -520,5 +525,6 @@ def build_app(settings: ServiceSettings) -> Any:
     """The Serve application (bind of the ``trkx_tracker`` deployment) for ``settings``."""
     from ray import serve
 
-    deployment = serve.deployment(TrackingService).options(**deployment_options(settings))
+    # the decorator with its options, then applied: Serve's annotations type this form
+    deployment = serve.deployment(**deployment_options(settings))(TrackingService)
     return deployment.bind(asdict(settings))
