@@ -135,6 +135,51 @@ def test_direct_bad_input_still_4xx(noop_service, sample):
     assert r.status_code >= 400
 
 
+def test_narrow_and_wide_types_give_the_same_answer(noop_service, sample):
+    """A replica accepts the client's narrow columns (int8 / int16 module ids and
+    channels) and a naive client's wide ones (int64 / float64) alike, with the same
+    answer; ``X-Trkx-Track-Id-Type`` picks the answer's label type."""
+    import pyarrow as pa
+
+    from trkx_ray.events.event import Event
+
+    _, url, _ = noop_service
+    base = Client(url).endpoints()[0]
+
+    def widen(table):
+        return {k: v.astype(np.int64 if v.dtype.kind == "i" else np.float64)
+                for k, v in table.items()}
+
+    wide_event = Event(event_id=sample.event_id, hits=widen(sample.hits),
+                       cells=widen(sample.cells))
+    narrow, narrow_headers = protocol.encode_event(sample, "arrow")
+    wide, wide_headers = protocol.encode_event(wide_event, "arrow", narrow=False,
+                                               track_id_type=None)
+    assert len(wide) > 1.5 * len(narrow)
+    answers = {}
+    for name, body, headers in (("narrow", narrow, narrow_headers),
+                                ("wide", wide, wide_headers),
+                                ("wide, int32 labels", wide,
+                                 {**wide_headers, protocol.TRACK_ID_TYPE_HEADER: "int32"})):
+        r = requests.post(f"{base}/v1/track", data=body, headers=headers, timeout=60)
+        assert r.status_code == 200, (name, r.text)
+        assert int(r.headers["X-Trkx-Num-Hits"]) == sample.num_hits
+        assert int(r.headers["X-Trkx-Num-Tracks"]) == sample.num_hits  # noop
+        answers[name] = pa.ipc.open_stream(r.content).read_all()
+    assert str(answers["narrow"].schema.field("track_id").type) == "int32"
+    assert str(answers["wide"].schema.field("track_id").type) == "int64"
+    assert str(answers["wide, int32 labels"].schema.field("track_id").type) == "int32"
+    for table in answers.values():
+        assert str(table.schema.field("hit_id").type) == "int32"
+        np.testing.assert_array_equal(table.column("hit_id").to_numpy(), sample.hits["hit_id"])
+        np.testing.assert_array_equal(table.column("track_id").to_numpy(),
+                                      answers["wide"].column("track_id").to_numpy())
+    r = requests.post(f"{base}/v1/track", data=narrow,
+                      headers={**narrow_headers, protocol.TRACK_ID_TYPE_HEADER: "uint8"},
+                      timeout=60)
+    assert r.status_code == 400 and "X-Trkx-Track-Id-Type" in r.json()["error"]
+
+
 def test_loadgen_goes_direct_and_validates_answers(noop_service, data_dir, tmp_path):
     from trkx_ray import loadgen
 
