@@ -38,3 +38,26 @@ def test_help_imports_neither_torch_nor_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip().endswith("False False")
+
+
+def test_no_module_imports_a_command_module():
+    # a command module parses flags and calls the library: nothing builds on it, and
+    # what two commands share lives in the library or in trkx_ray.cli (read with ast)
+    import ast
+    from pathlib import Path
+
+    package = Path(cli.__file__).resolve().parent
+    commands = {module for module, _ in cli.COMMANDS.values()}
+    bad = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+                names += [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            bad += [f"{path.relative_to(package)}:{node.lineno} imports {name}"
+                    for name in names if name in commands]
+    assert not bad, bad
