@@ -150,3 +150,22 @@ def test_targets_spread_threads(server):
                                 targets=[server, server])
     assert row["ok"] == 6 and row["errors"] == 0
     assert loadgen._direct_targets(server) == []  # the stub lists no replicas
+
+
+def test_payloads_narrow_by_default(data_dir):
+    """The pool is encoded as the Python client sends: narrowest exact types, int32 labels
+    asked for; ``narrow=False`` (``--wide``) keeps the events' own types."""
+    from trkx_ray.serving import protocol
+
+    narrow, info = loadgen.load_payloads(input_dir=data_dir, events=1)
+    wide, wide_info = loadgen.load_payloads(input_dir=data_dir, events=1, narrow=False)
+    assert info["narrow"] is True and wide_info["narrow"] is False
+    assert len(narrow[0].body) < 0.85 * len(wide[0].body)
+    assert narrow[0].headers[protocol.TRACK_ID_TYPE_HEADER] == "int32"
+    assert protocol.TRACK_ID_TYPE_HEADER not in wide[0].headers
+    for pool in (narrow, wide):  # both decode to the same event
+        event, _ = protocol.decode_event(bytearray(pool[0].body),
+                                         pool[0].headers["Content-Type"], pool[0].headers)
+        np.testing.assert_array_equal(event.hits["hit_id"], pool[0].hit_id)
+    assert "narrow types" in loadgen.render_markdown({"payload": info, "rows": []})
+    assert loadgen.build_parser().parse_args(["--url", "http://x:1", "--wide"]).wide

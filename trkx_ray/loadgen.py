@@ -97,7 +97,8 @@ def _base_url(url: str) -> str:
 
 def load_payloads(*, input_dir: str | Path | None = None, pileup: float | None = None,
                   events: int = 4, seed: int = 0, fmt: str = "arrow",
-                  cells: bool = True) -> tuple[list[Payload], dict[str, Any]]:
+                  cells: bool = True, narrow: bool = True
+                  ) -> tuple[list[Payload], dict[str, Any]]:
     """Encode the pool of events sent during the run (before any measurement).
 
     Args:
@@ -109,6 +110,10 @@ def load_payloads(*, input_dir: str | Path | None = None, pileup: float | None =
         seed: first simulation seed.
         fmt: ``arrow``, ``parquet`` or ``json``.
         cells: send the cells part.
+        narrow: send each column in the narrowest type that holds it exactly and
+            ask for int32 track ids, as :class:`~trkx_ray.serving.client.Client`
+            does (:func:`~trkx_ray.serving.protocol.encode_event`); False: the
+            event's own types and int64 track ids (``--wide``).
 
     Returns:
         ``(payloads, description)``.
@@ -133,11 +138,13 @@ def load_payloads(*, input_dir: str | Path | None = None, pileup: float | None =
         loaded = [load_event(p, ("hits", "cells")) for p in cached.prefixes]
     payloads = []
     for event in loaded:
-        body, headers = encode_event(event, fmt, cells=cells)
+        body, headers = (encode_event(event, fmt, cells=cells) if narrow else
+                         encode_event(event, fmt, cells=cells, narrow=False,
+                                      track_id_type=None))
         payloads.append(Payload(body, headers, event.num_hits,
                                 np.asarray(event.hits["hit_id"], dtype=np.int32)))
     desc.update({
-        "events": len(payloads), "format": fmt, "cells": cells,
+        "events": len(payloads), "format": fmt, "cells": cells, "narrow": narrow,
         "mean_hits": float(np.mean([p.num_hits for p in payloads])) if payloads else 0.0,
         "mean_bytes": float(np.mean([len(p.body) for p in payloads])) if payloads else 0.0,
         "prepare_s": round(time.perf_counter() - t0, 3),
@@ -379,7 +386,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ("straight to the replicas (direct ingress)" if report.get("ingress") == "direct"
            else "through Serve's HTTP proxy") + ".",
         f"Events: {pay.get('events', '?')} from {src}, {pay.get('format', '?')} "
-        f"({'with' if pay.get('cells') else 'without'} cells), mean "
+        f"({'with' if pay.get('cells') else 'without'} cells, "
+        f"{'narrow' if pay.get('narrow', True) else 'wide'} types), mean "
         f"{pay.get('mean_hits', 0):,.0f} hits, {pay.get('mean_bytes', 0) / 2**20:.2f} MiB "
         "per request.",
         f"Closed loop, {report.get('duration_s')} s per level. Latency of answered requests; "
@@ -460,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="arrow", choices=("arrow", "parquet", "json"),
                    help="request format (default arrow)")
     p.add_argument("--no-cells", action="store_true", help="send hits only")
+    p.add_argument("--wide", action="store_true",
+                   help="send the events' own column types and take int64 track ids "
+                   "(default: the narrowest exact types and int32 track ids, as the "
+                   "Python client sends)")
     p.add_argument("--concurrency", default="1,2,4,8",
                    help="comma-separated concurrency levels (default 1,2,4,8)")
     p.add_argument("--duration", type=float, default=10.0,
@@ -494,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--pileup must be > 0, got {args.pileup}")
         payloads, info = load_payloads(input_dir=args.input, pileup=args.pileup,
                                        events=args.events, seed=args.seed, fmt=args.format,
-                                       cells=not args.no_cells)
+                                       cells=not args.no_cells, narrow=not args.wide)
         report = run_loadgen(url, payloads, levels, args.duration,
                              max_requests=args.max_requests, timeout_s=args.timeout,
                              payload_info=info, direct=args.ingress == "auto")
