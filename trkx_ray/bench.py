@@ -38,7 +38,7 @@ from trkx_ray.benchmarks import (
     time_label_backends,
     uniform_points,
 )
-from trkx_ray.cli import non_negative_int, positive_int
+from trkx_ray.cli import non_negative_int, positive_int, setup_logging
 
 # the bench library's inputs and timers, importable from here as before (scripts, tests)
 __all__ = ["PeakRSS", "build_parser", "clustered_points", "main", "synthetic_scored_graph",
@@ -86,10 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(logging.INFO if args.verbose else logging.WARNING)
     if args.threads is None:
         args.threads = 1 if args.device == "cpu" else (os.cpu_count() or 1)
     if args.pileup <= 0:

@@ -7,20 +7,22 @@ used, so ``trkx-ray --help`` stays fast and imports neither torch nor Ray.
 It also holds the little the command modules share about flags and their errors:
 :func:`parse_overrides` (``--set KEY=VALUE``), the argparse types
 :func:`positive_int` and :func:`non_negative_int`, :func:`check_minimums`,
-:func:`validate_common` (the flags ``run`` and ``study`` share) and :func:`one_line`.
+:func:`validate_common` (the flags ``run`` and ``study`` share), :func:`one_line` and
+:func:`setup_logging`.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["COMMANDS", "check_minimums", "main", "non_negative_int", "one_line",
-           "parse_overrides", "positive_int", "validate_common"]
+           "parse_overrides", "positive_int", "setup_logging", "validate_common"]
 
 #: command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -56,6 +58,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(value)
     return out
+
+
+def setup_logging(level: int = logging.WARNING) -> None:
+    """Log to stderr as ``LEVEL logger: message`` from ``level`` up (a command's start)."""
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
 def positive_int(text: str) -> int:

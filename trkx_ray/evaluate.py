@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trkx_ray.cli import setup_logging
+
 __all__ = ["main"]
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     if args.events <= 0:
         print(f"trkx_ray.evaluate: error: --events must be >= 1, got {args.events}",
               file=sys.stderr)

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from trkx_ray.cli import setup_logging
+
 __all__ = ["build_parser", "main", "verify_export"]
 
 log = logging.getLogger(__name__)
@@ -98,10 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    setup_logging(logging.INFO if args.verbose else logging.WARNING)
     if args.opset is not None and not 16 <= args.opset <= 23:
         parser.error(f"--opset must be in [16, 23], got {args.opset}")
     if args.verify < 0:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from trkx_ray.cli import non_negative_int, positive_int
+from trkx_ray.cli import non_negative_int, positive_int, setup_logging
 
 __all__ = ["main", "event_seed", "build_parser"]
 
@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    setup_logging(logging.DEBUG if args.verbose else logging.WARNING)
     if args.gzip and args.parquet:
         print("error: --gzip and --parquet exclude each other", file=sys.stderr)
         return 2

@@ -31,7 +31,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from trkx_ray.cli import check_minimums, events_per_actor, one_line, validate_common
+from trkx_ray.cli import (
+    check_minimums,
+    events_per_actor,
+    one_line,
+    setup_logging,
+    validate_common,
+)
 
 __all__ = [
     "DEFAULT_EVENTS",
@@ -201,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         validate_args(args)
     except (ValueError, FileNotFoundError) as exc:

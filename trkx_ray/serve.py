@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trkx_ray.cli import one_line, parse_overrides
+from trkx_ray.cli import one_line, parse_overrides, setup_logging
 from trkx_ray.serving.app import ServiceSettings
 from trkx_ray.serving.client import Client, ServiceError
 from trkx_ray.serving.protocol import DEFAULT_MAX_REQUEST_BYTES
@@ -215,7 +215,7 @@ def _raise_stop(signum: int, frame: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         _check_flags(args)
     except ValueError as exc:

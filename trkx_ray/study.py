@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trkx_ray.cli import events_per_actor
+from trkx_ray.cli import events_per_actor, setup_logging
 
 __all__ = ["build_parser", "main", "parse_counts", "scaling_rows", "write_outputs"]
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     from trkx_ray.cli import check_minimums, validate_common
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cpu_counts = [n for n in parse_counts(args.cpu_actors, "--cpu-actors") if n > 0]
         gpu_counts = [n for n in parse_counts(args.gpus, "--gpus") if n > 0]

@@ -18,6 +18,8 @@ import logging
 import sys
 from typing import Any
 
+from trkx_ray.cli import setup_logging
+
 __all__ = ["main"]
 
 
@@ -78,8 +80,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(logging.WARNING if args.quiet else logging.INFO)
     from trkx_ray.events.event import EventFormatError
     from trkx_ray.pipeline.config import ConfigError
     from trkx_ray.training.config import load_train_config
