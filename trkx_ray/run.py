@@ -28,6 +28,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -286,14 +287,15 @@ def main(argv: list[str] | None = None) -> int:
         on_progress = progress.update
 
         save_dir = args.save_tracks
+        on_result: Callable[[EventResult], None] | None = None
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
             from trkx_ray.events.io import write_submission
 
-            def on_result(res: EventResult) -> None:
+            def write_tracks(res: EventResult) -> None:
                 write_submission(res["event_id"], res["hit_id"], res["track_id"], save_dir)
-        else:
-            on_result = None  # type: ignore[assignment]
+
+            on_result = write_tracks
 
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         options.update(cpu_actors=cpu_actors, gpus=gpus, events=events)
