@@ -1,0 +1,505 @@
+"""Throughput ceilings of the tracking service's transport, side by side in one run.
+
+Three servers get the same request bytes (one pile-up-``MU`` event encoded as the
+client sends it) and answer the same bytes (the ``hit_id, track_id`` Arrow stream of
+that event), under the same closed-loop load (``c`` client threads, each with one
+request in flight and one persistent connection; thread ``i`` to server ``i mod
+n``), one concurrency level at a time, the three variants one after the other at
+each level:
+
+* ``tcp``: raw loopback TCP, no HTTP. ``--servers`` Python processes (one per
+  core, pinned), each reads a length-prefixed body into a buffer with
+  ``recv_into`` and sends back a length-prefixed answer. The floor of any server
+  written in Python on this machine: moving the bytes through the kernel.
+* ``http``: a bare Starlette app on uvicorn (httptools, uvloop), ``--servers``
+  processes pinned the same way, no Ray: reads the body into one ``bytearray``
+  of the request's ``Content-Length`` (as the service does) and answers the bytes.
+* ``serve``: the service itself, ``python -m trkx_ray.serve --config noop
+  --cpu-replicas N --cores-per-replica 1`` (started here unless ``--url`` names
+  one), requests straight to its replicas (direct ingress), as the load generator
+  sends them (:func:`trkx_ray.loadgen.measure_level`).
+
+The client is the same for all three (threads of this process; for ``http`` and
+``serve`` the load generator's own loop with ``http.client``; for ``tcp`` the same
+loop over plain sockets) and decodes and checks every answer, as the load
+generator does. The bare servers run at the niceness of the service's replicas
+(Ray starts its workers at nice 15; ``--server-nice``), so on a loaded machine all
+three yield to other work alike.
+
+    python scripts/serve_ceiling.py --pileup 200 --concurrency 1,2,4,8 --duration 5 \\
+        --out runs/ceiling
+
+Writes ``DIR/ceiling.json`` and ``DIR/ceiling.md`` and prints the table: requests/s
+of each variant and the ratios ``serve/tcp``, ``serve/http``, ``http/tcp``.
+Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+_LEN = struct.Struct("!Q")
+VARIANTS = ("tcp", "http", "http-hw", "serve")
+
+
+# ------------------------------------------------------------------ servers (children)
+def _place(core: int | None, nice: int) -> None:
+    if core is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {core})
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+
+def _recv_exact(sock: socket.socket, view: memoryview) -> bool:
+    got = 0
+    while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            return False
+        got += n
+    return True
+
+
+def serve_tcp(port: int, answer: bytes) -> None:
+    """Raw TCP: ``len (8 bytes) + body`` in, ``len + answer`` out, one thread per connection."""
+    head = _LEN.pack(len(answer))
+
+    def handle(conn: socket.socket) -> None:
+        buf = bytearray(1 << 20)
+        size = bytearray(_LEN.size)
+        with conn:
+            while _recv_exact(conn, memoryview(size)):
+                (n,) = _LEN.unpack(size)
+                if n > len(buf):
+                    buf = bytearray(n)
+                if not _recv_exact(conn, memoryview(buf)[:n]):
+                    return
+                conn.sendall(head)
+                conn.sendall(answer)
+
+    srv = socket.create_server(("127.0.0.1", port))
+    srv.listen(64)
+    print("ready", flush=True)
+    while True:
+        conn, _ = srv.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+
+def serve_http(port: int, answer: bytes, high_water: int | None = None) -> None:
+    """A bare Starlette app on uvicorn: read the body into one buffer, answer ``answer``.
+
+    ``high_water``: uvicorn's flow-control limit (it stops reading the socket while
+    more than this many body bytes wait for the app; 64 KiB by default).
+    """
+    import uvicorn
+
+    if high_water:
+        from uvicorn.protocols.http import httptools_impl
+
+        httptools_impl.HIGH_WATER_LIMIT = high_water  # type: ignore[misc]
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from trkx_ray.serving.protocol import ARROW_STREAM
+
+    async def track(request: Request) -> Response:
+        n = int(request.headers["content-length"])
+        body = bytearray(n)
+        view = memoryview(body)
+        size = 0
+        async for chunk in request.stream():
+            view[size:size + len(chunk)] = chunk
+            size += len(chunk)
+        view.release()
+        if size != n:
+            return Response(b"short body", status_code=400)
+        return Response(answer, media_type=ARROW_STREAM)
+
+    app = Starlette(routes=[Route("/v1/track", track, methods=["POST"])])
+    print("ready", flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools",
+                access_log=False, log_level="warning")
+
+
+def _child_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--child", choices=("tcp", "http"), required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--core", type=int, default=None)
+    p.add_argument("--nice", type=int, default=0)
+    p.add_argument("--answer", type=Path, required=True)
+    p.add_argument("--high-water", type=int, default=None)
+    a = p.parse_args(argv)
+    _place(a.core, a.nice)
+    answer = a.answer.read_bytes()
+    if a.child == "tcp":
+        serve_tcp(a.port, answer)
+    else:
+        serve_http(a.port, answer, a.high_water)
+    return 0
+
+
+# ------------------------------------------------------------------ helpers
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g} s")
+
+
+def _nice_of(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[16])  # field 19 of stat, after "pid (comm)"
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start_children(kind: str, n: int, answer_file: Path, nice: int, cores: list[int],
+                   extra: list[str] | None = None) -> tuple[list[subprocess.Popen], list[int]]:
+    procs, ports = [], []
+    for i in range(n):
+        port = _free_port()
+        core = cores[i % len(cores)] if cores else None
+        cmd = [sys.executable, __file__, "--child", kind, "--port", str(port),
+               "--nice", str(nice), "--answer", str(answer_file)]
+        if core is not None:
+            cmd += ["--core", str(core)]
+        cmd += extra or []
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, start_new_session=True))
+        ports.append(port)
+    for port in ports:
+        _wait_port(port)
+    return procs, ports
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def start_service(replicas: int, nice_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = dict(os.environ, **nice_env)
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, "-m", "trkx_ray.serve", "--config", "noop", "--cpu-replicas",
+           str(replicas), "--cores-per-replica", "1", "--port", str(port),
+           "--warmup-hits", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, cwd=ROOT)
+    assert proc.stdout is not None
+    url = ""
+    for line in proc.stdout:
+        if line.startswith("trkx_ray service: "):
+            url = line.split()[2]
+        if line.startswith(("direct ingress", "serving until")):
+            break
+    if not url:
+        proc.kill()
+        raise RuntimeError("the service did not start")
+    out = proc.stdout
+
+    def drain() -> None:  # keep reading its output so that it never blocks on a full pipe
+        for _ in out:
+            pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    return proc, url
+
+
+# ------------------------------------------------------------------ clients
+def measure_tcp(ports: list[int], body: bytes, hit_id: np.ndarray, concurrency: int,
+                duration_s: float) -> dict[str, Any]:
+    """The load generator's closed loop over raw sockets (decodes and checks answers)."""
+    from trkx_ray.serving.protocol import ARROW_STREAM, decode_answer
+
+    lock = threading.Lock()
+    lat: list[float] = []
+    errors = [0]
+    barrier = threading.Barrier(concurrency + 1)
+    start = [0.0]
+    go = threading.Event()
+    head = _LEN.pack(len(body))
+
+    def one(sock: socket.socket, buf: bytearray) -> bytes:
+        sock.sendall(head)
+        sock.sendall(body)
+        size = bytearray(_LEN.size)
+        if not _recv_exact(sock, memoryview(size)):
+            raise ConnectionError("closed")
+        (n,) = _LEN.unpack(size)
+        view = memoryview(buf)[:n]
+        if not _recv_exact(sock, view):
+            raise ConnectionError("closed")
+        return bytes(view)
+
+    def worker(i: int) -> None:
+        sock = socket.create_connection(("127.0.0.1", ports[i % len(ports)]))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = bytearray(64 << 20)
+        try:
+            one(sock, buf)  # warm-up
+            barrier.wait()
+            go.wait()
+            deadline = start[0] + duration_s
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                data = one(sock, buf)
+                dt = time.perf_counter() - t0
+                got, _ = decode_answer(data, ARROW_STREAM)
+                ok = bool(np.array_equal(got, hit_id))
+                with lock:
+                    if ok:
+                        lat.append(dt)
+                    else:
+                        errors[0] += 1
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True)
+               for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start[0] = time.perf_counter()
+    go.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start[0]
+    arr = np.asarray(lat)
+    return {"throughput_eps": len(lat) / wall, "p50_s": float(np.median(arr)) if len(arr)
+            else float("nan"), "ok": len(lat), "errors": errors[0], "wall_s": wall}
+
+
+def measure_http(urls: list[str], payload: Any, concurrency: int,
+                 duration_s: float) -> dict[str, Any]:
+    from trkx_ray.loadgen import measure_level
+
+    row = measure_level(urls[0], [payload], concurrency, duration_s, targets=urls)
+    return {k: row[k] for k in ("throughput_eps", "p50_s", "ok", "errors", "wall_s",
+                                "overhead_p50_s")}
+
+
+# ------------------------------------------------------------------ main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python scripts/serve_ceiling.py",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--pileup", type=float, default=200.0, help="event pile-up (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="simulation seed of the event")
+    p.add_argument("--no-cells", action="store_true", help="send hits only")
+    p.add_argument("--wide", action="store_true",
+                   help="send the event's own column types and take an int64 track_id "
+                   "(the encoding before narrowing)")
+    p.add_argument("--concurrency", default="1,2,4,8", help="levels (default 1,2,4,8)")
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per level and variant")
+    p.add_argument("--servers", type=int, default=2,
+                   help="server processes / service replicas, one core each (default 2)")
+    p.add_argument("--only", default="tcp,http,serve",
+                   help="variants to measure, of tcp,http,http-hw,serve (default tcp,http,serve; "
+                   "http-hw: the bare app with uvicorn's flow-control limit raised)")
+    p.add_argument("--high-water", type=int, default=16 << 20,
+                   help="uvicorn's flow-control limit in the http-hw variant (bytes, "
+                   "default 16 MiB; uvicorn's own is 64 KiB)")
+    p.add_argument("--url", default=None,
+                   help="a running noop service to measure instead of starting one")
+    p.add_argument("--server-nice", type=int, default=None,
+                   help="niceness of the bare servers (default: that of the service's "
+                   "replicas, else 0)")
+    p.add_argument("--out", type=Path, default=Path("runs/ceiling"), help="output directory")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        return _child_main(argv)
+    args = build_parser().parse_args(argv)
+    import requests
+
+    from trkx_ray.events.cache import simulated_events
+    from trkx_ray.events.io import load_event
+    from trkx_ray.loadgen import Payload, parse_levels
+    from trkx_ray.serving import protocol
+
+    levels = parse_levels(args.concurrency)
+    only = [v.strip() for v in args.only.split(",") if v.strip()]
+    bad = [v for v in only if v not in VARIANTS]
+    if bad:
+        raise SystemExit(f"--only: unknown variant(s) {bad}, expected some of {VARIANTS}")
+    cached = simulated_events(args.pileup, args.seed, 1)
+    event = load_event(cached.prefixes[0], ("hits", "cells"))
+    kw: dict[str, Any] = {"narrow": False, "track_id_type": None} if args.wide else {}
+    body, headers = protocol.encode_event(event, "arrow", cells=not args.no_cells, **kw)
+    hit_id = np.asarray(event.hits["hit_id"], dtype=np.int32)
+    label_type = protocol.answer_track_id_type(headers)
+    answer = protocol.encode_answer(hit_id, np.arange(event.num_hits), "arrow",
+                                    event.event_id, label_type)
+    payload = Payload(body, headers, event.num_hits, hit_id)
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    print(f"payload: {event.num_hits} hits, request {len(body)} bytes "
+          f"({'hits only' if args.no_cells else 'with cells'}, "
+          f"{'wide' if args.wide else 'narrow'} types), answer {len(answer)} bytes", flush=True)
+
+    procs: list[subprocess.Popen] = []
+    service = None
+    info: dict[str, Any] = {"replica_nice": None}
+    urls: dict[str, list[str]] = {}
+    ports: list[int] = []
+    try:
+        if "serve" in only:
+            if args.url:
+                base = args.url.rstrip("/")
+            else:
+                service, base = start_service(args.servers, {})
+            urls["serve"] = [str(u).rstrip("/") for u in
+                             requests.get(f"{base}/v1/endpoints", timeout=30).json()["urls"]]
+            if not urls["serve"]:
+                urls["serve"] = [base]
+            pids = []
+            for u in urls["serve"]:
+                try:
+                    pids.append(int(requests.get(f"{u}/v1/info", timeout=30).json()["pid"]))
+                except (requests.RequestException, KeyError, ValueError):
+                    continue
+            nices = sorted({n for n in (_nice_of(p) for p in pids) if n is not None})
+            info.update({"service_url": base, "replica_pids": pids, "replica_nice": nices})
+        nice = args.server_nice
+        if nice is None:
+            nice = max(info["replica_nice"] or [0])
+        info["server_nice"] = nice
+        with tempfile.TemporaryDirectory() as tmp:
+            answer_file = Path(tmp) / "answer.arrow"
+            answer_file.write_bytes(answer)
+            if "tcp" in only:
+                p, ports = start_children("tcp", args.servers, answer_file, nice, cores)
+                procs += p
+            if "http" in only:
+                p, hports = start_children("http", args.servers, answer_file, nice, cores)
+                procs += p
+                urls["http"] = [f"http://127.0.0.1:{port}" for port in hports]
+            if "http-hw" in only:
+                p, hports = start_children("http", args.servers, answer_file, nice, cores,
+                                           ["--high-water", str(args.high_water)])
+                procs += p
+                urls["http-hw"] = [f"http://127.0.0.1:{port}" for port in hports]
+            print(f"servers: {args.servers} per variant, nice {nice}; service replicas nice "
+                  f"{info['replica_nice']}; load average {os.getloadavg()[0]:.2f}", flush=True)
+            rows = []
+            for c in levels:
+                row: dict[str, Any] = {"concurrency": c}
+                for v in only:
+                    if v == "tcp":
+                        r = measure_tcp(ports, body, hit_id, c, args.duration)
+                    else:
+                        r = measure_http(urls[v], payload, c, args.duration)
+                    row[v] = r
+                row["load_avg"] = os.getloadavg()[0]
+                rows.append(row)
+                print(f"concurrency {c}: " + ", ".join(
+                    f"{v} {row[v]['throughput_eps']:.1f}/s (p50 {row[v]['p50_s'] * 1e3:.1f} ms,"
+                    f" {row[v]['errors']} err)" for v in only)
+                    + f"; load {row['load_avg']:.1f}", flush=True)
+    finally:
+        stop(procs)
+        if service is not None:
+            service.send_signal(signal.SIGINT)
+            try:
+                service.wait(90)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait(10)
+
+    def ratio(row: dict[str, Any], a: str, b: str) -> float:
+        if a not in row or b not in row or not row[b]["throughput_eps"]:
+            return float("nan")
+        return float(row[a]["throughput_eps"] / row[b]["throughput_eps"])
+
+    for row in rows:
+        row["ratios"] = {f"{a}/{b}": ratio(row, a, b)
+                         for a, b in (("serve", "tcp"), ("serve", "http"), ("http", "tcp"))}
+    report = {
+        "command": "python scripts/serve_ceiling.py " + " ".join(argv),
+        "payload": {"hits": event.num_hits, "request_bytes": len(body),
+                    "answer_bytes": len(answer), "cells": not args.no_cells,
+                    "narrow": not args.wide, "headers": headers},
+        "servers": args.servers, "duration_s": args.duration, "variants": only,
+        "rows": rows, **info,
+        "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
+                    "host": platform.node()},
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "ceiling.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    md = render(report)
+    (args.out / "ceiling.md").write_text(md)
+    print(md)
+    return 0
+
+
+def render(report: dict[str, Any]) -> str:
+    only = report["variants"]
+    pay = report["payload"]
+    head = "| concurrency | " + " | ".join(f"{v} req/s (p50 ms)" for v in only)
+    ratios = [k for k in ("serve/tcp", "serve/http", "http/tcp")
+              if all(x in only for x in k.split("/"))]
+    head += " | " + " | ".join(ratios) + " | load avg |" if ratios else " | load avg |"
+    lines = [
+        f"Request {pay['request_bytes']:,} bytes ({pay['hits']:,} hits, "
+        f"{'with' if pay['cells'] else 'without'} cells, "
+        f"{'narrow' if pay['narrow'] else 'wide'} types), answer {pay['answer_bytes']:,} "
+        f"bytes; {report['servers']} servers / replicas of 1 core; "
+        f"{report['duration_s']:g} s per level and variant; bare servers at nice "
+        f"{report.get('server_nice')}, replicas at nice {report.get('replica_nice')}.",
+        "",
+        head,
+        "|---:|" + "---:|" * (len(only) + len(ratios) + 1),
+    ]
+    for row in report["rows"]:
+        cells = [f"{row[v]['throughput_eps']:.1f} ({row[v]['p50_s'] * 1e3:.1f})" for v in only]
+        cells += [f"{row['ratios'][k]:.2f}" for k in ratios]
+        lines.append(f"| {row['concurrency']} | " + " | ".join(cells)
+                     + f" | {row['load_avg']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
