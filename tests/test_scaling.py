@@ -360,17 +360,24 @@ def test_actors_pin_distinct_cores_and_limit_threads(ray_session):
         assert len({i["pid"] for i in infos}) == 2
     finally:
         stop_workers(slots, pg)
-    # one actor owning both cores: pinned to both, two threads
-    plan = ResourcePlan(cpu_actors=1, cores_per_actor=2, gpus=0)
-    pg = plan_resources(plan)
-    slots = []
-    try:
-        slots = start_workers(plan, "noop", placement_group=pg, warmup_hits=0)
-        (info,) = [s.info for s in slots]
-        assert len(info["cores"]) == 2 and info["affinity"] == info["cores"]
-        assert info["threads"]["torch"] == 2 and info["threads"]["OMP_NUM_THREADS"] == "2"
-    finally:
-        stop_workers(slots, pg)
+    # one actor owning both cores, pinned to both: by default two events at once with one
+    # thread each; with events_per_actor=1 one event at a time on two threads
+    for per_actor, at_once, threads in ((0, 2, 1), (1, 1, 2)):
+        plan = ResourcePlan(cpu_actors=1, cores_per_actor=2, gpus=0,
+                            events_per_actor=per_actor)
+        assert plan.cpu_concurrency == at_once
+        pg = plan_resources(plan)
+        slots = []
+        try:
+            slots = start_workers(plan, "noop", placement_group=pg, warmup_hits=0)
+            (info,) = [s.info for s in slots]
+            assert len(info["cores"]) == 2 and info["affinity"] == info["cores"]
+            assert info["concurrency"] == at_once
+            assert info["threads"]["per_event"] == threads
+            assert info["threads"]["torch"] == threads
+            assert info["threads"]["OMP_NUM_THREADS"] == str(threads)
+        finally:
+            stop_workers(slots, pg)
 
 
 def test_stream_simulated_events_exactly_once(ray_session, report_keys, tmp_path):
@@ -526,3 +533,34 @@ def test_default_pipeline_in_two_actors_finds_tracks(ray_session, tmp_path, repo
     assert {"embedding", "build_edges", "filtering", "gnn", "labeling"} <= set(report["stages"])
     assert report["physics_cost_s"]["mean"] > 0  # computed, and timed apart
     assert report["hardware"]["precision"] in ("fp32", "bf16")
+
+
+@pytest.mark.slow
+def test_one_actor_runs_two_events_at_once_with_the_tracks_of_one_at_a_time(ray_session,
+                                                                           tmp_path):
+    """A 2-core actor runs two events at once (one pipeline, one thread each): the
+    tracks equal the in-process pipeline's, and the actor saw two events running."""
+    from trkx_ray.events.event import Event
+    from trkx_ray.pipeline import Pipeline
+
+    src = SimulatedSource(pileup=10, seed=11, events=4, cache_dir=tmp_path)
+    got: dict[int, np.ndarray] = {}
+
+    def keep(res):
+        got[int(res["event_id"])] = np.asarray(res["track_id"])
+
+    outcome, slots = run_scaling(ResourcePlan(1, 2, 0), "default", src, 4, warmup=0,
+                                 in_flight=2, want_tracks=True, on_result=keep,
+                                 fault=FaultInjection())
+    assert outcome.error is None and not outcome.failed
+    report = build_report(outcome, slots, config="default", source=src.describe())
+    (actor,) = report["actors"]
+    assert actor["concurrency"] == 2
+    assert actor["peak_concurrency"] == 2, "the two events never ran at the same time"
+    assert 0 < actor["utilisation"] <= 1.0
+    pipe = Pipeline.from_config("default")
+    assert sorted(got) == list(range(11, 15))
+    for eid, track_id in got.items():
+        event = Event.from_payload(ray.get(src.ref(eid - 11)[1]))
+        expect = pipe(event).track_id
+        assert np.array_equal(track_id, expect), f"event {eid}: tracks differ"

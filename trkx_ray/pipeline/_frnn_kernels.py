@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def moments(x):  # pragma: no cover - compiled
     """Mean (``D``) and scatter matrix (``D x D``) of the points, float64."""
     n, d = x.shape
@@ -49,7 +49,7 @@ def moments(x):  # pragma: no cover - compiled
     return mean, scatter
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def project(x, mean, basis):  # pragma: no cover - compiled
     """``(x - mean) @ basis`` in float64 with per-column min/max and max |x - mean|."""
     n, d = x.shape
@@ -73,7 +73,7 @@ def project(x, mean, basis):  # pragma: no cover - compiled
     return y, lo, hi, big
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def assign_cells(x, dims, lo, cell, ncell, strides, pad):  # pragma: no cover - compiled
     """Linear cell id (grid padded by ``pad`` cells) of each point; int64, length N."""
     n = x.shape[0]
@@ -99,7 +99,7 @@ _H01 = np.uint64(0x0101010101010101)
 _ONE = np.uint64(1)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _popcount(v):  # pragma: no cover - compiled
     v = v - ((v >> _ONE) & _M1)
     v = (v & _M2) + ((v >> np.uint64(2)) & _M2)
@@ -107,7 +107,7 @@ def _popcount(v):  # pragma: no cover - compiled
     return np.int64((v * _H01) >> np.uint64(56))
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _rank(bits, wrank, b):  # pragma: no cover - compiled
     """Number of occupied cells with id ``< b``."""
     w = b >> 6
@@ -115,7 +115,7 @@ def _rank(bits, wrank, b):  # pragma: no cover - compiled
     return wrank[w] + _popcount(bits[w] & mask)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def build_cells(cid, num_cells):  # pragma: no cover - compiled
     """Sort points into cells with an occupancy bitmap and a rank directory.
 
@@ -159,7 +159,7 @@ def build_cells(cid, num_cells):  # pragma: no cover - compiled
     return order, cstart, occupied, bits, wrank
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _close(xs, p, q, r2):  # pragma: no cover - compiled
     # branch-free full sum: faster than an early exit (fewer mispredictions)
     s = 0.0
@@ -169,14 +169,14 @@ def _close(xs, p, q, r2):  # pragma: no cover - compiled
     return s < r2
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _grow(a, cap):  # pragma: no cover - compiled
     b = np.empty(cap, dtype=a.dtype)
     b[: a.shape[0]] = a
     return b
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _stencil_ranges(cstart, occupied, bits, wrank, rows, reach, sub, a, rs, re):  # pragma: no cover
     """Point ranges of occupied cell ``a``'s half stencil; returns ``(k, bound)``.
 
@@ -210,7 +210,7 @@ def _stencil_ranges(cstart, occupied, bits, wrank, rows, reach, sub, a, rs, re):
     return k, bound
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True, nogil=True, inline="always")
 def _emit(xs, s0, e0, rs, re, k, r2, ii, jj, e, fill):  # pragma: no cover
     """Test the cell ``s0:e0`` against itself and the ranges; write from ``e``."""
     for p in range(s0, e0):
@@ -231,7 +231,7 @@ def _emit(xs, s0, e0, rs, re, k, r2, ii, jj, e, fill):  # pragma: no cover
     return e
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def pairs_serial(
     xs, cstart, occupied, bits, wrank, rows, reach, sub, r2, capacity
 ):  # pragma: no cover
@@ -258,7 +258,7 @@ def pairs_serial(
     return ii, jj, e
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, nogil=True, parallel=True)
 def pairs_parallel(xs, cstart, occupied, bits, wrank, rows, reach, sub, r2):  # pragma: no cover
     """Multi-threaded :func:`pairs_serial` over blocks of cells.
 
@@ -305,7 +305,7 @@ def pairs_parallel(xs, cstart, occupied, bits, wrank, rows, reach, sub, r2):  # 
     return ii, jj, total
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def _sort_small(v, s, t):  # pragma: no cover - compiled
     if t - s > 32:
         v[s:t] = np.sort(v[s:t])
@@ -319,7 +319,7 @@ def _sort_small(v, s, t):  # pragma: no cover - compiled
         v[b + 1] = key
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def canonicalise_pairs(ii, jj, num_pairs, order, n):  # pragma: no cover - compiled
     """Map sorted positions back to point indices and sort the pairs.
 

@@ -560,7 +560,7 @@ def _walk_kernel() -> Callable[..., Any]:
     """The compiled walk kernel (numba imported on first use, compiled once and cached)."""
     import numba
 
-    return numba.njit(cache=True)(_walk_kernel_py)
+    return numba.njit(cache=True, nogil=True)(_walk_kernel_py)
 
 
 def _check_unit(name: str, value: Any) -> float:

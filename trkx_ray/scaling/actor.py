@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,9 @@ class WorkerSpec:
             times) on every ``n``-th event only (1: every event, 0: never); the
             other events run unsynchronised and give only their total. CPU
             stages are always timed.
+        concurrency: events the actor runs at once (Ray ``max_concurrency``), each
+            on ``cores // concurrency`` threads: one pipeline (one copy of the
+            weights) serves them all. 1: every event uses all the cores.
     """
 
     index: int
@@ -86,6 +90,12 @@ class WorkerSpec:
     fault_repeat: bool = False
     pin: bool = True
     profile_every: int = 16
+    concurrency: int = 1
+
+    @property
+    def threads(self) -> int:
+        """Threads of one event: the cores shared by the events run at once."""
+        return max(max(self.cores, 1) // max(self.concurrency, 1), 1)
 
     @property
     def device(self) -> str:
@@ -138,7 +148,13 @@ class PipelineWorker:
         self.cores: list[int] = []
         if spec.pin and spec.cores > 0 and hasattr(os, "sched_setaffinity"):
             self.cores = self._pin(ray)
-        apply_thread_limits(max(spec.cores, 1))
+        if spec.concurrency < 1 or spec.concurrency > max(spec.cores, 1):
+            raise ValueError(f"actor {spec.index}: concurrency {spec.concurrency} must be "
+                             f"between 1 and its {max(spec.cores, 1)} core(s)")
+        apply_thread_limits(spec.threads)
+        self._lock = threading.Lock()  # counters, when events run at once
+        self.running = 0
+        self.peak_running = 0  # most events seen running at once
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()] if spec.kind == "gpu" else []
         self.gpu_name = ""
         if spec.kind == "gpu":
@@ -195,7 +211,10 @@ class PipelineWorker:
             "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [],
             "gpu": self.gpu_ids,
             "gpu_name": self.gpu_name,
+            "concurrency": self.spec.concurrency,
+            "peak_concurrency": self.peak_running,
             "threads": {
+                "per_event": self.spec.threads,
                 "torch": _torch_threads(),
                 "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", ""),
                 "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES"),
@@ -250,7 +269,27 @@ class PipelineWorker:
             (the actor lives on).
         """
         if count:
-            self._maybe_crash()
+            with self._lock:
+                self._maybe_crash()
+        if self.spec.concurrency > 1:
+            _limit_numba_threads(self.spec.threads)  # thread-local: this event's thread
+        with self._lock:
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+        try:
+            return self._process(seq, event_id, payload, want_tracks, count)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def _process(
+        self,
+        seq: int,
+        event_id: int | None,
+        payload: dict[str, Any],
+        want_tracks: bool,
+        count: bool,
+    ) -> EventResult:
         eid = int(payload.get("event_id", -1)) if event_id is None else int(event_id)
         out: EventResult = {"seq": seq, "event_id": eid, "actor": self.spec.index,
                             "pid": self.pid, "error": None, "service_s": 0.0, "physics_s": 0.0}
@@ -262,8 +301,9 @@ class PipelineWorker:
             event = Event.from_payload(payload)
             event.event_id = eid
             every = self.spec.profile_every
-            profile = self.spec.kind != "gpu" or (every > 0 and self.events_seen % every == 0)
-            self.events_seen += 1
+            with self._lock:
+                profile = self.spec.kind != "gpu" or (every > 0 and self.events_seen % every == 0)
+                self.events_seen += 1
             t0 = time.perf_counter()
             result = self.pipeline(event, profile=profile)
             dt = time.perf_counter() - t0  # the pipeline alone: the measured span
@@ -287,8 +327,9 @@ class PipelineWorker:
             out["error"] = f"{type(exc).__name__}: {exc}"
         out["service_s"] = dt
         if count:
-            self.events_done += 1
-            self.busy_s += dt
+            with self._lock:
+                self.events_done += 1
+                self.busy_s += dt
         return out
 
     @staticmethod
@@ -298,6 +339,15 @@ class PipelineWorker:
         from trkx_ray import metrics
 
         return _as_float_dict(metrics.tracking_metrics(event, track_id))
+
+
+def _limit_numba_threads(threads: int) -> None:
+    """numba's thread count is per calling thread: set it in each event's thread."""
+    import numba
+
+    cap = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    if numba.get_num_threads() != min(threads, cap):
+        numba.set_num_threads(min(threads, cap))
 
 
 def _torch_threads() -> int:
@@ -331,7 +381,7 @@ def spawn_worker(
 
     if spec.kind == "cpu":
         resources: dict[str, Any] = {"num_cpus": spec.cores, "num_gpus": 0}
-        env = thread_env(spec.cores, hide_gpus=True)
+        env = thread_env(spec.threads, hide_gpus=True)
     elif spec.kind == "gpu":
         resources = {"num_cpus": spec.cores, "num_gpus": 1.0 / spec.actors_per_gpu}
         env = thread_env(max(spec.cores, 1), hide_gpus=False)
@@ -341,6 +391,7 @@ def spawn_worker(
         resources,
         max_restarts=max_restarts,
         max_task_retries=0,
+        max_concurrency=max(spec.concurrency, 1),
         runtime_env={"env_vars": env},
     )
     if placement_group is not None:

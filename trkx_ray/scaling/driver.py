@@ -181,7 +181,8 @@ def object_store_usage(timeout_s: int = 10) -> dict[str, float] | None:
 
 
 def sample_actor_rss(slots: list[WorkerSlot], which: str, timeout_s: float = 10.0) -> None:
-    """Ask the live actors for their resident memory, into ``slot.rss_<which>_mb``.
+    """Ask the live actors for their resident memory, into ``slot.rss_<which>_mb``
+    (at the ``"end"``, their whole latest ``info`` too).
 
     Args:
         slots: the run's actors; only those in state ``ok`` are asked.
@@ -200,10 +201,13 @@ def sample_actor_rss(slots: list[WorkerSlot], which: str, timeout_s: float = 10.
         if ref not in done:
             continue
         try:
-            rss = ray.get(ref)["rss_mb"]
+            info = ray.get(ref)
         except Exception:  # noqa: BLE001 - died meanwhile: no figure
             continue
+        rss = info["rss_mb"]
         setattr(slot, f"rss_{which}_mb", float(rss) if rss else None)
+        if which == "end":
+            slot.info = info  # the latest view (events at once at the peak, ...)
 
 
 def start_workers(
@@ -237,7 +241,8 @@ def start_workers(
     fault = fault or FaultInjection()
     specs: list[WorkerSpec] = []
     for _ in range(plan.cpu_actors):
-        specs.append(WorkerSpec(index=len(specs), kind="cpu", cores=plan.cores_per_actor))
+        specs.append(WorkerSpec(index=len(specs), kind="cpu", cores=plan.cores_per_actor,
+                                concurrency=plan.cpu_concurrency))
     for _ in range(plan.gpu_actors):
         specs.append(WorkerSpec(index=len(specs), kind="gpu", cores=plan.cpus_per_gpu_actor,
                                 actors_per_gpu=plan.actors_per_gpu))
@@ -247,7 +252,7 @@ def start_workers(
             index=spec.index, kind=spec.kind, cores=spec.cores,
             actors_per_gpu=spec.actors_per_gpu, config=config, physics=physics,
             fault_exit_after=fault.exit_after, fault_actor=fault.actor,
-            fault_repeat=fault.repeat, pin=pin,
+            fault_repeat=fault.repeat, pin=pin, concurrency=spec.concurrency,
         )
         handle = spawn_worker(spec, placement_group=placement_group, bundle_index=spec.index,
                               max_restarts=max_restarts, warmup_hits=warmup_hits)
@@ -311,7 +316,8 @@ def stream_events(
         slots: started, warmed-up actors.
         source: see :mod:`trkx_ray.scaling.sources`.
         events: number of events.
-        in_flight: tasks queued per actor (>= 1).
+        in_flight: tasks in flight per actor (>= 1) that runs one event at a time; an
+            actor that runs ``C`` events at once gets ``C - 1`` more.
         want_tracks: actors return track ids (for ``--save-tracks``).
         max_attempts: resubmissions of an event whose actor died before it is failed.
         restart_timeout_s: how long a dead actor may take to come back, seconds.
@@ -332,7 +338,7 @@ def stream_events(
     tasks: dict[Any, tuple[str, WorkerSlot, int, int, float]] = {}
     finished = SeqSet()
     attempts: dict[int, int] = {}  # only events whose actor died under them
-    lookahead = max(2, len(slots) * in_flight * 2)
+    lookahead = max(2, sum(in_flight + s.spec.concurrency - 1 for s in slots) * 2)
     by_index = {s.spec.index: s for s in slots}
 
     def has_pending() -> bool:
@@ -394,7 +400,9 @@ def stream_events(
             if _STOP.is_set():
                 raise KeyboardInterrupt
             for slot in slots:
-                while slot.state == "ok" and slot.inflight < in_flight:
+                # an actor running C events at once keeps C - 1 more in flight
+                cap = in_flight + slot.spec.concurrency - 1
+                while slot.state == "ok" and slot.inflight < cap:
                     seq = take()
                     if seq is None:
                         break

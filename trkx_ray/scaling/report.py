@@ -163,10 +163,14 @@ def build_report(
             "gpu": info.get("gpu"),
             "gpu_name": info.get("gpu_name") or None,
             "torch_threads": (info.get("threads") or {}).get("torch"),
+            "concurrency": s.spec.concurrency,
+            "peak_concurrency": info.get("peak_concurrency"),
             "events": s.events,
             "events_failed": s.failed,
             "busy_s": s.busy_s,
-            "utilisation": s.busy_s / outcome.wall_s if outcome.wall_s > 0 else None,
+            # busy time over the wall time of its event slots (events run at once)
+            "utilisation": (s.busy_s / (outcome.wall_s * s.spec.concurrency)
+                            if outcome.wall_s > 0 else None),
             "restarts": s.restarts,
             "state": s.state,
             "build_s": info.get("build_s"),
@@ -264,13 +268,13 @@ def format_table(report: Mapping[str, Any]) -> str:
         lines.append(f"{'stage':<14}{'mean ms':>10}{'p50 ms':>10}")
         for name, st in report["stages"].items():
             lines.append(f"{name:<14}{st['mean_s'] * 1e3:>10.2f}{st['p50_s'] * 1e3:>10.2f}")
-    lines.append(f"{'actor':<6}{'device':<7}{'host':<16}{'cores/gpu':<12}{'events':>7}"
-                 f"{'busy s':>9}{'restarts':>9}")
+    lines.append(f"{'actor':<6}{'device':<7}{'host':<16}{'cores/gpu':<12}{'at once':>8}"
+                 f"{'events':>7}{'busy s':>9}{'restarts':>9}")
     for a in report["actors"]:
         where = ",".join(map(str, a["gpu"])) if a["device"] == "cuda" else ",".join(
             map(str, a["cores"] or []))
         lines.append(f"{a['id']:<6}{a['device']:<7}{str(a['host'])[:15]:<16}{where:<12}"
-                     f"{a['events']:>7}{a['busy_s']:>9.2f}{a['restarts']:>9}")
+                     f"{a.get('concurrency', 1):>8}{a['events']:>7}{a['busy_s']:>9.2f}{a['restarts']:>9}")
     phys = report.get("physics") or {}
     if phys:
         lines.append("physics: " + ", ".join(

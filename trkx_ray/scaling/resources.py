@@ -249,6 +249,10 @@ class ResourcePlan:
         gpus: number of GPUs used.
         actors_per_gpu: actors sharing one GPU (each gets ``num_gpus=1/A``).
         cpus_per_gpu_actor: host cores reserved per GPU actor.
+        events_per_actor: events a CPU actor runs at once, each on
+            ``cores_per_actor // events_per_actor`` threads (0: auto, one event per
+            core: throughput; 1: one event on all the actor's cores: latency).
+            GPU actors run one event at a time.
     """
 
     cpu_actors: int
@@ -256,6 +260,13 @@ class ResourcePlan:
     gpus: int
     actors_per_gpu: int = 1
     cpus_per_gpu_actor: int = 1
+    events_per_actor: int = 0
+
+    @property
+    def cpu_concurrency(self) -> int:
+        """Events a CPU actor runs at once (``events_per_actor``, 0 resolved to the cores)."""
+        n = self.events_per_actor or self.cores_per_actor
+        return max(1, min(n, self.cores_per_actor))
 
     @property
     def gpu_actors(self) -> int:

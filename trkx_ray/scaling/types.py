@@ -43,6 +43,8 @@ class ActorInfo(TypedDict):
     machine: str
     pid: int
     cores: list[int]
+    concurrency: int  # events the actor runs at once
+    peak_concurrency: int  # most events seen running at once
     affinity: list[int]
     gpu: list[str]
     gpu_name: str
@@ -133,6 +135,8 @@ class ActorReport(TypedDict):
     gpu: list[str] | None
     gpu_name: str | None
     torch_threads: int | None
+    concurrency: int  # events the actor runs at once
+    peak_concurrency: int | None  # most seen at once (None: not asked)
     events: int
     events_failed: int
     busy_s: float
