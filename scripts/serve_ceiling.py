@@ -187,6 +187,27 @@ def _nice_of(pid: int) -> int | None:
         return None
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (all their threads)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def client_cpu_seconds() -> float:
+    """CPU seconds of this process (the client's threads), user + system."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def start_children(kind: str, n: int, answer_file: Path, nice: int, cores: list[int],
                    extra: list[str] | None = None) -> tuple[list[subprocess.Popen], list[int]]:
     procs, ports = [], []
@@ -217,9 +238,12 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.wait(10)
 
 
-def start_service(replicas: int, nice_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+SERVICE_LOG: list[str] = []  # the last lines the service printed
+
+
+def start_service(replicas: int, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = dict(os.environ, **nice_env)
+    env = dict(os.environ, **extra_env)
     env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "trkx_ray.serve", "--config", "noop", "--cpu-replicas",
            str(replicas), "--cores-per-replica", "1", "--port", str(port),
@@ -229,6 +253,7 @@ def start_service(replicas: int, nice_env: dict[str, str]) -> tuple[subprocess.P
     assert proc.stdout is not None
     url = ""
     for line in proc.stdout:
+        SERVICE_LOG.append(line.rstrip())
         if line.startswith("trkx_ray service: "):
             url = line.split()[2]
         if line.startswith(("direct ingress", "serving until")):
@@ -239,8 +264,9 @@ def start_service(replicas: int, nice_env: dict[str, str]) -> tuple[subprocess.P
     out = proc.stdout
 
     def drain() -> None:  # keep reading its output so that it never blocks on a full pipe
-        for _ in out:
-            pass
+        for line in out:
+            SERVICE_LOG.append(line.rstrip())
+            del SERVICE_LOG[:-60]
 
     threading.Thread(target=drain, daemon=True).start()
     return proc, url
@@ -315,8 +341,68 @@ def measure_http(urls: list[str], payload: Any, concurrency: int,
     from trkx_ray.loadgen import measure_level
 
     row = measure_level(urls[0], [payload], concurrency, duration_s, targets=urls)
-    return {k: row[k] for k in ("throughput_eps", "p50_s", "ok", "errors", "wall_s",
-                                "overhead_p50_s")}
+    return {k: row[k] for k in ("throughput_eps", "p50_s", "ok", "errors", "error_kinds",
+                                "wall_s", "overhead_p50_s")}
+
+
+# ------------------------------------------------------------------ split
+def split_request(base: str, event: Any, requests_n: int, wide: bool,
+                  cells: bool) -> dict[str, float]:
+    """Median cost of each step of one request at concurrency 1, milliseconds.
+
+    Client: encode (``encode_event``), send (``HTTPConnection.request`` returns when
+    the kernel has taken the whole body), wait (until the answer's status line and
+    headers), read (the answer's body), decode (``decode_answer``). Replica (its
+    headers): receive (first to last body chunk into the request's buffer), decode,
+    pipeline (``noop``), encode. ``memcpy``: one numpy copy of the body, for scale.
+    """
+    import http.client
+    from urllib.parse import urlparse
+
+    from trkx_ray.serving import protocol
+
+    kw: dict[str, Any] = {"narrow": False, "track_id_type": None} if wide else {}
+    u = urlparse(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+    rows = []
+    body = b""
+    data = b""
+    for _ in range(requests_n + 3):
+        t0 = time.perf_counter()
+        body, headers = protocol.encode_event(event, "arrow", cells=cells, **kw)
+        t1 = time.perf_counter()
+        conn.request("POST", "/v1/track", body=body, headers=headers)
+        t2 = time.perf_counter()
+        r = conn.getresponse()
+        t3 = time.perf_counter()
+        data = r.read()
+        t4 = time.perf_counter()
+        hit_id, _ = protocol.decode_answer(data, r.getheader("Content-Type"))
+        t5 = time.perf_counter()
+        if r.status != 200 or len(hit_id) != event.num_hits:
+            raise RuntimeError(f"{base}: HTTP {r.status} {data[:200]!r}")
+        h = protocol.parse_timing_headers(dict(r.getheaders()))
+        rows.append([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t1,
+                     h.get("receive", float("nan")), h["decode"], h["total"], h["encode"],
+                     h["service"]])
+    conn.close()
+    src = np.frombuffer(body, dtype=np.uint8)
+    dst = np.empty_like(src)
+    copies = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        copies.append(time.perf_counter() - t0)
+    med = np.median(np.asarray(rows[3:]), axis=0) * 1e3
+    names = ["client encode", "client send", "client wait for headers", "client read answer",
+             "client decode answer", "round trip (send to decoded)", "replica receive",
+             "replica decode", "replica pipeline (noop)", "replica encode",
+             "replica service (decode+noop+encode)"]
+    out = {n: float(v) for n, v in zip(names, med)}
+    out["memcpy of the body (numpy)"] = float(np.median(copies) * 1e3)
+    out["request bytes"] = float(len(body))
+    out["answer bytes"] = float(len(data))
+    return out
 
 
 # ------------------------------------------------------------------ main
@@ -341,9 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "default 16 MiB; uvicorn's own is 64 KiB)")
     p.add_argument("--url", default=None,
                    help="a running noop service to measure instead of starting one")
+    p.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment of the service started here (its embedded Ray and "
+                   "replicas inherit it), e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0")
     p.add_argument("--server-nice", type=int, default=None,
                    help="niceness of the bare servers (default: that of the service's "
                    "replicas, else 0)")
+    p.add_argument("--split", type=int, default=0,
+                   help="first time N sequential requests to one replica, step by step, "
+                   "with the narrow and the wide encoding (0: no)")
     p.add_argument("--out", type=Path, default=Path("runs/ceiling"), help="output directory")
     return p
 
@@ -380,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'wide' if args.wide else 'narrow'} types), answer {len(answer)} bytes", flush=True)
 
     procs: list[subprocess.Popen] = []
+    server_pids: dict[str, list[int]] = {}
     service = None
     info: dict[str, Any] = {"replica_nice": None}
     urls: dict[str, list[str]] = {}
@@ -389,11 +482,21 @@ def main(argv: list[str] | None = None) -> int:
             if args.url:
                 base = args.url.rstrip("/")
             else:
-                service, base = start_service(args.servers, {})
+                extra_env = dict(kv.split("=", 1) for kv in args.serve_env)
+                service, base = start_service(args.servers, extra_env)
+                info["serve_env"] = extra_env
             urls["serve"] = [str(u).rstrip("/") for u in
                              requests.get(f"{base}/v1/endpoints", timeout=30).json()["urls"]]
             if not urls["serve"]:
                 urls["serve"] = [base]
+            if args.split:
+                for wide in (False, True):
+                    label = "wide" if wide else "narrow"
+                    info.setdefault("split_ms", {})[label] = split_request(
+                        urls["serve"][0], event, args.split, wide, not args.no_cells)
+                    print(f"split ({label} types):", flush=True)
+                    for k, v in info["split_ms"][label].items():
+                        print(f"  {k:40s} {v:12.2f}", flush=True)
             pids = []
             for u in urls["serve"]:
                 try:
@@ -402,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
             nices = sorted({n for n in (_nice_of(p) for p in pids) if n is not None})
             info.update({"service_url": base, "replica_pids": pids, "replica_nice": nices})
+            server_pids["serve"] = pids
         nice = args.server_nice
         if nice is None:
             nice = max(info["replica_nice"] or [0])
@@ -412,14 +516,17 @@ def main(argv: list[str] | None = None) -> int:
             if "tcp" in only:
                 p, ports = start_children("tcp", args.servers, answer_file, nice, cores)
                 procs += p
+                server_pids["tcp"] = [q.pid for q in p]
             if "http" in only:
                 p, hports = start_children("http", args.servers, answer_file, nice, cores)
                 procs += p
+                server_pids["http"] = [q.pid for q in p]
                 urls["http"] = [f"http://127.0.0.1:{port}" for port in hports]
             if "http-hw" in only:
                 p, hports = start_children("http", args.servers, answer_file, nice, cores,
                                            ["--high-water", str(args.high_water)])
                 procs += p
+                server_pids["http-hw"] = [q.pid for q in p]
                 urls["http-hw"] = [f"http://127.0.0.1:{port}" for port in hports]
             print(f"servers: {args.servers} per variant, nice {nice}; service replicas nice "
                   f"{info['replica_nice']}; load average {os.getloadavg()[0]:.2f}", flush=True)
@@ -427,16 +534,31 @@ def main(argv: list[str] | None = None) -> int:
             for c in levels:
                 row: dict[str, Any] = {"concurrency": c}
                 for v in only:
+                    s0, c0 = cpu_seconds(server_pids.get(v, [])), client_cpu_seconds()
                     if v == "tcp":
                         r = measure_tcp(ports, body, hit_id, c, args.duration)
                     else:
                         r = measure_http(urls[v], payload, c, args.duration)
+                    s1, c1 = cpu_seconds(server_pids.get(v, [])), client_cpu_seconds()
+                    n_ok = max(int(r["ok"]), 1)
+                    r["server_cpu_ms"] = (s1 - s0) / n_ok * 1e3
+                    r["client_cpu_ms"] = (c1 - c0) / n_ok * 1e3
+                    per = r["server_cpu_ms"] + r["client_cpu_ms"]
+                    # requests/s the machine's cores would allow if they did only this
+                    r["cpu_bound_eps"] = len(cores or [0]) * 1e3 / per if per > 0 else float("nan")
                     row[v] = r
+                for v in only:
+                    if row[v]["errors"]:
+                        print(f"{v}: errors {row[v].get('error_kinds', '')}", flush=True)
+                        if v == "serve" and service is not None:
+                            print("service output (last lines):\n  "
+                                  + "\n  ".join(SERVICE_LOG[-25:]), flush=True)
                 row["load_avg"] = os.getloadavg()[0]
                 rows.append(row)
                 print(f"concurrency {c}: " + ", ".join(
                     f"{v} {row[v]['throughput_eps']:.1f}/s (p50 {row[v]['p50_s'] * 1e3:.1f} ms,"
-                    f" {row[v]['errors']} err)" for v in only)
+                    f" {row[v]['errors']} err, cpu {row[v]['server_cpu_ms']:.1f} + "
+                    f"{row[v]['client_cpu_ms']:.1f} ms/req)" for v in only)
                     + f"; load {row['load_avg']:.1f}", flush=True)
     finally:
         stop(procs)
@@ -462,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                     "answer_bytes": len(answer), "cells": not args.no_cells,
                     "narrow": not args.wide, "headers": headers},
         "servers": args.servers, "duration_s": args.duration, "variants": only,
+        "cores": len(cores),
         "rows": rows, **info,
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
                     "host": platform.node()},
@@ -498,6 +621,26 @@ def render(report: dict[str, Any]) -> str:
         cells += [f"{row['ratios'][k]:.2f}" for k in ratios]
         lines.append(f"| {row['concurrency']} | " + " | ".join(cells)
                      + f" | {row['load_avg']:.1f} |")
+    ncores = report.get("cores") or 2
+    lines += ["", f"CPU per request, ms (server + client; the server's processes and this "
+              f"client process, user + system), and the requests/s {ncores} cores would allow "
+              "if they did nothing else:", "",
+              "| concurrency | " + " | ".join(f"{v} cpu ms | {v} bound req/s" for v in only)
+              + " |", "|---:|" + "---:|---:|" * len(only)]
+    for row in report["rows"]:
+        lines.append(f"| {row['concurrency']} | " + " | ".join(
+            f"{row[v]['server_cpu_ms']:.1f} + {row[v]['client_cpu_ms']:.1f} | "
+            f"{row[v]['cpu_bound_eps']:.0f}" for v in only) + " |")
+    split = report.get("split_ms")
+    if split:
+        labels = list(split)
+        lines += ["", "One request at concurrency 1, median ms:", "",
+                  "| step | " + " | ".join(labels) + " |",
+                  "|---|" + "---:|" * len(labels)]
+        for step in split[labels[0]]:
+            fmt = "{:,.0f}" if step.endswith("bytes") else "{:.2f}"
+            lines.append(f"| {step} | "
+                         + " | ".join(fmt.format(split[k][step]) for k in labels) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -165,6 +165,7 @@ def test_narrow_and_wide_types_give_the_same_answer(noop_service, sample):
         assert r.status_code == 200, (name, r.text)
         assert int(r.headers["X-Trkx-Num-Hits"]) == sample.num_hits
         assert int(r.headers["X-Trkx-Num-Tracks"]) == sample.num_hits  # noop
+        assert 0 <= float(r.headers["X-Trkx-Receive-S"]) < 60
         answers[name] = pa.ipc.open_stream(r.content).read_all()
     assert str(answers["narrow"].schema.field("track_id").type) == "int32"
     assert str(answers["wide"].schema.field("track_id").type) == "int64"

@@ -437,12 +437,16 @@ class TrackingService:
             if method != "POST":
                 reply = _error(405, f"{TRACK_PATH} takes POST (got {method})")
             else:
+                t0 = time.perf_counter()
                 body = await self._read_body(request)
                 if isinstance(body, _Reply):
                     reply = body
                 else:
+                    receive_s = time.perf_counter() - t0
                     headers = {k.lower(): v for k, v in request.headers.items()}
                     status, data, media, extra = await self.track(body, headers)
+                    # the body's arrival, chunk by chunk, into the request's buffer
+                    extra["X-Trkx-Receive-S"] = f"{receive_s:.6f}"
                     return Response(data, status_code=status, media_type=media, headers=extra)
         elif path in (INFO_PATH, "/"):
             reply = _Reply(200, json.dumps(self.info()).encode(), protocol.JSON)
