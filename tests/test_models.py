@@ -268,3 +268,54 @@ def test_chunking_does_not_change_results(chunk):
             a = gnn(x, edges, chunk_size=chunk)
             b = gnn(x, edges)
         assert (a - b).abs().max().item() < 0.05
+
+
+def test_edge_geometry_by_hand():
+    """dr, dphi (wrapped across +-pi), dz, the phi slope and z0 of known pairs."""
+    from trkx_ray.pipeline.models import EDGE_GEOMETRY_DIM, edge_geometry
+
+    # features: r / 1000 mm, phi / pi, z / 1000 mm
+    x = torch.tensor([
+        [0.100, 0.99, 0.050],   # r 100 mm, phi 0.99 pi, z 50 mm
+        [0.200, -0.99, 0.150],  # r 200 mm, phi -0.99 pi (0.02 pi further on), z 150 mm
+        [0.200, -0.99, 0.150],  # same radius as hit 1: dr clamped to 5 mm
+    ])
+    got = edge_geometry(x, torch.tensor([[0, 1], [1, 2]]))
+    assert got.shape == (2, EDGE_GEOMETRY_DIM)
+    dphi = 0.02 * torch.pi  # wrapped, not -1.98 pi
+    want0 = torch.tensor([1.0, 10 * dphi, 1.0, dphi / 0.1, 5 * (0.05 - 0.1 * 1.0)])
+    torch.testing.assert_close(got[0], want0)
+    # one radius: the slope and z0 use dr = 5 mm and stay bounded
+    assert got[1, 0] == 0 and got[1, 3] == 0 and abs(got[1, 4]) <= 5.0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_filter_with_edge_features(tmp_path):
+    """Zero edge weights give the plain filter; the per-hit projection path equals the
+    concatenated form; the ONNX export (concatenated form) agrees with torch."""
+    ort = pytest.importorskip("onnxruntime")
+    x, edges = _graph(n=40, e=120, seed=5)
+    x[:, 0] = x[:, 0].abs()  # radii
+    plain = FilterMLP(5, hidden=16, layers=2).eval()
+    model = FilterMLP(5, hidden=16, layers=2, edge_features=True).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    nn.init.zeros_(model.edge.weight)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, edges), plain(x, edges))
+    nn.init.normal_(model.edge.weight)
+    from trkx_ray.pipeline.models import edge_geometry
+
+    with torch.inference_mode():
+        pair = torch.cat([x[edges[0]], x[edges[1]]], 1)
+        pre = model.net[0](pair) + model.edge(edge_geometry(x, edges.T))
+        ref = model.net[1:](pre).squeeze(-1)
+        torch.testing.assert_close(model(x, edges, chunk_size=7), ref)
+        assert not torch.allclose(ref, plain(x, edges))
+    path = tmp_path / "filter.onnx"
+    torch.onnx.export(model, (x, edges), str(path), dynamo=False, input_names=["x", "edges"],
+                      output_names=["logits"], opset_version=17,
+                      dynamic_axes={"x": {0: "hits"}, "edges": {1: "edges"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy(), "edges": edges.numpy()})[0]
+    assert abs(got - ref.numpy()).max() < 1e-4

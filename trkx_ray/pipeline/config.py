@@ -205,6 +205,8 @@ class FilterConfig:
         layer_norm: LayerNorm after each hidden linear layer.
         activation: hidden activation.
         use_embedding: also feed both hits' embeddings to the filter.
+        edge_features: also feed the pair's geometry (dr, dphi, dz, phi slope and the
+            z intercept at r = 0: ``models.edge_geometry``) to the first layer.
         cut: keep edges with sigmoid score > cut.
         chunk_size: edges per inference chunk (bounds memory; small chunks keep
             intermediates cache-resident; the result does not depend on it).
@@ -217,6 +219,7 @@ class FilterConfig:
     layer_norm: bool = True
     activation: Activation = "relu"
     use_embedding: bool = False
+    edge_features: bool = False
     cut: float = 0.5
     chunk_size: int = 16384
     weights: str | None = None

@@ -21,6 +21,7 @@ ONNX export the aggregation switches to an equivalent function exported as
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -238,6 +239,39 @@ class EmbeddingMLP(nn.Module):
         return model.eval()  # type: ignore[return-value]
 
 
+#: columns of :func:`edge_geometry`
+EDGE_GEOMETRY_DIM = 5
+
+
+def edge_geometry(x: Tensor, edges_t: Tensor) -> Tensor:
+    """Geometry of each hit pair, from the hit features' first columns (r / 1000 mm,
+    phi / pi, z / 1000 mm), scaled to order one for the pairs of real tracks.
+
+    Columns: ``10 dr``, ``10 dphi`` (wrapped to [-pi, pi)), ``10 dz`` (r, z in metres),
+    the phi slope ``dphi / dr`` (rad per metre, ~0.3 for a 1 GeV track in 2 T; clamped to
+    +-5) and ``5 z0``, the pair's line extrapolated to r = 0 (metres, clamped to +-5).
+    ``dr`` below 5 mm (pairs at one radius) counts as 5 mm in the slope and ``z0``.
+    Only torch operations that export to ONNX.
+
+    Args:
+        x: ``N x F`` hit features (``F >= 3``).
+        edges_t: ``E x 2`` (src, dst).
+
+    Returns:
+        ``E x 5`` float tensor.
+    """
+    a = x.index_select(0, edges_t[:, 0])
+    b = x.index_select(0, edges_t[:, 1])
+    dr = b[:, 0] - a[:, 0]
+    dphi = (b[:, 1] - a[:, 1]) * math.pi
+    dphi = dphi - (2 * math.pi) * torch.round(dphi / (2 * math.pi))
+    dz = b[:, 2] - a[:, 2]
+    run = torch.clamp(dr.abs(), min=0.005)
+    slope = torch.clamp(dphi / run, -5.0, 5.0)
+    z0 = torch.clamp(5.0 * (a[:, 2] - a[:, 0] * dz / run), -5.0, 5.0)
+    return torch.stack([10.0 * dr, 10.0 * dphi, 10.0 * dz, slope, z0], dim=1)
+
+
 class FilterMLP(nn.Module):
     """Edge filter: MLP on the concatenated inputs of both hits -> edge logit.
 
@@ -256,10 +290,14 @@ class FilterMLP(nn.Module):
         layers: int = 3,
         layer_norm: bool = True,
         activation: str = "tanh",
+        edge_features: bool = False,
     ) -> None:
         super().__init__()
         self.node_dim = node_dim
         self.net = make_mlp(2 * node_dim, hidden, 1, layers, layer_norm, activation)
+        # the pair's geometry (edge_geometry), added to the first layer's pre-activation
+        self.edge = (nn.Linear(EDGE_GEOMETRY_DIM, hidden, bias=False)
+                     if edge_features else None)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-hit terms of the first layer, ``(W_src x + b, W_dst x)``, once per hit.
@@ -273,8 +311,10 @@ class FilterMLP(nn.Module):
         w_src, w_dst = first.weight[:, : self.node_dim], first.weight[:, self.node_dim :]
         return nn.functional.linear(x, w_src, first.bias), nn.functional.linear(x, w_dst)
 
-    def _logits(self, proj: tuple[Tensor, Tensor], edges_t: Tensor) -> Tensor:
+    def _logits(self, proj: tuple[Tensor, Tensor], edges_t: Tensor, x: Tensor) -> Tensor:
         pre = proj[0].index_select(0, edges_t[:, 0]) + proj[1].index_select(0, edges_t[:, 1])
+        if self.edge is not None:
+            pre = pre + self.edge(edge_geometry(x, edges_t).to(pre.dtype))
         return self.net[1:](pre).float().squeeze(-1)
 
     def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -291,18 +331,22 @@ class FilterMLP(nn.Module):
             # shipped filter on 2.9M edges, one AVX2 core)
             def concat(et: Tensor) -> Tensor:
                 pair = torch.cat([x.index_select(0, et[:, 0]), x.index_select(0, et[:, 1])], 1)
-                return self.net(pair).float().squeeze(-1)
+                if self.edge is None:
+                    return self.net(pair).float().squeeze(-1)
+                pre = self.net[0](pair) + self.edge(edge_geometry(x, et))
+                return self.net[1:](pre).float().squeeze(-1)
 
             return concat(edges.T)
         proj = self.project(x)
-        return map_rows(lambda et: self._logits(proj, et), edges.shape[1], chunk_size, edges.T)
+        return map_rows(lambda et: self._logits(proj, et, x), edges.shape[1], chunk_size, edges.T)
 
     @classmethod
     def from_config(cls, cfg: FilterConfig, node_dim: int) -> FilterMLP:
         """Build from the ``filter`` section (random init or weights)."""
         model = _seeded(
             cfg.seed,
-            lambda: cls(node_dim, cfg.hidden, cfg.layers, cfg.layer_norm, cfg.activation),
+            lambda: cls(node_dim, cfg.hidden, cfg.layers, cfg.layer_norm, cfg.activation,
+                        cfg.edge_features),
         )
         if cfg.weights is not None:
             load_weights(model, cfg.weights, "filter.weights")
