@@ -1028,7 +1028,7 @@ print(json.dumps({
 STUDY_MERGE_CODE = r"""
 import json, sys
 from pathlib import Path
-from trkx_ray.study import scaling_rows, write_outputs
+from trkx_ray.scaling.study import scaling_rows, write_outputs
 data = json.loads(Path(sys.argv[1]).read_text())
 rows = data["rows"]
 for r in rows:  # recomputed over the merged rows

@@ -96,6 +96,7 @@ def test_tiny_sweep_writes_the_three_files(ray_session, tmp_path):
         assert ROW_KEYS <= set(r)
         assert r["events"] == 8 and r["failed"] == 0 and r["throughput_eps"] > 0
         assert r["p50_s"] <= r["p95_s"]
+        assert r["events_per_actor"] == r["cores"]  # auto: one event at once per core
     assert rows[0]["speedup"] == 1.0 and rows[0]["efficiency"] == 1.0
     assert rows[1]["efficiency"] == pytest.approx(rows[1]["speedup"] / 2)
     assert rows[2]["efficiency"] == pytest.approx(rows[2]["speedup"] / 2)
@@ -106,3 +107,21 @@ def test_tiny_sweep_writes_the_three_files(ray_session, tmp_path):
     assert md.count("\n| cpu | 1 | 1 |") == 1 and md.count("\n| cpu | 2 | 1 |") == 1
     png = (out / "scaling.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_sweep_plans_and_which_fit():
+    from trkx_ray.scaling.study import fit_plans, sweep_plans
+
+    plans = sweep_plans([1, 2], [1, 2], [1], [1, 2], events_per_actor=1)
+    assert [(k, n, p.cores_per_actor, p.gpus, p.actors_per_gpu) for k, n, p in plans] == [
+        ("cpu", 1, 1, 0, 1), ("cpu", 2, 1, 0, 1), ("cpu", 1, 2, 0, 1), ("cpu", 2, 2, 0, 1),
+        ("gpu", 1, 1, 1, 1), ("gpu", 1, 1, 1, 2)]
+    assert [p.events_per_actor for k, _, p in plans if k == "cpu"] == [1, 1, 1, 1]
+    fit, unfit = fit_plans(plans, {"CPU": 2.0})
+    assert [(k, n, p.cores_per_actor) for k, n, p in fit] == [("cpu", 1, 1), ("cpu", 2, 1),
+                                                             ("cpu", 1, 2)]
+    assert unfit[0] == ("cpu row with 2 worker(s) needs 4 CPU(s) and 0 GPU(s) but Ray sees "
+                        "2 CPU(s), 0 GPU(s)")
+    assert len(unfit) == 3 and all("GPU(s) but Ray sees" in u for u in unfit[1:])
+    fit, unfit = fit_plans(plans, {"CPU": 4.0, "GPU": 1.0})
+    assert len(fit) == 6 and unfit == []
