@@ -319,3 +319,31 @@ def test_filter_with_edge_features(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x.numpy(), "edges": edges.numpy()})[0]
     assert abs(got - ref.numpy()).max() < 1e-4
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_gnn_with_edge_features(tmp_path):
+    """Zero geometry weights give the plain GNN; chunking and the ONNX export agree."""
+    ort = pytest.importorskip("onnxruntime")
+    x, edges = _graph(n=40, e=120, seed=6)
+    x[:, 0] = x[:, 0].abs()
+    plain = InteractionGNN(5, hidden=16, iterations=2).eval()
+    model = InteractionGNN(5, hidden=16, iterations=2, edge_features=True).eval()
+    model.load_state_dict(plain.state_dict(), strict=False)
+    assert model.edge_encoder.edge is not None
+    nn.init.zeros_(model.edge_encoder.edge.weight)
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x, edges), plain(x, edges))
+    nn.init.normal_(model.edge_encoder.edge.weight)
+    with torch.inference_mode():
+        want = model(x, edges)
+        assert not torch.allclose(want, plain(x, edges))
+        torch.testing.assert_close(model(x, edges, chunk_size=9), want)
+    path = tmp_path / "gnn.onnx"
+    torch.onnx.export(model, (x, edges), str(path), dynamo=False, input_names=["x", "edges"],
+                      output_names=["logits"], opset_version=17,
+                      dynamic_axes={"x": {0: "hits"}, "edges": {1: "edges"}})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x.numpy(), "edges": edges.numpy()})[0]
+    assert abs(got - want.numpy()).max() < 1e-4

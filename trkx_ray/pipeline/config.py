@@ -237,6 +237,8 @@ class GNNConfig:
         shared_weights: one node and one edge network for all iterations.
         layer_norm: LayerNorm in the node networks and encoders.
         edge_layer_norm: LayerNorm also in the per-edge networks (costly on CPU).
+        edge_features: the edge encoder also reads the pair's geometry
+            (``models.edge_geometry``).
         activation: hidden activation.
         chunk_size: edges (and hits) per chunk of the per-edge / per-node
             networks (the result does not depend on it).
@@ -250,6 +252,7 @@ class GNNConfig:
     shared_weights: bool = True
     layer_norm: bool = True
     edge_layer_norm: bool = False
+    edge_features: bool = False
     activation: Activation = "relu"
     chunk_size: int = 16384
     weights: str | None = None

@@ -438,6 +438,8 @@ class InteractionGNN(nn.Module):
         edge_layer_norm: LayerNorm also in the per-edge networks (edge
             encoder, edge networks, classifier); they run on every edge, so
             this costs about a third of the GNN's time on CPU.
+        edge_features: the edge encoder also reads the pair's geometry
+            (:func:`edge_geometry` of the hit features).
     """
 
     def __init__(
@@ -450,9 +452,11 @@ class InteractionGNN(nn.Module):
         layer_norm: bool = True,
         activation: str = "tanh",
         edge_layer_norm: bool = False,
+        edge_features: bool = False,
     ) -> None:
         super().__init__()
         self.in_dim = in_dim
+        self.edge_features = edge_features
         self.hidden = hidden
         self.iterations = iterations
         self.shared_weights = shared_weights
@@ -461,7 +465,8 @@ class InteractionGNN(nn.Module):
             in_dim, hidden, hidden, n_hidden, layer_norm, activation, output_activation=True
         )
         eln = edge_layer_norm
-        self.edge_encoder = _EdgeBlock(hidden, 0, hidden, hidden, mlp_layers, eln, activation)
+        self.edge_encoder = _EdgeBlock(hidden, EDGE_GEOMETRY_DIM if edge_features else 0,
+                                       hidden, hidden, mlp_layers, eln, activation)
         n_nets = 1 if shared_weights else max(iterations, 1)
         self.edge_networks = nn.ModuleList(
             _EdgeBlock(hidden, hidden, hidden, hidden, mlp_layers, eln, activation)
@@ -517,7 +522,14 @@ class InteractionGNN(nn.Module):
         chunk = chunk_size
         h = map_rows(self.node_encoder, num_nodes, chunk, x)
         proj = self.edge_encoder.project(h)
-        e = map_rows(lambda et: self.edge_encoder.edge_forward(proj, et), num_edges, chunk, edges_t)
+        if self.edge_features:
+            e = map_rows(
+                lambda et: self.edge_encoder.edge_forward(proj, et, edge_geometry(x, et)),
+                num_edges, chunk, edges_t,
+            )
+        else:
+            e = map_rows(lambda et: self.edge_encoder.edge_forward(proj, et), num_edges, chunk,
+                         edges_t)
         for it in range(self.iterations):
             k = 0 if self.shared_weights else it
             net: _EdgeBlock = self.edge_networks[k]  # type: ignore[assignment]
@@ -568,6 +580,7 @@ class InteractionGNN(nn.Module):
                 cfg.layer_norm,
                 cfg.activation,
                 cfg.edge_layer_norm,
+                cfg.edge_features,
             ),
         )
         if cfg.weights is not None:
