@@ -208,18 +208,15 @@ class PeakRSS:
 
 
 def _set_threads(threads: int) -> None:
-    """Limit this process's torch, numba and OpenMP pools to ``threads``.
+    """Limit this process's torch, numba, faiss and OpenMP pools to ``threads``.
 
-    :func:`trkx_ray.scaling.resources.apply_thread_limits` does it, as for an actor;
-    faiss's OpenMP pool is set with its own setter as well, since the pool may have
-    started (torch shares it) before ``OMP_NUM_THREADS`` is set here.
+    :func:`trkx_ray.scaling.resources.apply_thread_limits` does it, as for an actor
+    (faiss's pool with faiss's own setter, since it may have started before
+    ``OMP_NUM_THREADS`` is set here).
     """
     from trkx_ray.scaling.resources import apply_thread_limits
 
     apply_thread_limits(threads)
-    import faiss
-
-    faiss.omp_set_num_threads(threads)
 
 
 def _machine(device: str, threads: int) -> dict[str, Any]:

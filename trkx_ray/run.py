@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -218,14 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from trkx_ray.scaling.driver import FaultInjection, request_stop, run_scaling
     from trkx_ray.scaling.report import build_report, format_table, write_report
-    from trkx_ray.scaling.resources import ResourceError, ResourcePlan, check_totals
-    from trkx_ray.scaling.sources import (
-        MAX_POOL,
-        READ_AHEAD,
-        DirectorySource,
-        SimulatedSource,
-        find_event_prefixes,
-    )
+    from trkx_ray.scaling.resources import ResourceError, check_totals, run_plan
+    from trkx_ray.scaling.sources import run_source
     from trkx_ray.scaling.types import EventResult
 
     try:
@@ -233,54 +226,37 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from trkx_ray.scaling.cluster import connect_ray, disconnect_ray
+    from trkx_ray.scaling.cluster import actor_start_cause, connect_ray, disconnect_ray
 
     progress = _Progress(DEFAULT_EVENTS if args.events is None else args.events, args.quiet)
     progress.say("starting Ray ...")
     started = connect_ray(args.address)
     try:
         total = ray.cluster_resources()
-        gpus = int(total.get("GPU", 0)) if args.gpus is None else args.gpus
-        cpus_for_gpu = 1
-        if args.input is not None:
-            found = len(find_event_prefixes(args.input))
-            events = found if args.events is None else args.events
-            # a run longer than the read-ahead streams, with a reader task on a reserved CPU
-            reserved = 1.0 if min(events, found) > READ_AHEAD else 0.0
-        else:
-            pileup = 200.0 if args.pileup is None else args.pileup
-            events = DEFAULT_EVENTS if args.events is None else args.events
-            reserved = 0.0
+        chosen = run_source(args.input, events=args.events, default_events=DEFAULT_EVENTS,
+                            pileup=args.pileup, seed=args.seed, pool=args.pool,
+                            cache_dir=args.cache)
+        events = chosen.events
         progress.total = events
-        if args.cpu_actors is None:
-            free = int(total.get("CPU", 0) - reserved) - gpus * args.actors_per_gpu * cpus_for_gpu
-            cpu_actors = max(free // args.cores_per_actor, 0)
-            if cpu_actors == 0 and gpus == 0:
-                print(f"error: --cores-per-actor {args.cores_per_actor}: more cores than the "
-                      f"{free} CPU(s) Ray sees" + (f" besides the {reserved:g} reserved for "
-                                                   "reading --input" if reserved else ""),
-                      file=sys.stderr)
-                return 2
-        else:
-            cpu_actors = args.cpu_actors
-        plan = ResourcePlan(cpu_actors=cpu_actors, cores_per_actor=args.cores_per_actor,
-                            gpus=gpus, actors_per_gpu=args.actors_per_gpu,
-                            cpus_per_gpu_actor=cpus_for_gpu,
-                            events_per_actor=args.events_per_actor)
         try:
+            plan = run_plan(total, cpu_actors=args.cpu_actors, gpus=args.gpus,
+                            cores_per_actor=args.cores_per_actor,
+                            actors_per_gpu=args.actors_per_gpu,
+                            events_per_actor=args.events_per_actor,
+                            reserved_cpus=chosen.reserved_cpus)
             check_totals(plan)  # before any event is prepared
         except ResourceError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        if args.input is not None:
-            progress.say(f"reading {min(events, found)} event(s) of {args.input} ...")
-            source: Any = DirectorySource(args.input, cycle=events > found, events=events)
+        source: Any
+        if chosen.input_dir is not None:
+            progress.say(f"reading {chosen.distinct} event(s) of {args.input} ...")
+            source = chosen.open()
         else:
-            progress.say(f"preparing {args.pool or min(events, MAX_POOL)} simulated "
-                         f"pile-up-{pileup:g} events (cached on disk after the first run) ...")
+            progress.say(f"preparing {chosen.distinct} simulated pile-up-{chosen.pileup:g} "
+                         "events (cached on disk after the first run) ...")
             try:
-                source = SimulatedSource(pileup, seed=args.seed, pool=args.pool, events=events,
-                                         cache_dir=args.cache)
+                source = chosen.open()
             except OSError as exc:
                 print(f"error: --cache: {one_line(exc)}", file=sys.stderr)
                 return 2
@@ -298,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             on_result = write_tracks
 
         options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        options.update(cpu_actors=cpu_actors, gpus=gpus, events=events)
+        options.update(cpu_actors=plan.cpu_actors, gpus=plan.gpus, events=events)
         ray_info = {"cluster_resources": dict(total), "nodes": len(
             [n for n in ray.nodes() if n.get("Alive")]), "embedded": started}
         outcome = slots = None
@@ -329,10 +305,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except ray.exceptions.RayError as exc:  # an actor could not be built
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            causes = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
-            why = causes[-1] if causes else (lines[0] if lines else repr(exc))
-            print(f"error: the actors failed to start: {why}", file=sys.stderr)
+            print(f"error: the actors failed to start: {actor_start_cause(exc)}",
+                  file=sys.stderr)
             return 1
         except KeyboardInterrupt:
             from trkx_ray.scaling.driver import StreamOutcome

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
-__all__ = ["connect_ray", "disconnect_ray"]
+__all__ = ["actor_start_cause", "connect_ray", "disconnect_ray"]
 
 _CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 _saved: dict[str, object] = {}
@@ -109,3 +110,14 @@ def connect_ray(address: str | None) -> bool:
         configure_logging=True,
     )
     return True
+
+
+def actor_start_cause(exc: BaseException) -> str:
+    """The one line that says why actors failed to start, from Ray's error ``exc``.
+
+    Ray wraps an actor constructor's exception in several lines of traceback; the
+    last ``SomeError: message`` line is the cause, else the first line of the text.
+    """
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    causes = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception): ", ln)]
+    return causes[-1] if causes else (lines[0] if lines else repr(exc))

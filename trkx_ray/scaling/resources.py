@@ -41,6 +41,7 @@ __all__ = [
     "machine_key",
     "plan_resources",
     "process_rss_mb",
+    "run_plan",
     "thread_env",
 ]
 
@@ -82,12 +83,14 @@ def thread_env(threads: int, *, hide_gpus: bool) -> dict[str, str]:
 
 
 def apply_thread_limits(threads: int) -> None:
-    """Limit torch, numba and OpenMP pools of *this* process to ``threads``.
+    """Limit torch, numba, faiss and OpenMP pools of *this* process to ``threads``.
 
     Env vars are set too (for libraries imported later, e.g. onnxruntime), except
     ``NUMBA_NUM_THREADS`` once numba is imported: numba reads it at import and refuses
     to compile anything after it changes under a launched pool; its limit is then set
-    with ``numba.set_num_threads`` alone.
+    with ``numba.set_num_threads`` alone. faiss shares torch's OpenMP pool, which no
+    longer reads ``OMP_NUM_THREADS`` once torch is loaded, so faiss's pool is set with
+    ``faiss.omp_set_num_threads``.
     """
     numba_loaded = "numba" in sys.modules
     for name in _THREAD_VARS:
@@ -112,6 +115,12 @@ def apply_thread_limits(threads: int) -> None:
         numba.set_num_threads(min(threads, cap))
     except (ImportError, ValueError):  # pragma: no cover
         log.debug("numba thread limit not applied")
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(threads)
+    except ImportError:  # pragma: no cover - faiss-cpu is a hard dependency
+        log.debug("faiss thread limit not applied")
 
 
 def process_rss_mb(pid: int | None = None) -> float | None:
@@ -320,6 +329,41 @@ def check_totals(plan: ResourcePlan) -> None:
             f"--cores-per-actor {plan.cores_per_actor} exceeds the largest node "
             f"({biggest:g} CPUs); Ray sees {sees} on {len(nodes)} node(s)"
         )
+
+
+def run_plan(total: dict[str, float], *, cpu_actors: int | None, gpus: int | None,
+             cores_per_actor: int = 1, actors_per_gpu: int = 1, events_per_actor: int = 0,
+             reserved_cpus: float = 0.0, cpus_per_gpu_actor: int = 1) -> ResourcePlan:
+    """The plan of ``python -m trkx_ray.run``, its defaults resolved against ``total``.
+
+    Args:
+        total: the cluster's resources (``ray.cluster_resources()``).
+        cpu_actors: CPU actors; None: as many ``cores_per_actor``-core actors as the
+            CPUs hold once ``reserved_cpus`` and the GPU actors' host cores are taken.
+        gpus: GPUs; None: every GPU of ``total``.
+        cores_per_actor, actors_per_gpu, events_per_actor, cpus_per_gpu_actor: as in
+            :class:`ResourcePlan`.
+        reserved_cpus: CPUs kept for something else (the reader tasks of a streamed
+            ``--input``).
+
+    Raises:
+        ResourceError: ``cpu_actors`` is None, there are no GPUs, and one actor needs
+            more cores than are left (the message names ``--cores-per-actor``).
+    """
+    if gpus is None:
+        gpus = int(total.get("GPU", 0))
+    if cpu_actors is None:
+        free = (int(total.get("CPU", 0) - reserved_cpus)
+                - gpus * actors_per_gpu * cpus_per_gpu_actor)
+        cpu_actors = max(free // cores_per_actor, 0)
+        if cpu_actors == 0 and gpus == 0:
+            raise ResourceError(
+                f"--cores-per-actor {cores_per_actor}: more cores than the {free} CPU(s) "
+                "Ray sees" + (f" besides the {reserved_cpus:g} reserved for reading --input"
+                              if reserved_cpus else ""))
+    return ResourcePlan(cpu_actors=cpu_actors, cores_per_actor=cores_per_actor, gpus=gpus,
+                        actors_per_gpu=actors_per_gpu, cpus_per_gpu_actor=cpus_per_gpu_actor,
+                        events_per_actor=events_per_actor)
 
 
 def plan_resources(plan: ResourcePlan, *, timeout_s: float = 15.0) -> Any:

@@ -24,6 +24,7 @@ producing them cost (``simulate_s``, ``read_s``), all outside the measured span.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,9 +35,11 @@ __all__ = [
     "EventSource",
     "FreshPutSource",
     "PayloadSource",
+    "RunSource",
     "SimulatedSource",
     "find_event_prefixes",
     "read_ahead",
+    "run_source",
 ]
 
 #: distinct simulated events a run reads ahead by default (then cycles), at most.
@@ -269,3 +272,79 @@ class FreshPutSource:
     def describe(self) -> dict[str, Any]:
         """Source description for reports."""
         return {"kind": "fresh-put", "distinct": len(self.payloads)}
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """The events of one ``python -m trkx_ray.run``, chosen before anything is read.
+
+    Made by :func:`run_source`; :meth:`open` makes the source once the actors' plan
+    has been checked.
+
+    Attributes:
+        events: events the run streams.
+        reserved_cpus: CPUs the source's reader tasks reserve beside the actors (a
+            streamed ``--input``), else 0.
+        distinct: distinct events read (or simulated) ahead of the stream.
+        input_dir: the TrackML directory, or None for simulated events.
+        found: events in ``input_dir`` (0 for simulated events).
+        pileup: mean pile-up of simulated events (0 for ``input_dir``).
+        seed, pool, cache_dir: as in :class:`SimulatedSource`.
+        reader_cpus: CPUs of each reader task when a directory is streamed.
+    """
+
+    events: int
+    reserved_cpus: float
+    distinct: int
+    input_dir: Path | None = None
+    found: int = 0
+    pileup: float = 0.0
+    seed: int = 0
+    pool: int | None = None
+    cache_dir: Path | None = None
+    reader_cpus: float = 1.0
+
+    def open(self) -> DirectorySource | SimulatedSource:
+        """The source: the directory's events (cycled when more are asked than exist),
+        else simulated ones from the cache.
+
+        Raises:
+            OSError: the cache of simulated events cannot be written or read.
+        """
+        if self.input_dir is not None:
+            return DirectorySource(self.input_dir, cycle=self.events > self.found,
+                                   events=self.events, reader_cpus=self.reader_cpus)
+        return SimulatedSource(self.pileup, seed=self.seed, pool=self.pool, events=self.events,
+                               cache_dir=self.cache_dir)
+
+
+def run_source(input_dir: Path | None, *, events: int | None, default_events: int,
+               pileup: float | None = None, seed: int = 0, pool: int | None = None,
+               cache_dir: Path | None = None, reader_cpus: float = 1.0) -> RunSource:
+    """Choose the events of a run: ``input_dir``'s, else simulated pile-up ``pileup``.
+
+    Args:
+        input_dir: a TrackML directory, or None for simulated events.
+        events: events to stream; None: every event of ``input_dir``, else
+            ``default_events``.
+        default_events: events of a simulated run without ``events``.
+        pileup: mean pile-up of simulated events (None: 200).
+        seed, pool, cache_dir: as in :class:`SimulatedSource`.
+        reader_cpus: CPUs of each reader task of a streamed directory: a run that
+            needs more than :data:`READ_AHEAD` of its events streams them and
+            reserves these CPUs, so readers never share an actor's cores.
+
+    Raises:
+        FileNotFoundError: ``input_dir`` is missing or holds no event.
+    """
+    if input_dir is not None:
+        found = len(find_event_prefixes(input_dir))
+        n = found if events is None else events
+        distinct = min(n, found)
+        reserved = float(reader_cpus) if distinct > READ_AHEAD else 0.0
+        return RunSource(events=n, reserved_cpus=reserved, distinct=distinct,
+                         input_dir=Path(input_dir), found=found, reader_cpus=reader_cpus)
+    n = default_events if events is None else events
+    return RunSource(events=n, reserved_cpus=0.0, distinct=pool or min(n, MAX_POOL),
+                     pileup=200.0 if pileup is None else float(pileup), seed=seed, pool=pool,
+                     cache_dir=cache_dir)
