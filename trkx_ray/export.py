@@ -4,8 +4,9 @@
 writes ``embedding.onnx``, ``filter.onnx``, ``gnn.onnx`` (dynamic hit and edge
 counts) and ``manifest.json`` into ``DIR`` with torch's TorchScript-based
 exporter (see :mod:`trkx_ray.pipeline.export`). ``--verify`` runs onnxruntime
-and torch (fp32) on a random event and prints the largest absolute difference
-per model. Use the directory with ``runtime: onnx`` and ``onnx: {dir: DIR}``.
+and torch (fp32) on a random event (:mod:`trkx_ray.pipeline.verify`) and prints
+the largest absolute difference per model. Use the directory with ``runtime: onnx``
+and ``onnx: {dir: DIR}``.
 """
 
 from __future__ import annotations
@@ -20,55 +21,19 @@ from typing import Any
 
 from trkx_ray.cli import setup_logging
 
-__all__ = ["build_parser", "main", "verify_export"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
 
-def verify_export(config: Any, directory: Path, num_hits: int = 5000) -> dict[str, float]:
-    """Largest |onnxruntime - torch| per model on a random event (fp32, CPU).
+def __getattr__(name: str) -> Any:
+    """``verify_export`` stays importable from here; it lives in :mod:`trkx_ray.pipeline.verify`
+    and is loaded when asked for, so ``--help`` does not import the pipeline."""
+    if name == "verify_export":
+        from trkx_ray.pipeline.verify import verify_export
 
-    Args:
-        config: the exported :class:`~trkx_ray.pipeline.PipelineConfig`.
-        directory: the export directory.
-        num_hits: hits of the random event.
-
-    Returns:
-        ``{"embedding": ..., "filter": ..., "gnn": ...}``: max abs difference of
-        the embedding and of the edge logits, on the embedding's radius graph.
-    """
-    import torch
-
-    from trkx_ray.pipeline import Pipeline
-    from trkx_ray.pipeline.features import hit_features, random_event
-    from trkx_ray.pipeline.pipeline import orient_edges
-
-    base = {"precision": "fp32", "edges": {"backend": "faiss"}}
-    torch_pipe = Pipeline.from_config(config, overrides={**base, "runtime": "torch"})
-    onnx_pipe = Pipeline.from_config(
-        config, overrides={**base, "runtime": "onnx", "onnx": {"dir": str(directory)}}
-    )
-    event = random_event(num_hits, seed=7)
-    from trkx_ray.pipeline.edges import build_edges
-
-    with torch.inference_mode():
-        x = torch.from_numpy(hit_features(event, config.features))
-        emb_t = torch_pipe.embedding(x)
-        emb_o = onnx_pipe.embedding(x)
-        edges = build_edges(emb_t, config.edges.radius, backend="faiss")
-        edges = orient_edges(edges.to(torch.int64), x[:, 0])
-        nodes = torch.cat([x, emb_t], 1) if config.filter.use_embedding else x
-        diffs = {
-            "embedding": (emb_t - emb_o).abs().max().item() if num_hits else 0.0,
-            "filter": 0.0,
-            "gnn": 0.0,
-            "num_edges": float(edges.shape[1]),
-        }
-        if edges.shape[1]:
-            filter_diff = torch_pipe.filter(nodes, edges) - onnx_pipe.filter(nodes, edges)
-            diffs["filter"] = filter_diff.abs().max().item()
-            diffs["gnn"] = (torch_pipe.gnn(x, edges) - onnx_pipe.gnn(x, edges)).abs().max().item()
-    return diffs
+        return verify_export
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--out {args.out}: exists and is not a directory")
     from trkx_ray.pipeline.config import ConfigError, load_config
     from trkx_ray.pipeline.export import export_models
+    from trkx_ray.pipeline.verify import verify_export
 
     try:
         config = load_config(args.config)
