@@ -6,8 +6,9 @@ Example::
 
 Event ``K`` (``K = first_event_id + i``) is :func:`trkx_ray.events.simulate.simulate_event`
 with ``seed = S * 1000003 + K`` and ``event_id = K``, so any slice of a run
-(``--first-event-id``) reproduces the same events as the full run. Files are
-TrackML's ``event{K:09d}-{hits,cells,particles,truth}.csv[.gz]`` (or Parquet).
+(``--first-event-id``) reproduces the same events as the full run
+(:mod:`trkx_ray.events.generation`). Files are TrackML's
+``event{K:09d}-{hits,cells,particles,truth}.csv[.gz]`` (or Parquet).
 """
 
 from __future__ import annotations
@@ -15,23 +16,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from trkx_ray.cli import non_negative_int, positive_int, setup_logging
+from trkx_ray.events.generation import SEED_STRIDE, event_seed
 
-__all__ = ["main", "event_seed", "build_parser"]
+# event_seed and SEED_STRIDE stay importable from here (they live in trkx_ray.events.generation)
+__all__ = ["SEED_STRIDE", "main", "event_seed", "build_parser"]
 
 logger = logging.getLogger(__name__)
-
-#: multiplier separating the per-event seeds of different run seeds.
-SEED_STRIDE = 1_000_003
-
-
-def event_seed(seed: int, event_id: int) -> int:
-    """The simulator seed of event ``event_id`` in a run with seed ``seed``."""
-    return int(seed) * SEED_STRIDE + int(event_id)
 
 
 def _pileup(text: str) -> float:
@@ -89,28 +83,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from tqdm import tqdm
 
-    from trkx_ray.events import write_event
-    from trkx_ray.events.detector import Detector
-    from trkx_ray.events.simulate import simulate_event
+    from trkx_ray.events.generation import write_simulated_events
 
-    detector = Detector.load()
-    ids = range(args.first_event_id, args.first_event_id + args.events)
-    t0 = time.perf_counter()
-    n_hits = 0
-    for event_id in tqdm(ids, desc="generate", unit="event", disable=args.no_progress):
-        event = simulate_event(
+    with tqdm(total=args.events, desc="generate", unit="event", disable=args.no_progress) as bar:
+        done = write_simulated_events(
+            args.out,
+            args.events,
             pileup=args.pileup,
-            seed=event_seed(args.seed, event_id),
-            event_id=event_id,
-            detector=detector,
+            seed=args.seed,
+            first_event_id=args.first_event_id,
             noise_fraction=args.noise_fraction,
+            gzip=args.gzip,
+            format="parquet" if args.parquet else "csv",
+            on_event=lambda _event: bar.update(),
         )
-        write_event(event, args.out, gzip=args.gzip, format="parquet" if args.parquet else "csv")
-        n_hits += event.num_hits
-    wall = time.perf_counter() - t0
     print(
-        f"wrote {args.events} events ({n_hits} hits, pile-up {args.pileup:g}) to {args.out} "
-        f"in {wall:.1f} s"
+        f"wrote {done.events} events ({done.hits} hits, pile-up {args.pileup:g}) to {args.out} "
+        f"in {done.wall_s:.1f} s"
     )
     return 0
 
