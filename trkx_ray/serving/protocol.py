@@ -15,11 +15,13 @@ request's ``Content-Type`` (see ``docs/serving.md`` for the full specification):
 
 Columns (TrackML names): hits ``hit_id`` (integer), ``x, y, z`` (float, mm) and,
 when present, ``volume_id, layer_id, module_id`` (integer); cells ``hit_id, ch0,
-ch1`` (integer) and ``value`` (float). Integers are narrowed to int32 (an
-overflow is refused), floats to float32. Other columns are ignored.
+ch1`` (integer) and ``value`` (float). Any integer type is converted to int32 (an
+overflow is refused), any float to float32; other columns are ignored. Clients
+should send the narrowest exact types (:data:`NARROW_DTYPES`, what
+:func:`encode_event` sends): they are up to half the bytes.
 
-The answer is the ``hit_id`` (int32) and ``track_id`` (int64) columns in the
-request's format (``Accept`` may ask for another one), in the request's row order,
+The answer is the ``hit_id`` (int32) and ``track_id`` (int64, or int32 when the
+request says ``X-Trkx-Track-Id-Type: int32``) columns in the request's format (``Accept`` may ask for another one), in the request's row order,
 with per-stage seconds in headers such as ``X-Trkx-Stage-Embedding-S``.
 
 Every problem with a request raises :class:`ProtocolError` carrying the HTTP status
