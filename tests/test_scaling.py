@@ -87,7 +87,7 @@ def test_memory_figures_come_from_public_apis(ray_session):
 
 def test_thread_limits_after_numba_pool_started():
     """A process whose numba pool already runs (bench, tests) can still limit its
-    threads, and numba keeps compiling afterwards."""
+    threads, and numba keeps compiling afterwards; faiss's OpenMP pool is limited too."""
     code = ("import numba, numpy as np\n"
             "from trkx_ray.scaling.resources import apply_thread_limits\n"
             "@numba.njit(parallel=True)\n"
@@ -101,11 +101,15 @@ def test_thread_limits_after_numba_pool_started():
             "@numba.njit\n"
             "def inc(x):\n"
             "    return x + 1\n"
-            "print(inc(1), numba.get_num_threads())\n")
+            "import torch, faiss\n"
+            "faiss.omp_set_num_threads(2)\n"
+            "apply_thread_limits(1)\n"
+            "print(inc(1), numba.get_num_threads(), faiss.omp_get_max_threads())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["2", "1"]
+    # numba limited and still compiling; faiss (torch's OpenMP pool) limited too
+    assert out.stdout.split() == ["2", "1", "1"]
 
 
 def test_thread_env_and_plan_bundles():

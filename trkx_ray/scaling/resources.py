@@ -11,7 +11,7 @@ machine, never pin the same core. Which cores an actor tries first follows its
 placement-group bundle: the CPU bundles placed before it on its node come first
 (``bundle_core_offset``), so the actors of one job fill the machine in bundle order.
 
-Thread pools (torch intra/inter-op, OpenMP, MKL, OpenBLAS, numba, onnxruntime via
+Thread pools (torch intra/inter-op, OpenMP, MKL, OpenBLAS, numba, faiss, onnxruntime via
 OpenMP) are limited to ``K`` through environment variables placed in the actor's
 ``runtime_env`` (so they are set before any library is imported in the worker
 process) and again through the libraries' own setters in the actor constructor.
