@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -201,6 +202,44 @@ def _env() -> dict[str, str]:
     return env
 
 
+class _Drain(threading.Thread):
+    """Read a child's text pipe line by line in the background (then close it)."""
+
+    def __init__(self, pipe) -> None:
+        super().__init__(daemon=True)
+        self.pipe, self.lines = pipe, []
+        self.start()
+
+    def run(self) -> None:
+        with self.pipe:
+            for line in self.pipe:
+                self.lines.append(line)
+
+
+def _wait_for(ready, timeout_s: float, what: str, proc: subprocess.Popen, err: _Drain):
+    """Poll ``ready()`` until it is truthy; fail naming ``what`` if the run ends or time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = ready()
+        if value:
+            return value
+        if proc.poll() is not None:
+            pytest.fail(f"the run exited ({proc.returncode}) before {what}: "
+                        f"{''.join(err.lines)[-2000:]}")
+        time.sleep(0.5)
+    pytest.fail(f"no {what} after {timeout_s:.0f} s: {''.join(err.lines)[-2000:]}")
+
+
+def _descendants_named(proc: subprocess.Popen, needles: tuple[str, ...]) -> list[psutil.Process]:
+    """The process tree of ``proc`` once every needle is in some descendant's command line."""
+    try:
+        spawned = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    names = " ".join(_cmdline(p) for p in spawned)
+    return spawned if all(n in names for n in needles) else []
+
+
 @pytest.mark.slow
 def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
     """The real command line, embedded Ray: a normal run, then Ctrl-C mid-run."""
@@ -218,29 +257,38 @@ def test_cli_embedded_ray_subprocess_and_ctrl_c(tmp_path):
     assert report["events_processed"] == 4 and report["ray"]["embedded"] is True
     assert len(report["actors"]) == int(report["ray"]["cluster_resources"]["CPU"])
 
-    # endless-ish stream, interrupted: partial report, exit 130, no hang
+    # endless-ish stream, interrupted mid-stream: partial report, exit 130, no hang
     report_path.unlink()
     cmd = [sys.executable, "-m", "trkx_ray.run", "--config", "noop", "--pileup", "5", "--pool",
            "2", "--events", "100000000", "--report", str(report_path)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(25)
-    # the embedded Ray's processes (GCS, raylet, workers, our actors) are its descendants
-    spawned = psutil.Process(proc.pid).children(recursive=True)
-    names = " ".join(_cmdline(p) for p in spawned)
-    assert "PipelineWorker" in names and "raylet" in names, names[-2000:]
-    _check_network_exposure(proc.pid, tmp_path)
-    proc.send_signal(signal.SIGINT)
+    out, err_lines = _Drain(proc.stdout), _Drain(proc.stderr)
     try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
+        # the embedded Ray's processes (GCS, raylet, workers, our actors) are its descendants
+        spawned = _wait_for(lambda: _descendants_named(proc, ("PipelineWorker", "raylet")),
+                            120, "the run's actors", proc, err_lines)
+        names = " ".join(_cmdline(p) for p in spawned)
+        assert "PipelineWorker" in names and "raylet" in names, names[-2000:]
+        _check_network_exposure(proc.pid, tmp_path)
+        # a progress line is printed from the stream loop once results came back (every 10 s)
+        _wait_for(lambda: any(ln.startswith("progress: ") for ln in err_lines.lines), 120,
+                  "a progress line", proc, err_lines)
+        spawned = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    except BaseException:
         proc.kill()
-        proc.communicate()  # close the pipes: no ResourceWarning leaks into the next test
+        proc.wait()
         raise
+    finally:
+        out.join(timeout=60)
+        err_lines.join(timeout=60)  # the pipes are read to the end and closed: no ResourceWarning
+    err = "".join(err_lines.lines)
     assert proc.returncode == 130, err[-2000:]
     report = json.loads(report_path.read_text())
     assert report["interrupted"] is True and not report["complete"]
-    assert report["events_processed"] < 100000000
+    assert 1 <= report["events_processed"] < 100000000  # stopped mid-stream
     # clean-up: every process the run started is gone (actors killed, Ray shut down)
     _, alive = psutil.wait_procs(spawned, timeout=30)
     alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
@@ -262,16 +310,27 @@ def _listeners(root_pid: int) -> list[tuple[str, int, str]]:
     return out
 
 
-def _ray_client(address: str, env: dict[str, str]) -> str:
+def _ray_clients(address: str, envs: list[dict[str, str]]) -> list[str]:
+    """Try ``ray.init(address)`` from one fresh process per environment, all at once."""
     code = ("import sys, ray\n"
             "try:\n"
             "    ray.init(address=sys.argv[1], logging_level='ERROR')\n"
             "    print('CONNECTED')\n"
             "except Exception as exc:\n"
             "    print('REFUSED', type(exc).__name__, exc)\n")
-    proc = subprocess.run([sys.executable, "-c", code, address], env=env, capture_output=True,
-                          text=True, timeout=120)
-    return proc.stdout + proc.stderr
+    procs = [subprocess.Popen([sys.executable, "-c", code, address], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for env in envs]
+    outputs = []
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            outputs.append(out + err)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return outputs
 
 
 def _check_network_exposure(root_pid: int, tmp_path) -> None:
@@ -293,11 +352,13 @@ def _check_network_exposure(root_pid: int, tmp_path) -> None:
     # a local client of a loopback-only node must also take the loopback address
     clean = {k: v for k, v in _env().items() if not k.startswith("RAY_")}
     clean["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    with_token = _ray_client(address, {**clean, "RAY_AUTH_MODE": "token"})
-    assert "CONNECTED" in with_token, with_token[-1500:]
     home = tmp_path / "stranger"
     home.mkdir()
-    stranger = _ray_client(address, {**clean, "HOME": str(home), "RAY_AUTH_MODE": "disabled"})
+    with_token, stranger = _ray_clients(address, [
+        {**clean, "RAY_AUTH_MODE": "token"},
+        {**clean, "HOME": str(home), "RAY_AUTH_MODE": "disabled"},
+    ])
+    assert "CONNECTED" in with_token, with_token[-1500:]
     assert "REFUSED" in stranger and "CONNECTED" not in stranger, stranger[-1500:]
 
 
