@@ -467,7 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first simulation seed (default 0)")
     p.add_argument("--format", default="arrow", choices=("arrow", "parquet", "json"),
                    help="request format (default arrow)")
-    p.add_argument("--no-cells", action="store_true", help="send hits only")
+    cells = p.add_mutually_exclusive_group()
+    cells.add_argument("--no-cells", action="store_true", help="send hits only")
+    cells.add_argument("--cells", action="store_true",
+                       help="send the cells too (default: only when the service's pipeline "
+                       "reads them, from GET /v1/info)")
     p.add_argument("--wide", action="store_true",
                    help="send the events' own column types and take int64 track ids "
                    "(default: the narrowest exact types and int32 track ids, as the "
@@ -504,9 +508,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--max-requests must be >= 1, got {args.max_requests}")
         if args.pileup is not None and not args.pileup > 0:
             raise ValueError(f"--pileup must be > 0, got {args.pileup}")
+        if args.no_cells or args.cells:
+            cells = bool(args.cells)
+        else:  # what the service's pipeline reads (the default models: hits only)
+            from trkx_ray.serving.client import Client
+
+            cells = Client(url, retries=2).reads_cells()
         payloads, info = load_payloads(input_dir=args.input, pileup=args.pileup,
                                        events=args.events, seed=args.seed, fmt=args.format,
-                                       cells=not args.no_cells, narrow=not args.wide)
+                                       cells=cells, narrow=not args.wide)
         report = run_loadgen(url, payloads, levels, args.duration,
                              max_requests=args.max_requests, timeout_s=args.timeout,
                              payload_info=info, direct=args.ingress == "auto")

@@ -273,6 +273,8 @@ class TrackingService:
             "threads": _torch_threads(),
             "config": cfg.name,
             "pipeline_kind": cfg.kind,
+            # whether a client needs to send the cells part (the default models do not)
+            "reads_cells": bool(cfg.kind != "noop" and cfg.features.cell_features),
             "precision": str(getattr(self.pipeline, "precision", cfg.precision)),
             "precision_config": cfg.precision,
             "runtime": cfg.runtime,

@@ -95,6 +95,7 @@ class Client:
         self._lock = threading.Lock()
         self._threads = 0
         self._direct_urls: list[str] | None = None
+        self._reads_cells: bool | None = None
         #: retries done so far (all threads), for reports.
         self.retried = 0
 
@@ -227,12 +228,24 @@ class Client:
             headers=hdrs,
         )
 
-    def track_answer(self, event: Event, *, cells: bool = True) -> TrackAnswer:
+    def reads_cells(self) -> bool:
+        """Whether the service's pipeline reads cells (``/v1/info``, asked once)."""
+        if self._reads_cells is None:
+            self._reads_cells = bool(self.info().get("reads_cells", True))
+        return self._reads_cells
+
+    def track_answer(self, event: Event, *, cells: bool | None = None) -> TrackAnswer:
         """Send ``event`` and return the whole answer (ids, labels, timings, headers).
+
+        Args:
+            event: the event.
+            cells: send its cells part (None: only when the service reads cells).
 
         Raises:
             ServiceError: a 4xx, or a 5xx / connection error after the retries.
         """
+        if cells is None:
+            cells = bool(event.cells) and self.reads_cells()
         body, headers = protocol.encode_event(event, self.fmt, cells=cells)
         answer = self.track_encoded(body, headers)
         hit_id = np.asarray(event.hits["hit_id"])
