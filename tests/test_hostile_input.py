@@ -823,7 +823,7 @@ def dense_event(tmp_path_factory) -> Path:
     ("overrides", "status"),
     [
         pytest.param([], "refused", id="default-config-refused"),
-        pytest.param(["--override", "edges.radius=0.065"], "ok", id="radius-0.065-runs"),
+        pytest.param(["--override", "edges.radius=0.07"], "ok", id="radius-0.07-runs"),
     ],
 )
 def test_dense_event_memory_is_bounded(dense_event, overrides, status):
@@ -831,11 +831,10 @@ def test_dense_event_memory_is_bounded(dense_event, overrides, status):
 
     With the default config the embedding graph would hold ~600 neighbours per hit: the
     ``edges.max_edges_per_hit`` guard refuses it with a clear message before building it.
-    With a radius that passes the guard (~38 neighbours per hit, ~23M candidate edges with
-    the shipped weights of 2026-11-30; radius 0.07, sized for earlier weights at ~20M, now
-    gives ~31M and twice the run time) the whole pipeline runs through its chunked stages
-    (~1.5 min on one idle core). Peak RSS counts the process's whole life: reading the event,
-    models, pipeline.
+    With a radius that passes the guard (~52 neighbours per hit, ~31M candidate edges, ~17M
+    after the filter with the shipped weights of 2026-11-30) the whole pipeline runs through
+    its chunked stages (~2 min on one core; peak ~8.6 GB). Peak RSS counts the process's
+    whole life: reading the event, models, pipeline.
     """
     proc = subprocess.run(
         [
