@@ -4,6 +4,8 @@
   JSON events in; ``hit_id, track_id`` out; per-stage timings in headers).
 * :mod:`~trkx_ray.serving.app`: the Serve deployment, one whole pipeline per replica.
 * :mod:`~trkx_ray.serving.client`: :class:`Client` with retries, directory batches.
+* :mod:`~trkx_ray.serving.loadgen`: the load generator (closed-loop HTTP load per
+  concurrency level, its JSON / Markdown / PNG report).
 
 ``python -m trkx_ray.serve`` runs the service, ``python -m trkx_ray.loadgen``
 measures it; ``docs/serving.md`` specifies the protocol for non-Python clients.
@@ -12,6 +14,7 @@ Ray is imported lazily.
 
 from trkx_ray.serving.app import ServiceSettings, TrackingService, build_app
 from trkx_ray.serving.client import Client, ServiceError, track_directory
+from trkx_ray.serving.loadgen import load_payloads, measure_level, run_loadgen
 from trkx_ray.serving.protocol import (
     ProtocolError,
     TrackAnswer,
@@ -33,5 +36,8 @@ __all__ = [
     "decode_event",
     "encode_answer",
     "encode_event",
+    "load_payloads",
+    "measure_level",
+    "run_loadgen",
     "track_directory",
 ]
