@@ -17,7 +17,7 @@ each level:
 * ``serve``: the service itself, ``python -m trkx_ray.serve --config noop
   --cpu-replicas N --cores-per-replica 1`` (started here unless ``--url`` names
   one), requests straight to its replicas (direct ingress), as the load generator
-  sends them (:func:`trkx_ray.loadgen.measure_level`).
+  sends them (:func:`trkx_ray.serving.loadgen.measure_level`).
 
 The client is the same for all three (threads of this process; for ``http`` and
 ``serve`` the load generator's own loop with ``http.client``; for ``tcp`` the same
