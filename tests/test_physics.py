@@ -4,8 +4,9 @@ The floors are what the shipped weights reach, less a margin for the event-to-ev
 spread; random labels, untrained or broken weights are far below them (checked here
 too, so that a floor cannot pass by accident). The issue's targets (score >= 0.75 on a
 simulated pile-up-200 event, efficiency pT > 1 GeV >= 85% on the real sample) are
-recorded beside the floors and are NOT met yet (session 4: seed 515151 scores 0.367 with
-efficiency pT > 1 GeV 55%; the real sample 69.8%); docs/training.md says where the models stand.
+recorded beside the floors; the simulated one is NOT met yet (session 5: seed 515151 scores
+0.401 with efficiency pT > 1 GeV 63.1%; the real sample 86.8%, above its 85%); docs/training.md
+says where the models stand.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from trkx_ray.pipeline.pipeline import Pipeline
 # documented evaluation seed (424242-424244)
 SIM_SEED = 515151
 # floors (the shipped weights' figures less a margin) and the issue's targets
-SIM_SCORE_FLOOR = 0.30
-SIM_EFF_PT1_FLOOR = 0.45
+SIM_SCORE_FLOOR = 0.35
+SIM_EFF_PT1_FLOOR = 0.55
 SIM_SCORE_TARGET = 0.75
-REAL_EFF_PT1_FLOOR = 0.60
+REAL_EFF_PT1_FLOOR = 0.80
 REAL_EFF_PT1_TARGET = 0.85
 
 
