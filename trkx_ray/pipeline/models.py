@@ -251,7 +251,8 @@ def edge_geometry(x: Tensor, edges_t: Tensor) -> Tensor:
     the phi slope ``dphi / dr`` (rad per metre, ~0.3 for a 1 GeV track in 2 T; clamped to
     +-5) and ``5 z0``, the pair's line extrapolated to r = 0 (metres, clamped to +-5).
     ``dr`` below 5 mm (pairs at one radius) counts as 5 mm in the slope and ``z0``.
-    Only torch operations that export to ONNX.
+    Only torch operations that export to ONNX. Pass ``x[:, :3]`` (contiguous) when ``x``
+    is wider: only those columns are gathered per edge then.
 
     Args:
         x: ``N x F`` hit features (``F >= 3``).
@@ -314,7 +315,9 @@ class FilterMLP(nn.Module):
     def _logits(self, proj: tuple[Tensor, Tensor], edges_t: Tensor, x: Tensor) -> Tensor:
         pre = proj[0].index_select(0, edges_t[:, 0]) + proj[1].index_select(0, edges_t[:, 1])
         if self.edge is not None:
-            pre = pre + self.edge(edge_geometry(x, edges_t).to(pre.dtype))
+            # pre + geometry @ W^T in one pass (no second E x hidden temporary)
+            pre = torch.addmm(pre, edge_geometry(x, edges_t).to(pre.dtype),
+                              self.edge.weight.t().to(pre.dtype))
         return self.net[1:](pre).float().squeeze(-1)
 
     def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -333,12 +336,14 @@ class FilterMLP(nn.Module):
                 pair = torch.cat([x.index_select(0, et[:, 0]), x.index_select(0, et[:, 1])], 1)
                 if self.edge is None:
                     return self.net(pair).float().squeeze(-1)
-                pre = self.net[0](pair) + self.edge(edge_geometry(x, et))
+                pre = self.net[0](pair) + self.edge(edge_geometry(x[:, :3], et))
                 return self.net[1:](pre).float().squeeze(-1)
 
             return concat(edges.T)
         proj = self.project(x)
-        return map_rows(lambda et: self._logits(proj, et, x), edges.shape[1], chunk_size, edges.T)
+        geo = x[:, :3].contiguous()  # the columns edge_geometry reads, gathered per edge
+        return map_rows(lambda et: self._logits(proj, et, geo), edges.shape[1], chunk_size,
+                        edges.T)
 
     @classmethod
     def from_config(cls, cfg: FilterConfig, node_dim: int) -> FilterMLP:
@@ -523,8 +528,9 @@ class InteractionGNN(nn.Module):
         h = map_rows(self.node_encoder, num_nodes, chunk, x)
         proj = self.edge_encoder.project(h)
         if self.edge_features:
+            geo = x[:, :3].contiguous()
             e = map_rows(
-                lambda et: self.edge_encoder.edge_forward(proj, et, edge_geometry(x, et)),
+                lambda et: self.edge_encoder.edge_forward(proj, et, edge_geometry(geo, et)),
                 num_edges, chunk, edges_t,
             )
         else:
