@@ -92,6 +92,45 @@ def test_summarise():
     assert row["overhead_p50_s"] == pytest.approx(np.median([0.01, 0.02, 0.03, 0.04]))
 
 
+def test_per_thread_estimator_with_slow_requests(caplog):
+    """Two threads with ~10 s requests in a 40 s level: thread A answers 4 requests of
+    10 s (its last ends at 40 s), thread B 5 of 9 s (its last at 45 s). Their true rates
+    add up to 1/10 + 1/9 = 0.211 events/s; the wall estimate (9 answers / 45 s = 0.200)
+    counts A as idle from 40 to 45 s."""
+    lat = [10.0] * 4 + [9.0] * 5
+    threads = [{"answers": 4, "requests": 4, "span_s": 40.0},
+               {"answers": 5, "requests": 5, "span_s": 45.0}]
+    row = loadgen.summarise(2, 45.0, lat, ["200"] * 9, [9.5] * 9, [9.4] * 9, threads=threads)
+    assert row["throughput_eps"] == pytest.approx(1 / 10 + 1 / 9)
+    assert row["throughput_wall_eps"] == pytest.approx(9 / 45)
+    assert row["throughput_eps"] > 1.05 * row["throughput_wall_eps"]
+    assert row["wall_s"] == 45.0 and row["estimator"] == "per-thread"
+    assert row["answers_per_thread"] == [4, 5] and row["min_answers_per_thread"] == 4
+    assert row["thread_span_s"] == [40.0, 45.0]
+    # 4 answers in a thread (< MIN_ANSWERS_PER_THREAD): warned in the row, the log and
+    # the Markdown
+    assert len(row["warnings"]) == 1 and "raise --duration" in row["warnings"][0]
+    assert any("raise --duration" in r.getMessage() for r in caplog.records)
+    md = loadgen.render_markdown({"rows": [row], "payload": {}})
+    assert "raise --duration" in md and "| 4-5 |" in md
+    # a thread that errs adds its time but no answers; one that sent nothing adds nothing
+    row = loadgen.summarise(3, 20.0, [1.0] * 20, ["200"] * 20 + ["HTTP 503"] * 10,
+                            [0.5] * 20, [0.9] * 20,
+                            threads=[{"answers": 10, "requests": 10, "span_s": 10.0},
+                                     {"answers": 10, "requests": 20, "span_s": 20.0},
+                                     {"answers": 0, "requests": 0, "span_s": 0.0}])
+    assert row["throughput_eps"] == pytest.approx(1.0 + 0.5)
+    assert row["warnings"]  # the idle thread has no answers
+
+
+def test_enough_answers_no_warning():
+    threads = [{"answers": 12, "requests": 12, "span_s": 10.0}] * 2
+    row = loadgen.summarise(2, 10.5, [1.0] * 24, ["200"] * 24, [0.5] * 24, [0.9] * 24,
+                            threads=threads)
+    assert row["warnings"] == [] and row["throughput_eps"] == pytest.approx(2.4)
+    assert "Warning" not in loadgen.render_markdown({"rows": [row], "payload": {}})
+
+
 def test_closed_loop_is_bounded_and_counts_errors(server):
     _Handler.fail_every = 5
     row = loadgen.measure_level(server, PAYLOADS, 3, 5.0, max_requests=40)
@@ -100,6 +139,9 @@ def test_closed_loop_is_bounded_and_counts_errors(server):
     assert row["errors"] == row["error_kinds"]["HTTP 503"] >= 1
     assert row["ok"] + row["errors"] == 40
     assert _Handler.seen == 40 + 3  # plus one unmeasured warm-up request per thread
+    assert len(row["answers_per_thread"]) == 3 and sum(row["answers_per_thread"]) == row["ok"]
+    assert all(0 < t <= row["wall_s"] for t in row["thread_span_s"])
+    assert row["estimator"] == "per-thread" and row["throughput_eps"] > 0
 
 
 def test_duration_bound(server):

@@ -11,8 +11,12 @@ HTTP/1.1 connection. When the service lists its replicas' own URLs at
 to replica ``i mod n``; otherwise (or with ``--ingress proxy``) to ``--url``.
 Every answer's ``hit_id`` column is checked against the request's.
 
-Per level it reports events/s (answers with status 200 per wall second), the
-p50/p95/p99 latency of those answers, the errors (any other status or a
+Per level it reports events/s (the sum over client threads of each thread's
+answers with status 200 over its own span, from the level's start to its last
+answer; the wall estimate, all answers over the time to the last answer of any
+thread, stays as ``throughput_wall_eps``: see :mod:`trkx_ray.serving.loadgen`), the
+answers of each thread (a level with fewer than 5 in a thread is flagged: raise
+``--duration``), the p50/p95/p99 latency of those answers, the errors (any other status or a
 connection error; none is retried), the mean pipeline seconds the replicas
 reported (``X-Trkx-Stage-Total-S``) and the median service overhead (latency minus
 the replica's own ``X-Trkx-Service-S``). Output: ``DIR/loadgen.json`` (``{"rows":
@@ -38,6 +42,7 @@ from pathlib import Path
 from trkx_ray.serving.loadgen import (
     MAX_CONCURRENCY,
     MAX_DURATION_S,
+    MIN_ANSWERS_PER_THREAD,
     Payload,
     base_url,
     direct_targets,
@@ -54,6 +59,7 @@ from trkx_ray.serving.loadgen import (
 __all__ = [
     "MAX_CONCURRENCY",
     "MAX_DURATION_S",
+    "MIN_ANSWERS_PER_THREAD",
     "Payload",
     "build_parser",
     "load_payloads",

@@ -13,15 +13,31 @@ What ``python -m trkx_ray.loadgen`` does once its flags are parsed, as library c
   replicas' own URLs under Serve's direct ingress) or to the service's URL. Every
   answer's ``hit_id`` column is checked against the request's;
 * :func:`summarise`: a level's row from its raw per-request records: events/s
-  (answers with status 200 per wall second), the p50/p95/p99 latency of those
-  answers, the errors (any other status or a connection error; none is retried), the
-  mean pipeline seconds the replicas reported (``X-Trkx-Stage-Total-S``) and the
-  median service overhead (latency minus the replica's own ``X-Trkx-Service-S``);
+  (see "Events/s" below), the p50/p95/p99 latency of the answers with status 200,
+  the errors (any other status or a connection error; none is retried), the mean
+  pipeline seconds the replicas reported (``X-Trkx-Stage-Total-S``) and the median
+  service overhead (latency minus the replica's own ``X-Trkx-Service-S``);
 * :func:`run_loadgen`: every level, with the service's description (``GET
   /v1/info``) and the targets (``GET /v1/endpoints``, :func:`direct_targets`);
 * :func:`write_outputs`: ``DIR/loadgen.json`` (``{"rows": [{"concurrency",
   "throughput_eps", "p50_s", "p95_s", "p99_s", "errors", ...}], ...}``),
   ``DIR/loadgen.md`` (:func:`render_markdown`) and ``DIR/loadgen.png`` (:func:`plot`).
+
+Events/s: the per-thread estimator. The clock starts once every thread has sent its
+warm-up request; thread ``i`` then answers ``n_i`` requests (status 200) and its last
+request (of any outcome) ends ``s_i`` seconds after the start. A level's
+``throughput_eps`` is ``sum_i n_i / s_i``: each thread is busy without a gap from the
+start to its own last answer, so ``n_i / s_i`` is its own rate, and the threads' rates
+add up. The former estimate, all answers over the wall time from the start to the
+*last* answer of *any* thread (kept as ``throughput_wall_eps``, with ``wall_s``), is
+biased down whenever requests are long against the level: a request started just
+before the deadline ends up to one request time after it, and every thread that
+finished earlier counts as idle until then (with ~10 s requests in a 40 s level, a
+concurrency-2 level loses up to ~20%). Each row also gives the answers of every
+thread (``answers_per_thread``) and each thread's span (``thread_span_s``); a level
+with fewer than :data:`MIN_ANSWERS_PER_THREAD` answers in some thread is noise (one
+request more or less moves it by 20% or more): it gets a warning in the row
+(``warnings``), the log and the Markdown ("raise --duration").
 
 Requests go only to the given URL (or the replicas it lists); every level is bounded
 by its duration and ``max_requests``, and :data:`MAX_CONCURRENCY` /
@@ -38,6 +54,7 @@ import platform
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +65,7 @@ import numpy as np
 __all__ = [
     "MAX_CONCURRENCY",
     "MAX_DURATION_S",
+    "MIN_ANSWERS_PER_THREAD",
     "Payload",
     "base_url",
     "direct_targets",
@@ -67,6 +85,8 @@ log = logging.getLogger("trkx_ray.loadgen")
 #: hard bounds of one run (a load generator must not run away).
 MAX_CONCURRENCY = 1024
 MAX_DURATION_S = 3600.0
+#: fewer answers than this in any thread of a level: the level's events/s is noise.
+MIN_ANSWERS_PER_THREAD = 5
 
 
 @dataclass(frozen=True)
@@ -166,8 +186,21 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if len(values) else float("nan")
 
 
+def thread_rates(threads: Sequence[Mapping[str, Any]]) -> float:
+    """The per-thread events/s estimate: ``sum`` of each thread's ``answers / span_s``.
+
+    Args:
+        threads: one record per client thread: ``answers`` (status 200) and
+            ``span_s`` (seconds from the level's start to the end of its last
+            request); a thread that sent nothing (``span_s`` 0) adds nothing.
+    """
+    return float(sum(int(t["answers"]) / float(t["span_s"])
+                     for t in threads if float(t["span_s"]) > 0))
+
+
 def summarise(concurrency: int, wall_s: float, latencies: list[float], statuses: list[str],
-              pipeline_s: list[float], service_s: list[float]) -> dict[str, Any]:
+              pipeline_s: list[float], service_s: list[float],
+              threads: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """One row of the report from the raw per-request records of a level.
 
     Args:
@@ -177,14 +210,40 @@ def summarise(concurrency: int, wall_s: float, latencies: list[float], statuses:
         statuses: ``"200"`` or the error kind of every request.
         pipeline_s: replica-reported pipeline seconds of each 200 answer.
         service_s: replica-reported service seconds (decode + pipeline + encode).
+        threads: per client thread ``{"answers", "requests", "span_s"}`` (module
+            docstring, "Events/s"); None: one thread spanning ``wall_s`` with every
+            answer (then the estimate is the wall one).
+
+    Returns:
+        The row: ``throughput_eps`` (per-thread estimate), ``throughput_wall_eps``
+        (answers / ``wall_s``), latency percentiles, errors, ``answers_per_thread``,
+        ``thread_span_s``, ``min_answers_per_thread`` and ``warnings`` (a list of
+        sentences; empty when the level has enough answers per thread).
     """
     lat = np.asarray(latencies, dtype=np.float64)
     ok = int(len(lat))
     kinds = Counter(s for s in statuses if s != "200")
     over = lat - np.asarray(service_s, dtype=np.float64) if len(service_s) == ok else lat[:0]
+    wall_eps = ok / wall_s if wall_s > 0 else 0.0
+    if threads is None:
+        threads = [{"answers": ok, "requests": len(statuses), "span_s": wall_s}]
+        estimator = "wall"
+    else:
+        estimator = "per-thread"
+    answers = [int(t["answers"]) for t in threads]
+    fewest = min(answers) if answers else 0
+    warnings = []
+    if fewest < MIN_ANSWERS_PER_THREAD:
+        warnings.append(
+            f"concurrency {concurrency}: only {fewest} answer(s) in a client thread "
+            f"(answers per thread {answers}, fewer than {MIN_ANSWERS_PER_THREAD}): "
+            "this level's events/s is noise, raise --duration")
+        log.warning("%s", warnings[-1])
     return {
         "concurrency": int(concurrency),
-        "throughput_eps": ok / wall_s if wall_s > 0 else 0.0,
+        "throughput_eps": thread_rates(threads) if estimator == "per-thread" else wall_eps,
+        "throughput_wall_eps": wall_eps,
+        "estimator": estimator,
         "p50_s": _percentile(lat, 50),
         "p95_s": _percentile(lat, 95),
         "p99_s": _percentile(lat, 99),
@@ -194,6 +253,10 @@ def summarise(concurrency: int, wall_s: float, latencies: list[float], statuses:
         "requests": int(len(statuses)),
         "ok": ok,
         "wall_s": wall_s,
+        "answers_per_thread": answers,
+        "thread_span_s": [float(t["span_s"]) for t in threads],
+        "min_answers_per_thread": fewest,
+        "warnings": warnings,
         "pipeline_mean_s": float(np.mean(pipeline_s)) if pipeline_s else float("nan"),
         "overhead_p50_s": _percentile(over, 50),
     }
@@ -213,7 +276,8 @@ def _connect(base: str, timeout_s: float) -> Any:
 def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_s: float,
                   *, max_requests: int = 100_000, timeout_s: float = 300.0,
                   warmup: bool = True, targets: list[str] | None = None) -> dict[str, Any]:
-    """Closed-loop load at one concurrency level; returns its :func:`summarise` row.
+    """Closed-loop load at one concurrency level; returns its :func:`summarise` row
+    (events/s by the per-thread estimator, module docstring).
 
     Each thread keeps one persistent connection (``http.client``, HTTP/1.1
     keep-alive) and sends the pre-encoded bodies as they are. Thread ``i`` sends
@@ -232,6 +296,8 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
     pipeline_s: list[float] = []
     service_s: list[float] = []
     budget = [max_requests]
+    # per thread: answers (200), requests, end of its last request (seconds after start)
+    per_thread = [[0, 0, 0.0] for _ in range(concurrency)]
     barrier = threading.Barrier(concurrency + 1)
     go = threading.Event()
     start = [0.0]
@@ -273,6 +339,10 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
                     conn.close()  # http.client reconnects on the next request
                 if code == 200 and not _answer_ok(data, r, p):
                     code = "bad answer"
+                mine = per_thread[index]
+                mine[0] += code == 200
+                mine[1] += 1
+                mine[2] = time.perf_counter() - start[0]
                 with lock:
                     if code == 200:
                         statuses.append("200")
@@ -294,7 +364,10 @@ def measure_level(url: str, payloads: list[Payload], concurrency: int, duration_
     for t in threads:
         t.join()
     wall = time.perf_counter() - start[0]
-    return summarise(concurrency, wall, latencies, statuses, pipeline_s, service_s)
+    threads_rec = [{"answers": int(a), "requests": int(n), "span_s": float(t)}
+                   for a, n, t in per_thread]
+    return summarise(concurrency, wall, latencies, statuses, pipeline_s, service_s,
+                     threads=threads_rec)
 
 
 def _answer_ok(data: bytes, response: Any, payload: Payload) -> bool:
@@ -355,7 +428,9 @@ def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s
         if progress:
             print(f"concurrency {c:4d}: {row['throughput_eps']:8.2f} events/s, "
                   f"p50 {row['p50_s']:.4f} s, p95 {row['p95_s']:.4f} s, "
-                  f"p99 {row['p99_s']:.4f} s, errors {row['errors']}", flush=True)
+                  f"p99 {row['p99_s']:.4f} s, errors {row['errors']}, answers per "
+                  f"thread {row['min_answers_per_thread']}"
+                  f"-{max(row['answers_per_thread'], default=0)}", flush=True)
     first = rows[0]["throughput_eps"] if rows else 0.0
     for row in rows:
         row["speedup"] = row["throughput_eps"] / first if first > 0 else float("nan")
@@ -400,18 +475,30 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{'narrow' if pay.get('narrow', True) else 'wide'} types), mean "
         f"{pay.get('mean_hits', 0):,.0f} hits, {pay.get('mean_bytes', 0) / 2**20:.2f} MiB "
         "per request.",
-        f"Closed loop, {report.get('duration_s')} s per level. Latency of answered requests; "
-        "overhead = latency - the replica's decode + pipeline + encode time.",
+        f"Closed loop, {report.get('duration_s')} s per level. Events/s: the sum over client "
+        "threads of each thread's answers / its span (level start to its last answer); "
+        "wall: all answers / (level start to the last answer of any thread). Latency of "
+        "answered requests; overhead = latency - the replica's decode + pipeline + "
+        "encode time.",
         "",
-        "| concurrency | events/s | speed-up | p50 (s) | p95 (s) | p99 (s) | errors | "
-        "pipeline mean (s) | overhead p50 (s) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| concurrency | events/s | speed-up | events/s (wall) | answers / thread | p50 (s) "
+        "| p95 (s) | p99 (s) | errors | pipeline mean (s) | overhead p50 (s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    warnings: list[str] = []
     for r in report.get("rows", []):
+        per = r.get("answers_per_thread") or [r.get("ok", 0)]
+        spread = f"{min(per)}" if min(per) == max(per) else f"{min(per)}-{max(per)}"
+        flag = " (!)" if r.get("warnings") else ""
         lines.append(
-            f"| {r['concurrency']} | {r['throughput_eps']:.2f} | {_fmt(r.get('speedup', 1), 2)} "
+            f"| {r['concurrency']} | {r['throughput_eps']:.2f}{flag} "
+            f"| {_fmt(r.get('speedup', 1), 2)} "
+            f"| {_fmt(r.get('throughput_wall_eps', float('nan')), 2)} | {spread} "
             f"| {_fmt(r['p50_s'])} | {_fmt(r['p95_s'])} | {_fmt(r['p99_s'])} | {r['errors']} "
             f"| {_fmt(r['pipeline_mean_s'])} | {_fmt(r['overhead_p50_s'])} |")
+        warnings += list(r.get("warnings", []))
+    if warnings:
+        lines += ["", "**Warning** (rows marked (!)):", ""] + [f"* {w}" for w in warnings]
     lines += ["", f"Client: {report.get('client', {}).get('host')}, "
               f"{report.get('created', '')}.", ""]
     return "\n".join(lines)
