@@ -9,6 +9,9 @@ and the log so far are copied to ``--out``, so a run cut short still returns wha
 finished.
 
     python scripts/gpu_train.py --out $OUT --device cuda --budgets 80,45,125
+    # fine-tune the shipped filter and GNN (the embedding stays):
+    python scripts/gpu_train.py --out $OUT --device cuda --init trkx_ray/weights \
+        --stages filter,gnn --budgets 0,150,300
     # CPU rehearsal at toy size:
     python scripts/gpu_train.py --out /tmp/gt --device cpu --pileup 10 --events 2 \
         --steps 3 --budgets 5,5,5
@@ -45,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pileup", type=float, help="override data.pileup")
     p.add_argument("--steps", type=int, help="override steps_per_epoch of every stage")
     p.add_argument("--work", help="working directory (default: a temporary one)")
+    p.add_argument("--init", help="start every trained stage from DIR/<stage>.pt (fine-tuning, "
+                   "e.g. trkx_ray/weights); a stage left out of --stages then uses "
+                   "DIR/<stage>.pt unless --out already has one")
     args = p.parse_args(argv)
 
     t_start = time.perf_counter()
@@ -96,7 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     log["seconds"]["simulate"] = time.perf_counter() - t0
     print(f"[gpu_train] {d.train_events}+{d.val_events} events of pile-up {d.pileup:g} "
           f"in {log['seconds']['simulate']:.1f} s", flush=True)
-    trainer = Trainer(cfg, work, device=args.device, progress=False)
+    init = Path(args.init) if args.init else None
+    if init is not None:
+        missing = [f"{init / s}.pt" for s in stages if not (init / f"{s}.pt").is_file()]
+        if missing:
+            p.error(f"--init {init}: no {', '.join(missing)}")
+        log["init"] = str(init)
+    trainer = Trainer(cfg, work, device=args.device, progress=False, init_dir=init)
     t0 = time.perf_counter()
     _ = trainer.train_samples, trainer.val_samples
     log["seconds"]["samples"] = time.perf_counter() - t0
@@ -105,9 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for stage, budget in zip(("embedding", "filter", "gnn"), budgets):
         if stage not in stages:
-            if (work / f"{stage}.pt").is_file() or not (out / f"{stage}.pt").is_file():
+            if (work / f"{stage}.pt").is_file():
                 continue
-            shutil.copy2(out / f"{stage}.pt", work / f"{stage}.pt")
+            for source in (out, init):
+                if source is not None and (source / f"{stage}.pt").is_file():
+                    shutil.copy2(source / f"{stage}.pt", work / f"{stage}.pt")
+                    break
             continue
         trainer.time_budget_s = budget
         t0 = time.perf_counter()
