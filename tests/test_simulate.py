@@ -9,6 +9,10 @@ from trkx_ray.events import load_event
 from trkx_ray.events.detector import Detector
 from trkx_ray.events.simulate import (
     ORDER_PROPOSAL,
+    PRIMARY_PT_COUNTS,
+    PT_BIN_COUNTS,
+    SECONDARY_FRACTION,
+    SECONDARY_PT_COUNTS,
     field_bz,
     hit_weights,
     particle_generation,
@@ -161,6 +165,22 @@ def test_field_and_spectra():
     assert pt.min() >= 0.1
     assert np.median(pt) == pytest.approx(0.36, abs=0.02)
     assert np.mean(pt > 1) == pytest.approx(1398 / 12263, abs=0.005)
+
+
+def test_secondaries_are_soft_and_the_spectrum_is_kept(det):
+    """Secondaries below 0.5 GeV (as the real sample's 118), all particles the reference."""
+    ev = simulate_event(pileup=40, seed=11, detector=det)
+    parts = ev.particles
+    pid = np.asarray(parts["particle_id"])
+    pt = np.hypot(np.asarray(parts["px"], float), np.asarray(parts["py"], float))
+    second = particle_generation(pid) != 0
+    assert second.mean() == pytest.approx(SECONDARY_FRACTION, abs=0.03)
+    assert pt[second].max() < 0.5
+    assert np.median(pt[second]) == pytest.approx(0.21, abs=0.03)
+    assert (pt[~second] > 1).any()
+    # the whole spectrum is unchanged: primaries carry the reference counts minus soft ones
+    np.testing.assert_allclose(PRIMARY_PT_COUNTS + SECONDARY_PT_COUNTS, PT_BIN_COUNTS)
+    assert np.all(PRIMARY_PT_COUNTS > 0)
 
 
 def test_deterministic_and_seed_dependent(det):
