@@ -54,7 +54,10 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if "--tree" in sys.argv[1:-1]:  # the trkx_ray of another checkout (before / after)
+    ROOT = Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+    sys.path.insert(0, str(ROOT))
+elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 _LEN = struct.Struct("!Q")
@@ -245,6 +248,9 @@ def start_service(replicas: int, extra_env: dict[str, str]) -> tuple[subprocess.
     port = _free_port()
     env = dict(os.environ, **extra_env)
     env.pop("RAY_ADDRESS", None)
+    # the service, its embedded Ray and the replicas import trkx_ray from ROOT (--tree)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [
+        x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
     cmd = [sys.executable, "-m", "trkx_ray.serve", "--config", "noop", "--cpu-replicas",
            str(replicas), "--cores-per-replica", "1", "--port", str(port),
            "--warmup-hits", "0"]
@@ -405,6 +411,77 @@ def split_request(base: str, event: Any, requests_n: int, wide: bool,
     return out
 
 
+# ------------------------------------------------------------------ in process
+def measure_inprocess(body: bytes, headers: dict[str, str], requests_n: int,
+                      chunk: int = 256 << 10) -> dict[str, Any]:
+    """The replica's own work per request, in this process, without Ray or HTTP.
+
+    A ``noop`` :class:`~trkx_ray.serving.app.TrackingService` (not pinned, no warm-up)
+    gets ``requests_n`` requests as Starlette ``Request`` objects whose body arrives
+    in ``chunk``-byte ASGI messages (uvloop reads up to 256 KiB at a time), one after
+    the other on one event loop: reading the body (``_read_body``), decoding and
+    checking it, the pipeline, the answer's encoding, its headers and the
+    ``Response``: what the replica's user code does per request, with the hand-off to
+    its worker thread where the service makes one. Returns per-request medians (ms)
+    of the wall time, of the process's CPU time (all threads) and of the replica's
+    own ``X-Trkx-Decode-S`` / ``-Encode-S`` / ``-Service-S`` headers, and the minor page
+    faults per request (fresh memory from the kernel: ~5 us a page on a VM).
+    """
+    import asyncio
+    from dataclasses import asdict
+
+    from starlette.requests import Request
+
+    from trkx_ray.serving.app import ServiceSettings, TrackingService
+
+    svc = TrackingService(asdict(ServiceSettings(config="noop", pin=False, warmup_hits=0)))
+    raw = [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+    raw.append((b"content-length", str(len(body)).encode()))
+    pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)] or [b""]
+    scope = {"type": "http", "method": "POST", "path": "/v1/track", "headers": raw,
+             "query_string": b"", "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 1), "root_path": ""}
+
+    async def one() -> tuple[float, float, Any]:
+        queue = list(pieces)
+
+        async def receive() -> dict[str, Any]:
+            part = queue.pop(0)
+            return {"type": "http.request", "body": part, "more_body": bool(queue)}
+
+        t0, c0 = time.perf_counter(), time.process_time()
+        response = await svc(Request(scope, receive))
+        return time.perf_counter() - t0, time.process_time() - c0, response
+
+    async def run() -> list[tuple[float, float, Any]]:
+        for _ in range(max(requests_n // 10, 5)):  # unmeasured
+            await one()
+        faults[0] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        done = [await one() for _ in range(requests_n)]
+        faults[1] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        return done
+
+    import resource
+
+    faults = [0, 0]
+    out = asyncio.run(run())
+    svc._worker.shutdown()
+    status = {r.status_code for _, _, r in out}
+    if status != {200}:
+        raise RuntimeError(f"in-process requests answered {status}")
+
+    def med(values: list[float]) -> float:
+        return float(np.median(values)) * 1e3
+
+    return {"requests": requests_n,
+            "wall_ms": med([w for w, _, _ in out]), "cpu_ms": med([c for _, c, _ in out]),
+            "mean_wall_ms": float(np.mean([w for w, _, _ in out])) * 1e3,
+            # page faults: fresh memory costs ~5 us a page on this VM
+            "page_faults": (faults[1] - faults[0]) / requests_n,
+            **{f"{k}_ms": med([float(r.headers[f"x-trkx-{k}-s"]) for _, _, r in out])
+               for k in ("decode", "encode", "service")}}
+
+
 # ------------------------------------------------------------------ main
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python scripts/serve_ceiling.py",
@@ -436,6 +513,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", type=int, default=0,
                    help="first time N sequential requests to one replica, step by step, "
                    "with the narrow and the wide encoding (0: no)")
+    p.add_argument("--inprocess", type=int, default=0, metavar="N",
+                   help="only time N requests through a noop replica object in this "
+                   "process (no Ray, no HTTP): the replica's own CPU per request")
+    p.add_argument("--tree", type=Path, default=None,
+                   help="import trkx_ray (here and in the service started here) from this "
+                   "checkout instead of this script's, e.g. a `git worktree` of an older "
+                   "commit, to measure before and after side by side")
     p.add_argument("--out", type=Path, default=Path("runs/ceiling"), help="output directory")
     return p
 
@@ -470,6 +554,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"payload: {event.num_hits} hits, request {len(body)} bytes "
           f"({'hits only' if args.no_cells else 'with cells'}, "
           f"{'wide' if args.wide else 'narrow'} types), answer {len(answer)} bytes", flush=True)
+    if args.inprocess:
+        got = measure_inprocess(body, headers, args.inprocess)
+        print(f"in process ({ROOT}): " + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in got.items())
+            + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "inprocess.json").write_text(json.dumps(
+            {"tree": str(ROOT), "command": "python scripts/serve_ceiling.py " + " ".join(argv),
+             "request_bytes": len(body), **got}, indent=2) + "\n")
+        return 0
 
     procs: list[subprocess.Popen] = []
     server_pids: dict[str, list[int]] = {}
@@ -580,6 +674,7 @@ def main(argv: list[str] | None = None) -> int:
                          for a, b in (("serve", "tcp"), ("serve", "http"), ("http", "tcp"))}
     report = {
         "command": "python scripts/serve_ceiling.py " + " ".join(argv),
+        "tree": str(ROOT),
         "payload": {"hits": event.num_hits, "request_bytes": len(body),
                     "answer_bytes": len(answer), "cells": not args.no_cells,
                     "narrow": not args.wide, "headers": headers},

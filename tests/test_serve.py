@@ -488,3 +488,81 @@ def test_replica_kill_during_load(service, simulated):
     assert len(failed) <= concurrency, failed
     assert all(s.startswith("5") or not s.isdigit() for _, s in failed), failed
     assert all(t >= -0.5 for t, _ in failed), failed
+
+
+# -- the replica object itself, in this process (no Ray): the noop path -----------------
+def _asgi_call(svc, body: bytes, headers: dict[str, str], chunk: int = 1000,
+               content_length: int | None = -1):
+    """``svc(request)`` for a Starlette request whose body comes in ``chunk``-byte ASGI
+    messages, as uvicorn hands it over; ``content_length`` -1: the body's length, None:
+    no Content-Length header."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    raw = [(k.lower().encode(), str(v).encode()) for k, v in headers.items()]
+    if content_length is not None:
+        length = len(body) if content_length == -1 else content_length
+        raw.append((b"content-length", str(length).encode()))
+    pieces = [body[i:i + chunk] for i in range(0, len(body), chunk)] or [b""]
+    scope = {"type": "http", "method": "POST", "path": "/v1/track", "headers": raw,
+             "query_string": b"", "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 1), "root_path": ""}
+
+    async def receive():
+        part = pieces.pop(0)
+        return {"type": "http.request", "body": part, "more_body": bool(pieces)}
+
+    return asyncio.run(svc(Request(scope, receive)))
+
+
+@pytest.fixture(scope="module")
+def noop_replica():
+    from dataclasses import asdict
+
+    from trkx_ray.serving.app import ServiceSettings, TrackingService
+
+    svc = TrackingService(asdict(ServiceSettings(
+        config="noop", pin=False, warmup_hits=0, max_request_bytes=MAX_REQUEST_MB * 2**20)))
+    yield svc
+    svc._worker.shutdown()
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_noop_replica_inline_refuses_bad_input_alike(noop_replica, sample, case):
+    """The noop replica runs requests on its event loop (no hop to the worker thread):
+    every bad input still gets its status and the message naming the problem."""
+    assert noop_replica._inline
+    body, headers, status, words = _bad_requests(sample)[case]
+    r = _asgi_call(noop_replica, body, headers, chunk=256 << 10)
+    assert r.status_code == status, (r.status_code, r.body[:300])
+    message = json.loads(r.body)["error"]
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_noop_replica_reads_bodies_in_chunks(noop_replica, sample):
+    """The body is joined from its chunks once; lengths that disagree with
+    Content-Length, and bodies over the limit without one, are refused."""
+    body, headers = protocol.encode_event(sample, "arrow")
+    ok = _asgi_call(noop_replica, body, headers, chunk=4096)
+    assert ok.status_code == 200
+    hit_id, track_id = protocol.decode_answer(ok.body, ok.headers["content-type"])
+    np.testing.assert_array_equal(hit_id, sample.hits["hit_id"])
+    assert int(ok.headers["x-trkx-num-tracks"]) == sample.num_hits  # noop: one per hit
+    again = _asgi_call(noop_replica, body, headers, content_length=None)
+    assert again.status_code == 200 and again.body == ok.body
+    longer = _asgi_call(noop_replica, body, headers, content_length=len(body) - 1)
+    assert longer.status_code == 400 and b"longer than its Content-Length" in longer.body
+    shorter = _asgi_call(noop_replica, body, headers, content_length=len(body) + 1)
+    assert shorter.status_code == 400 and b"Content-Length says" in shorter.body
+    huge = b"\xff" * ((MAX_REQUEST_MB + 1) * 2**20)
+    over = _asgi_call(noop_replica, huge, headers, chunk=1 << 20, content_length=None)
+    assert over.status_code == 413 and b"--max-request-mb" in over.body
+    info = noop_replica.info()
+    assert info["inline_requests"] is True
+    if sys.platform.startswith("linux"):
+        import platform
+
+        if platform.libc_ver()[0] == "glibc":
+            assert info["malloc_thresholds_fixed"] is True

@@ -226,13 +226,24 @@ def answer_format(request_fmt: str, accept: str | None = None) -> str:
 
 
 # -- tables -> columns ----------------------------------------------------------------
-def _writable_view(column: Any, dtype: np.dtype, owner: bytearray | None) -> np.ndarray | None:
+def _address(owner: bytearray | None) -> int:
+    """The address of ``owner``'s first byte (0: no owner, or an empty one)."""
+    if owner is None or not len(owner):
+        return 0
+    import pyarrow as pa
+
+    return int(pa.py_buffer(owner).address)
+
+
+def _writable_view(column: Any, dtype: np.dtype, owner: bytearray | None,
+                   base: int | None = None) -> np.ndarray | None:
     """A writable numpy view of ``column``'s values inside ``owner``, or None.
 
     Arrow IPC readers hand out read-only buffers that point into the request body.
     When the body is a ``bytearray`` (the service reads requests into one), a
     one-chunk column of the wanted type without nulls is viewed in place: no copy,
-    and the pipeline gets ordinary writable arrays.
+    and the pipeline gets ordinary writable arrays. ``base``: ``owner``'s address
+    (:func:`_address`), when the caller has it already.
     """
     if owner is None or column.num_chunks != 1:
         return None
@@ -241,12 +252,26 @@ def _writable_view(column: Any, dtype: np.dtype, owner: bytearray | None) -> np.
     if len(buffers) != 2 or buffers[1] is None:
         return None
     data = buffers[1]
-    base = np.frombuffer(owner, dtype=np.uint8).ctypes.data if len(owner) else 0
+    if base is None:
+        base = _address(owner)
     start = data.address - base + chunk.offset * dtype.itemsize
     end = start + len(chunk) * dtype.itemsize
     if base == 0 or start < 0 or end > len(owner):
         return None
     return np.frombuffer(owner, dtype=dtype, count=len(chunk), offset=start)
+
+
+#: numpy dtype -> Arrow type (``pa.from_numpy_dtype``, once per type).
+_ARROW_TYPES: dict[np.dtype, Any] = {}
+
+
+def _arrow_type(dtype: np.dtype) -> Any:
+    want = _ARROW_TYPES.get(dtype)
+    if want is None:
+        import pyarrow as pa
+
+        want = _ARROW_TYPES[dtype] = pa.from_numpy_dtype(dtype)
+    return want
 
 
 def _columns_from_arrow(
@@ -277,11 +302,19 @@ def _columns_from_arrow(
             422, f"{part}: missing required column(s) {missing} (the body has {names})"
         )
     out: Table = {}
+    base = _address(owner)
     for name, dtype in schema.items():
         if name not in names:
             continue
         column = table.column(name)
         have = column.type
+        want = _arrow_type(dtype)
+        if have == want and not column.null_count:
+            # the common case (the client's types): viewed in place, or one copy below
+            view = _writable_view(column, dtype, owner, base)
+            if view is not None:
+                out[name] = view
+                continue
         if pa.types.is_dictionary(have):
             column = column.cast(have.value_type)
             have = column.type
@@ -297,12 +330,6 @@ def _columns_from_arrow(
         if column.null_count:
             row = pc.index(pc.is_null(column), True).as_py()
             raise ProtocolError(422, f"{part}: column {name!r} has a null value at row {row}")
-        want = pa.from_numpy_dtype(dtype)
-        if have == want:
-            view = _writable_view(column, dtype, owner)
-            if view is not None:
-                out[name] = view
-                continue
         if dtype.kind == "i" and pa.types.is_integer(have) and have.bit_width < want.bit_width:
             # a narrower integer column (int8, int16, uint16, ...): widening is exact
             # (the widths double), one numpy conversion instead of a cast and a copy
