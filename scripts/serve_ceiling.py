@@ -61,7 +61,7 @@ elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 _LEN = struct.Struct("!Q")
-VARIANTS = ("tcp", "http", "http-hw", "serve")
+VARIANTS = ("tcp", "http", "http-hw", "serve", "serve-grpc")
 
 
 # ------------------------------------------------------------------ servers (children)
@@ -146,7 +146,64 @@ def serve_http(port: int, answer: bytes, high_water: int | None = None) -> None:
                 access_log=False, log_level="warning")
 
 
+def serve_grpc_child(http_port: int, grpc_port: int, replicas: int) -> int:
+    """The noop service with Serve's gRPC ingress on (``/trkx.v1.Tracker/Track``):
+    embedded Ray, direct ingress, ``replicas`` 1-core replicas. Prints ``grpc-targets
+    HOST:PORT,...`` (the replicas' own gRPC servers) and ``replica-pids``, then serves
+    until SIGTERM. Serve binds every gRPC server to all interfaces ([::], hard-coded in
+    Ray 2.60): run this only where the network is closed (``--only serve-grpc`` starts
+    itself in a fresh network namespace, loopback only)."""
+    from trkx_ray.serving.service import DIRECT_INGRESS_ENV
+
+    os.environ.update(DIRECT_INGRESS_ENV)
+
+    import ray
+    from ray import serve
+    from ray.serve._private import constants
+
+    from trkx_ray.scaling.cluster import connect_ray
+    from trkx_ray.serving.app import APP_NAME, ServiceSettings, build_app
+
+    connect_ray(None)
+    settings = ServiceSettings(config="noop", num_replicas=replicas, warmup_hits=0)
+    logging_config = {"log_level": "WARNING", "enable_access_log": False}
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port},
+                grpc_options={"port": grpc_port, "grpc_servicer_functions": [
+                    "trkx_ray.serving.app:add_tracker_servicer_to_server"]},
+                proxy_location="HeadOnly", logging_config=logging_config)
+    serve.run(build_app(settings), name=APP_NAME, route_prefix="/",
+              logging_config=logging_config)
+    controller = ray.get_actor(constants.SERVE_CONTROLLER_NAME,
+                               namespace=constants.SERVE_NAMESPACE)
+    targets: list[str] = []
+    for _ in range(120):
+        groups = ray.get(controller.get_target_groups.remote(APP_NAME))
+        targets = sorted({f"{t.ip}:{int(t.port)}" for g in groups
+                          if str(getattr(g.protocol, "value", g.protocol)).upper() == "GRPC"
+                          for t in g.targets if "SERVE_REPLICA" in str(t.name)})
+        if len(targets) >= replicas:
+            break
+        time.sleep(0.5)
+    import requests
+
+    http = sorted({f"http://{t.ip}:{int(t.port)}" for g in ray.get(
+        controller.get_target_groups.remote(APP_NAME))
+        if str(getattr(g.protocol, "value", g.protocol)).upper() == "HTTP"
+        for t in g.targets if "SERVE_REPLICA" in str(t.name)})
+    pids = [str(requests.get(f"{u}/v1/info", timeout=30).json()["pid"]) for u in http]
+    print("replica-pids " + ",".join(pids), flush=True)
+    print("grpc-targets " + ",".join(targets), flush=True)
+    stop_event = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop_event.set())
+    stop_event.wait()
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
 def _child_main(argv: list[str]) -> int:
+    if argv[1] == "serve-grpc":
+        return serve_grpc_child(int(argv[2]), int(argv[3]), int(argv[4]))
     p = argparse.ArgumentParser()
     p.add_argument("--child", choices=("tcp", "http"), required=True)
     p.add_argument("--port", type=int, required=True)
@@ -326,6 +383,66 @@ def measure_tcp(ports: list[int], body: bytes, hit_id: np.ndarray, concurrency: 
                         errors[0] += 1
         finally:
             sock.close()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True)
+               for i in range(concurrency)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start[0] = time.perf_counter()
+    go.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start[0]
+    arr = np.asarray(lat)
+    return {"throughput_eps": len(lat) / wall, "p50_s": float(np.median(arr)) if len(arr)
+            else float("nan"), "ok": len(lat), "errors": errors[0], "wall_s": wall}
+
+
+def measure_grpc(targets: list[str], body: bytes, headers: dict[str, str],
+                 hit_id: np.ndarray, concurrency: int, duration_s: float) -> dict[str, Any]:
+    """The same closed loop over gRPC (``/trkx.v1.Tracker/Track``, one channel per
+    thread, thread ``i`` to replica ``i mod n``; every answer decoded and checked)."""
+    import grpc
+
+    from trkx_ray.serving.app import GRPC_METHOD, GRPC_SERVICE
+    from trkx_ray.serving.protocol import ARROW_STREAM, decode_answer
+
+    meta = [(k.lower(), v) for k, v in headers.items() if k.lower() != "content-type"]
+    meta += [("x-trkx-content-type", ARROW_STREAM), ("application", "trkx")]
+    lock = threading.Lock()
+    lat: list[float] = []
+    errors = [0]
+    barrier = threading.Barrier(concurrency + 1)
+    start = [0.0]
+    go = threading.Event()
+    limit = [("grpc.max_receive_message_length", 256 << 20),
+             ("grpc.max_send_message_length", 256 << 20)]
+
+    def worker(i: int) -> None:
+        channel = grpc.insecure_channel(targets[i % len(targets)], options=limit)
+        call = channel.unary_unary(f"/{GRPC_SERVICE}/{GRPC_METHOD}")
+        try:
+            call(body, metadata=meta, timeout=60)  # warm-up
+            barrier.wait()
+            go.wait()
+            deadline = start[0] + duration_s
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    data = call(body, metadata=meta, timeout=60)
+                    dt = time.perf_counter() - t0
+                    got, _ = decode_answer(data, ARROW_STREAM)
+                    ok = bool(np.array_equal(got, hit_id))
+                except grpc.RpcError:
+                    ok = False
+                with lock:
+                    if ok:
+                        lat.append(dt)
+                    else:
+                        errors[0] += 1
+        finally:
+            channel.close()
 
     threads = [threading.Thread(target=worker, args=(i,), daemon=True)
                for i in range(concurrency)]
@@ -600,6 +717,43 @@ def main(argv: list[str] | None = None) -> int:
             nices = sorted({n for n in (_nice_of(p) for p in pids) if n is not None})
             info.update({"service_url": base, "replica_pids": pids, "replica_nice": nices})
             server_pids["serve"] = pids
+        if "serve-grpc" in only:
+            if not os.environ.get("TRKX_CEILING_NETNS"):
+                raise SystemExit(
+                    "--only serve-grpc: Serve binds its gRPC servers to all interfaces; "
+                    "run in a network namespace: unshare -n sh -c 'ip link set lo up && "
+                    "TRKX_CEILING_NETNS=1 python scripts/serve_ceiling.py ...'")
+            env = dict(os.environ, PYTHONPATH=str(ROOT),  # ports apart from "serve"'s
+                       RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT="32000",
+                       RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT="32999",
+                       RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT="42000",
+                       RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT="42999")
+            env.pop("RAY_ADDRESS", None)
+            grpc_proc = subprocess.Popen(
+                [sys.executable, __file__, "--child", "serve-grpc", str(_free_port()),
+                 str(_free_port()), str(args.servers)], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                start_new_session=True)
+            procs.append(grpc_proc)
+            assert grpc_proc.stdout is not None
+            for line in grpc_proc.stdout:
+                SERVICE_LOG.append(line.rstrip())
+                if line.startswith("replica-pids "):
+                    server_pids["serve-grpc"] = [int(x) for x in line.split()[1].split(",")]
+                if line.startswith("grpc-targets "):
+                    urls["serve-grpc"] = line.split()[1].split(",")
+                    break
+            if not urls.get("serve-grpc"):
+                raise SystemExit("serve-grpc did not start:\n" + "\n".join(SERVICE_LOG[-30:]))
+            grpc_out = grpc_proc.stdout
+
+            def drain_grpc() -> None:
+                for line in grpc_out:
+                    SERVICE_LOG.append(line.rstrip())
+                    del SERVICE_LOG[:-60]
+
+            threading.Thread(target=drain_grpc, daemon=True).start()
+            print(f"serve-grpc: replicas {urls['serve-grpc']}", flush=True)
         nice = args.server_nice
         if nice is None:
             nice = max(info["replica_nice"] or [0])
@@ -631,6 +785,8 @@ def main(argv: list[str] | None = None) -> int:
                     s0, c0 = cpu_seconds(server_pids.get(v, [])), client_cpu_seconds()
                     if v == "tcp":
                         r = measure_tcp(ports, body, hit_id, c, args.duration)
+                    elif v == "serve-grpc":
+                        r = measure_grpc(urls[v], body, headers, hit_id, c, args.duration)
                     else:
                         r = measure_http(urls[v], payload, c, args.duration)
                     s1, c1 = cpu_seconds(server_pids.get(v, [])), client_cpu_seconds()

@@ -566,3 +566,44 @@ def test_noop_replica_reads_bodies_in_chunks(noop_replica, sample):
 
         if platform.libc_ver()[0] == "glibc":
             assert info["malloc_thresholds_fixed"] is True
+
+
+def test_grpc_track_method_on_a_loopback_grpc_server(noop_replica, sample):
+    """``/trkx.v1.Tracker/Track`` (the gRPC ingress experiment, docs/serving.md): the
+    handler ``add_tracker_servicer_to_server`` registers, on a real grpc.aio server on
+    127.0.0.1, answers the HTTP answer's bytes, the headers as trailing metadata, and a
+    bad body as INVALID_ARGUMENT with the same message."""
+    import asyncio
+
+    import grpc
+
+    from trkx_ray.serving.app import GRPC_METHOD, GRPC_SERVICE, add_tracker_servicer_to_server
+
+    body, headers = protocol.encode_event(sample, "arrow")
+    meta = [(k.lower(), v) for k, v in headers.items() if k.lower() != "content-type"]
+    meta.append(("x-trkx-content-type", headers["Content-Type"]))
+
+    async def run():
+        server = grpc.aio.server()
+        add_tracker_servicer_to_server(noop_replica, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                call = channel.unary_unary(f"/{GRPC_SERVICE}/{GRPC_METHOD}")
+                first = call(body, metadata=meta)
+                answer = await first
+                trailing = dict(await first.trailing_metadata())
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call(b"\xff\xff\xff\xff\x10\x00\x00\x00garbage",
+                               metadata=[("x-trkx-content-type", protocol.ARROW_STREAM)])
+                return answer, trailing, err.value
+        finally:
+            await server.stop(None)
+
+    answer, trailing, error = asyncio.run(run())
+    hit_id, _ = protocol.decode_answer(answer, protocol.ARROW_STREAM)
+    np.testing.assert_array_equal(hit_id, sample.hits["hit_id"])
+    assert int(trailing["x-trkx-num-hits"]) == sample.num_hits
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Arrow IPC stream" in error.details()

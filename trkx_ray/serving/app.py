@@ -196,6 +196,40 @@ class _Reply:
         self.headers = headers or {}
 
 
+class _GrpcAnswer:
+    """A gRPC answer message that is already bytes (Serve calls ``SerializeToString``)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name
+        return self.data
+
+
+#: the gRPC service and method of :meth:`TrackingService.Track`.
+GRPC_SERVICE = "trkx.v1.Tracker"
+GRPC_METHOD = "Track"
+
+
+def add_tracker_servicer_to_server(servicer: Any, server: Any) -> None:
+    """Register ``/trkx.v1.Tracker/Track`` on a gRPC server, for Serve's
+    ``grpc_options={"grpc_servicer_functions": ["trkx_ray.serving.app:
+    add_tracker_servicer_to_server"]}``: a generic handler without (de)serialisers,
+    so the request reaches :meth:`TrackingService.Track` as the message's bytes in
+    one piece (no protobuf schema, nothing unpickled). Serve 2.60 binds every gRPC
+    server to all interfaces, so the service does not turn this on (docs/serving.md)."""
+    import grpc  # type: ignore[import-untyped]
+
+    # the answer's bytes on a plain gRPC server; Serve replaces the serialiser by its
+    # own call of SerializeToString
+    handler = grpc.unary_unary_rpc_method_handler(
+        servicer.Track, response_serializer=_GrpcAnswer.SerializeToString)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(GRPC_SERVICE, {GRPC_METHOD: handler}),))
+
+
 def _error(status: int, message: str) -> _Reply:
     one_line = " ".join(message.split())
     return _Reply(status, protocol.error_body(status, one_line), protocol.JSON,
@@ -478,6 +512,35 @@ class TrackingService:
             self.errors_5xx += 1
         return Response(reply.body, status_code=reply.status, media_type=reply.media_type,
                         headers=reply.headers)
+
+    async def Track(self, request: bytes, grpc_context: Any = None) -> _GrpcAnswer:  # noqa: N802
+        """``/trkx.v1.Tracker/Track`` over Serve's gRPC ingress (an experiment, see
+        ``docs/serving.md``, "Ingress in one piece"): the request message is the HTTP
+        body's bytes, the answer message the HTTP answer's bytes; request headers come
+        as gRPC metadata (``x-trkx-content-type`` for ``Content-Type``, which gRPC
+        reserves; without it the body's magic bytes decide), the answer's headers as
+        trailing metadata, a refusal as a gRPC status with the same message."""
+        headers: dict[str, str] = {}
+        if grpc_context is not None:
+            for key, value in grpc_context.invocation_metadata():
+                headers[str(key).lower()] = str(value)
+        if "x-trkx-content-type" in headers:
+            headers["content-type"] = headers["x-trkx-content-type"]
+        status, body, media, extra = await self.track(request, headers)
+        if grpc_context is not None:
+            meta = [(k.lower(), v) for k, v in extra.items()]
+            grpc_context.set_trailing_metadata([*meta, ("x-trkx-content-type", media)])
+            if status != 200:
+                import grpc
+
+                code = {400: grpc.StatusCode.INVALID_ARGUMENT,
+                        413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        415: grpc.StatusCode.INVALID_ARGUMENT,
+                        422: grpc.StatusCode.INVALID_ARGUMENT}.get(status,
+                                                                  grpc.StatusCode.INTERNAL)
+                grpc_context.set_code(code)
+                grpc_context.set_details(extra.get("X-Trkx-Error", f"HTTP {status}"))
+        return _GrpcAnswer(body)
 
     def check_health(self) -> None:
         """Serve's health probe: the pipeline exists (the constructor finished)."""
