@@ -31,7 +31,21 @@ three yield to other work alike.
 
 Writes ``DIR/ceiling.json`` and ``DIR/ceiling.md`` and prints the table: requests/s
 of each variant and the ratios ``serve/tcp``, ``serve/http``, ``http/tcp``.
-Everything listens on 127.0.0.1 only.
+Everything listens on 127.0.0.1 only, except ``serve-grpc``, below.
+
+Also:
+
+* ``--inprocess N``: only N requests through a ``noop`` replica object in this process
+  (Starlette requests, body in 256 KiB chunks; no Ray, no HTTP): the replica's own CPU
+  per request (:func:`measure_inprocess`);
+* ``--tree DIR``: import ``trkx_ray`` (here and in the service started here) from another
+  checkout, e.g. ``git worktree add /tmp/before COMMIT``: before / after side by side;
+* ``--only serve-grpc``: the ``noop`` service with Serve's gRPC ingress
+  (``/trkx.v1.Tracker/Track``, :func:`trkx_ray.serving.app.add_tracker_servicer_to_server`)
+  under the same closed loop over gRPC. Serve binds its gRPC servers to all interfaces,
+  so this variant runs only with ``TRKX_CEILING_NETNS=1`` inside a network namespace:
+  ``unshare -n sh -c 'ip link set lo up && TRKX_CEILING_NETNS=1 python
+  scripts/serve_ceiling.py --only serve,serve-grpc ...'``.
 """
 
 from __future__ import annotations
