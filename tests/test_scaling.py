@@ -112,6 +112,40 @@ def test_thread_limits_after_numba_pool_started():
     assert out.stdout.split() == ["2", "1", "1"]
 
 
+_MALLOC_PROBE = """
+import resource, sys
+import numpy as np
+from trkx_ray.scaling.resources import fix_malloc_thresholds
+fixed = fix_malloc_thresholds()
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):  # growing blocks, as an event's edge lists and chunk buffers
+    for mb in range(2, 21):
+        a = np.ones(mb << 17)  # mb MiB of float64, every page touched
+        del a
+print(fixed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_fixed_malloc_thresholds_reuse_freed_memory():
+    """With the thresholds fixed, freed blocks are reused instead of faulted in again."""
+    import os
+
+    def probe(mode: str) -> tuple[str, int]:
+        # 4 KiB pages only (numpy asks for huge pages on blocks of 4 MiB and more)
+        env = {**os.environ, "TRKX_RAY_MALLOC": mode, "NUMPY_MADVISE_HUGEPAGE": "0"}
+        out = subprocess.run([sys.executable, "-c", _MALLOC_PROBE], env=env, check=True,
+                             capture_output=True, text=True, timeout=120).stdout.split()
+        return out[0], int(out[1])
+
+    fixed, faults_fixed = probe("fixed")
+    dynamic, faults_dynamic = probe("dynamic")
+    assert (fixed, dynamic) == ("True", "False")
+    # dynamic: every new size is mmapped and faulted in (~200 MiB of pages); fixed: the
+    # heap grows once to the largest block (~20 MiB) and is reused
+    assert faults_fixed * 3 < faults_dynamic, (faults_fixed, faults_dynamic)
+
+
 def test_thread_env_and_plan_bundles():
     env = thread_env(3, hide_gpus=True)
     assert env["OMP_NUM_THREADS"] == "3" and env["MKL_NUM_THREADS"] == "3"

@@ -37,6 +37,7 @@ __all__ = [
     "apply_thread_limits",
     "bundle_core_offset",
     "check_totals",
+    "fix_malloc_thresholds",
     "lease_cores",
     "machine_key",
     "plan_resources",
@@ -80,6 +81,43 @@ def thread_env(threads: int, *, hide_gpus: bool) -> dict[str, str]:
     if hide_gpus:
         env["CUDA_VISIBLE_DEVICES"] = ""
     return env
+
+
+#: glibc ``mallopt`` parameters (``malloc.h``) and the values :func:`fix_malloc_thresholds` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MALLOC_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic threshold
+MALLOC_TRIM_THRESHOLD = 256 << 20
+#: set to ``dynamic`` to leave glibc's adaptive thresholds alone.
+MALLOC_ENV = "TRKX_RAY_MALLOC"
+
+
+def fix_malloc_thresholds() -> bool:
+    """Fix glibc's malloc thresholds in this (pipeline) process; False where not applied.
+
+    A pipeline allocates and frees the same few hundred MB for every event (edge lists,
+    scores, the models' chunk buffers). glibc adapts its mmap threshold to the blocks
+    freed and gives the free top of an arena back to the kernel above twice that, so
+    every event faulted its buffers in afresh: ~200,000 minor page faults and 0.5-0.7 s
+    of system time per pile-up-200 event on one core of the development VM. With blocks
+    below 32 MiB served from the arenas and up to 256 MiB of free memory kept per arena,
+    an event reuses the last event's memory (a few thousand faults; measured in
+    docs/benchmarks.md). The process then keeps its peak heap between events, which a
+    long-lived actor or replica reaches on every event anyway.
+
+    Not applied (returns False) off Linux/glibc or with ``TRKX_RAY_MALLOC=dynamic``.
+    """
+    if os.environ.get(MALLOC_ENV, "").strip().lower() == "dynamic":
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL(None).mallopt  # the process's C library (musl: no mallopt)
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
 
 
 def apply_thread_limits(threads: int) -> None:

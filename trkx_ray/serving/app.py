@@ -17,7 +17,7 @@ whose replicas are :class:`TrackingService` objects. Each replica
   event loop stays free to read the next request and answer health checks); the
   ``noop`` pipeline, which does no work, runs its requests (the same decoding, checks
   and encoding) on the event loop instead, without the hop to that thread, and fixes
-  glibc's malloc thresholds (:func:`_fix_malloc_thresholds`) so that the per-request
+  glibc's malloc thresholds (:func:`fix_malloc_thresholds`) so that the per-request
   buffers are reused rather than faulted in from the kernel every time.
 
 Which cores: the lease is one ``flock``-ed lock file per core, held for the process's
@@ -47,7 +47,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -55,7 +54,12 @@ from typing import Any
 
 import numpy as np
 
-from trkx_ray.scaling.resources import apply_thread_limits, lease_cores, thread_env
+from trkx_ray.scaling.resources import (
+    apply_thread_limits,
+    fix_malloc_thresholds,
+    lease_cores,
+    thread_env,
+)
 from trkx_ray.serving import protocol
 from trkx_ray.serving.protocol import ProtocolError
 
@@ -285,10 +289,11 @@ class TrackingService:
         # for pile-up 200) run on the event loop, without the hop to the worker thread
         # and back (two thread switches and a future per request).
         self._inline = self.pipeline.config.kind == "noop"
-        # ... with glibc's malloc thresholds fixed: left dynamic, the event loop thread's
-        # arena gave every request's buffers back to the kernel and faulted them in
-        # again (~1,800 page faults, +6 ms of CPU per pile-up-200 request).
-        self.malloc_fixed = _fix_malloc_thresholds() if self._inline else False
+        # ... with glibc's malloc thresholds fixed (every replica): left dynamic, the
+        # event loop thread's arena gave every request's buffers back to the kernel and
+        # faulted them in again (~1,800 page faults, +6 ms of CPU per pile-up-200 noop
+        # request; ~200,000 faults per event in the real pipeline).
+        self.malloc_fixed = fix_malloc_thresholds()
         self.requests = 0
         self.errors_4xx = 0
         self.errors_5xx = 0
@@ -546,34 +551,6 @@ class TrackingService:
         """Serve's health probe: the pipeline exists (the constructor finished)."""
         if getattr(self, "pipeline", None) is None:  # pragma: no cover - defensive
             raise RuntimeError("pipeline not built")
-
-
-#: glibc ``mallopt`` parameters and the values :func:`_fix_malloc_thresholds` sets.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD = 32 << 20  # glibc's own ceiling for its dynamic threshold
-_TRIM_THRESHOLD = 128 << 20
-
-
-def _fix_malloc_thresholds() -> bool:
-    """Fix glibc's malloc thresholds for this process; False where that is not glibc.
-
-    glibc adapts its mmap threshold to the blocks freed and returns the free top of
-    an arena to the kernel above twice that; a thread that allocates and frees the
-    same few MB per request can then get fresh pages every time, each one a page
-    fault (~5 us on a VM). With the thresholds fixed (blocks below 32 MiB from the
-    arenas, up to 128 MiB of free memory kept), a request's buffers reuse the last
-    request's memory.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt  # the process's C library (not glibc: none)
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
 
 
 def _count_labels(track_id: np.ndarray) -> int:
