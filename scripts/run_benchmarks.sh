@@ -34,7 +34,8 @@ for what in $ALL; do
                 for _ in $(seq 120); do
                   curl -sf http://127.0.0.1:8765/v1/healthz >/dev/null 2>&1 && break; sleep 2
                 done
-                dur=40; [[ $cfg == noop ]] && dur=15
+                # ~9 s per pile-up-200 event: 120 s gives each client thread >= 13 answers
+                dur=${SERVE_DURATION:-120}; [[ $cfg == noop ]] && dur=${NOOP_DURATION:-15}
                 run $PY -m trkx_ray.loadgen --url http://127.0.0.1:8765 --pileup 200 --events 4 \
                   --concurrency 1,2 --duration $dur --out "$OUT/loadgen_$cfg" \
                   | tee "$OUT/loadgen_$cfg.txt"
