@@ -212,13 +212,11 @@ def _set_threads(threads: int) -> None:
 
     :func:`trkx_ray.scaling.resources.apply_thread_limits` does it, as for an actor
     (faiss's pool with faiss's own setter, since it may have started before
-    ``OMP_NUM_THREADS`` is set here). glibc's malloc thresholds are fixed as in the
-    actors and replicas (:func:`~trkx_ray.scaling.resources.fix_malloc_thresholds`).
+    ``OMP_NUM_THREADS`` is set here).
     """
-    from trkx_ray.scaling.resources import apply_thread_limits, fix_malloc_thresholds
+    from trkx_ray.scaling.resources import apply_thread_limits
 
     apply_thread_limits(threads)
-    fix_malloc_thresholds()  # as in an actor or a replica: each event reuses the last one's memory
 
 
 def _machine(device: str, threads: int) -> dict[str, Any]:

@@ -38,7 +38,6 @@ import numpy as np
 from trkx_ray.scaling.resources import (
     apply_thread_limits,
     bundle_core_offset,
-    fix_malloc_thresholds,
     lease_cores,
     machine_key,
     process_rss_mb,
@@ -153,7 +152,6 @@ class PipelineWorker:
             raise ValueError(f"actor {spec.index}: concurrency {spec.concurrency} must be "
                              f"between 1 and its {max(spec.cores, 1)} core(s)")
         apply_thread_limits(spec.threads)
-        self.malloc_fixed = fix_malloc_thresholds()  # reuse each event's buffers
         self._lock = threading.Lock()  # counters, when events run at once
         self.running = 0
         self.peak_running = 0  # most events seen running at once

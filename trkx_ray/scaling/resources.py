@@ -92,17 +92,18 @@ MALLOC_ENV = "TRKX_RAY_MALLOC"
 
 
 def fix_malloc_thresholds() -> bool:
-    """Fix glibc's malloc thresholds in this (pipeline) process; False where not applied.
+    """Fix glibc's malloc thresholds in this process; False where not applied.
 
-    A pipeline allocates and frees the same few hundred MB for every event (edge lists,
-    scores, the models' chunk buffers). glibc adapts its mmap threshold to the blocks
-    freed and gives the free top of an arena back to the kernel above twice that, so
-    every event faulted its buffers in afresh: ~200,000 minor page faults and 0.5-0.7 s
-    of system time per pile-up-200 event on one core of the development VM. With blocks
-    below 32 MiB served from the arenas and up to 256 MiB of free memory kept per arena,
-    an event reuses the last event's memory (a few thousand faults; measured in
-    docs/benchmarks.md). The process then keeps its peak heap between events, which a
-    long-lived actor or replica reaches on every event anyway.
+    glibc adapts its mmap threshold to the blocks freed and gives the free top of an
+    arena back to the kernel above twice that, so a process that allocates and frees
+    the same few MB again and again can fault its buffers in afresh every time (~5 us
+    per page on the development VM). With blocks below 32 MiB served from the arenas
+    and up to 256 MiB of free memory kept per arena, they reuse the last round's
+    memory. The ``noop`` service replica calls it (~1,800 faults and ~6 ms of CPU less
+    per pile-up-200 request). For the real pipeline it removes ~200,000 minor faults
+    and 0.5-0.7 s of system time per pile-up-200 event, but bench showed no wall-time
+    gain on one core (numpy's huge pages on fresh mappings offset it), so actors and
+    bench leave glibc's defaults.
 
     Not applied (returns False) off Linux/glibc or with ``TRKX_RAY_MALLOC=dynamic``.
     """

@@ -289,11 +289,12 @@ class TrackingService:
         # for pile-up 200) run on the event loop, without the hop to the worker thread
         # and back (two thread switches and a future per request).
         self._inline = self.pipeline.config.kind == "noop"
-        # ... with glibc's malloc thresholds fixed (every replica): left dynamic, the
-        # event loop thread's arena gave every request's buffers back to the kernel and
-        # faulted them in again (~1,800 page faults, +6 ms of CPU per pile-up-200 noop
-        # request; ~200,000 faults per event in the real pipeline).
-        self.malloc_fixed = fix_malloc_thresholds()
+        # ... with glibc's malloc thresholds fixed: left dynamic, the event loop thread's
+        # arena gave every request's buffers back to the kernel and faulted them in
+        # again (~1,800 page faults, +6 ms of CPU per pile-up-200 request). Not for the
+        # real pipeline: it saves ~0.5 s of system time per event but no measurable
+        # wall time on one core (docs/benchmarks.md, session 6).
+        self.malloc_fixed = fix_malloc_thresholds() if self._inline else False
         self.requests = 0
         self.errors_4xx = 0
         self.errors_5xx = 0
