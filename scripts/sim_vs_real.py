@@ -1016,7 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
         "--seed",
         type=int,
         nargs="+",
-        default=[900000, 900001],
+        default=[900000, 900001, 900002, 900003],
         help="simulation seeds, one thinned event each (validation seeds, never evaluation seeds)",
     )
     ap.add_argument("--md", default=str(ROOT / "docs/sim_vs_real.md"))
@@ -1087,7 +1087,7 @@ def main(argv: list[str] | None = None) -> int:
         real=_shown_path(args.real),
         seeds=", ".join(str(s) for s in seeds),
         command="python scripts/sim_vs_real.py"
-        + ("" if seeds == [900000, 900001] else f" --seed {seed_args}"),
+        + ("" if seeds == [900000, 900001, 900002, 900003] else f" --seed {seed_args}"),
         noise=100 * noise,
         n_real=real.num_hits,
         n_real_p=real.num_particles,
@@ -1210,6 +1210,19 @@ shipped radius; right: efficiency against pT).
 """
 
 FINDINGS = """## Findings (written by hand from the run with seeds 900000 and 900001, 2026-12-01)
+
+**Update (session 6, 2026-12-01): item 5 fixed, target met.** The simulator's secondaries
+are soft now (`SECONDARY_PT_COUNTS` in `trkx_ray/events/simulate.py`: the real sample's
+secondaries' spectrum below 0.5 GeV, the primaries the rest of the reference spectrum), and
+the shipped weights are session 6's. `python scripts/sim_vs_real.py` (now seeds
+900000-900003 by default, ~20 s): building efficiency pT > 1 real 94.4% +- 1.3, thinned
+simulation 94.7 / 93.6 / 92.6 / 95.4% (mean 94.1% +- 0.7): **gap +0.32 +- 1.5 points**,
+every seed within 1.8 points, so the <= 3-point target is met. Later stages (pT > 1):
+after the filter real 87.7%, simulation 82.7% (79.1-85.2%); after the GNN 85.8% against
+80.7%; tracking efficiency 86.8% against 84.2%, TrackML score 0.584 against 0.528. The
+tables and plots on this page are from this run; the text from here to the tables is the
+analysis of the run before the fix (seeds 900000-900001, session-5 weights), kept for its
+diagnosis.
 
 Commands: `python scripts/sim_vs_real.py` (this page and its plots; seeds 900000 900001;
 ~30 s on 2 cores) and, for the four-seed check quoted below, `python
