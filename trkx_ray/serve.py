@@ -24,7 +24,10 @@ stop) and the client.
 (``RAY_SERVE_ENABLE_DIRECT_INGRESS=1`` for the embedded Ray): each replica also
 answers HTTP itself on a port of its own (30000 up, on ``--host``), listed at
 ``GET /v1/endpoints``; the client and the load generator send there, so request
-bodies skip the proxy's Ray calls. The proxy URL keeps answering.
+bodies skip the proxy's Ray calls. The proxy URL keeps answering. ``--ingress raw``
+instead starts a minimal HTTP/1.1 server in each replica
+(:mod:`trkx_ray.serving.rawhttp`, a port the kernel picks on ``--host``) that reads
+each body straight into one buffer; those URLs are the ones listed then.
 
 Exit status: 0 after Ctrl-C (SIGINT), SIGTERM or a finished batch: the service
 prints ``SIGTERM: shutting down`` (or ``SIGINT: ...``), deletes its application,
@@ -103,12 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     http.add_argument("--max-ongoing", type=int, default=1,
                       help="requests one replica holds at once (default 1: a request goes to "
                       "a free replica; the others wait in Serve's proxy)")
-    http.add_argument("--ingress", choices=("direct", "proxy"), default="direct",
+    http.add_argument("--ingress", choices=("direct", "raw", "proxy"), default="direct",
                       help="direct (default): Serve's direct ingress, each replica also "
                       "answers HTTP on its own port (from 30000, same host), listed at "
                       "GET /v1/endpoints, and clients send there, skipping the proxy's Ray "
-                      "calls; proxy: everything goes through Serve's HTTP proxy. The proxy "
-                      "URL answers in both modes")
+                      "calls; raw: each replica runs its own minimal HTTP/1.1 server (a "
+                      "port the kernel picks, same host) that reads bodies straight into "
+                      "one buffer, listed at GET /v1/endpoints (the fastest for large "
+                      "events, docs/serving.md); proxy: everything goes through Serve's "
+                      "HTTP proxy. The proxy URL answers in every mode")
     http.add_argument("--access-log", action="store_true",
                       help="log every request (Serve's access log; off by default)")
     pipe = p.add_argument_group("pipeline")
@@ -173,7 +179,8 @@ def settings_from_args(args: argparse.Namespace, cluster_cpus: float) -> Service
         cores=args.cores_per_replica, min_replicas=args.min_replicas,
         max_replicas=args.max_replicas, target_ongoing=args.target_ongoing,
         max_ongoing=args.max_ongoing, max_request_bytes=int(args.max_request_mb * 2**20),
-        warmup_hits=args.warmup_hits)
+        warmup_hits=args.warmup_hits,
+        raw_ingress_host=args.host if args.ingress == "raw" else None)
 
 
 def _run_batch(url: str, args: argparse.Namespace) -> int:
@@ -267,12 +274,12 @@ def main(argv: list[str] | None = None) -> int:
                    if settings.autoscaling else ""))
         print(f"trkx_ray service: {url}  (POST {url}/v1/track; {mode}; config "
               f"{settings.config})", flush=True)
-        direct = direct_urls(url) if args.ingress == "direct" else []
+        direct = direct_urls(url) if args.ingress in ("direct", "raw") else []
         if direct:
-            print(f"direct ingress (one URL per replica, listed at {url}/v1/endpoints): "
-                  + " ".join(direct), flush=True)
-        elif args.ingress == "direct":
-            print("direct ingress: not available on this Ray; clients use the proxy URL",
+            print(f"{args.ingress} ingress (one URL per replica, listed at "
+                  f"{url}/v1/endpoints): " + " ".join(direct), flush=True)
+        elif args.ingress != "proxy":
+            print(f"{args.ingress} ingress: not available; clients use the proxy URL",
                   flush=True)
         if args.input is not None:
             status = _run_batch(url, args)

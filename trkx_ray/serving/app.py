@@ -37,7 +37,12 @@ HTTP routes (the protocol is :mod:`trkx_ray.serving.protocol`, ``docs/serving.md
   answers ``GET /-/healthz``);
 * ``GET /v1/endpoints``: the replicas' own HTTP addresses under Serve's direct
   ingress (``{"direct": true, "urls": [...]}``), for clients that send straight
-  to a replica instead of through Serve's proxy.
+  to a replica instead of through Serve's proxy; with the raw ingress
+  (``raw_ingress_host``, ``python -m trkx_ray.serve --ingress raw``) the addresses of
+  the replicas' own minimal HTTP/1.1 servers (:mod:`trkx_ray.serving.rawhttp`), which
+  answer ``POST /v1/track``, ``GET /v1/info`` and ``GET /v1/healthz`` the same way.
+  Each replica registers its address with a small named actor
+  (:data:`RAW_REGISTRY_NAME`); the list holds only replicas Serve reports running.
 """
 
 from __future__ import annotations
@@ -82,6 +87,42 @@ TRACK_PATH = "/v1/track"
 INFO_PATH = "/v1/info"
 HEALTH_PATH = "/v1/healthz"
 ENDPOINTS_PATH = "/v1/endpoints"
+#: the named actor (Serve's namespace) where replicas register their raw-ingress URLs
+RAW_REGISTRY_NAME = "trkx_ray_raw_ingress"
+
+
+class RawIngressRegistry:
+    """Replica id -> raw-ingress URL (a Ray actor with no CPU, see :func:`raw_registry`)."""
+
+    def __init__(self) -> None:
+        self.urls: dict[str, str] = {}
+
+    def register(self, replica_id: str, url: str) -> None:
+        """Record (or replace) one replica's URL."""
+        self.urls[replica_id] = url
+
+    def unregister(self, replica_id: str) -> None:
+        """Forget one replica."""
+        self.urls.pop(replica_id, None)
+
+    def all(self) -> dict[str, str]:
+        """Every registered replica's URL."""
+        return dict(self.urls)
+
+
+def raw_registry(create: bool = True) -> Any:
+    """The registry actor (created detached in Serve's namespace when ``create``), or None."""
+    import ray
+    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    if not create:
+        try:
+            return ray.get_actor(RAW_REGISTRY_NAME, namespace=SERVE_NAMESPACE)
+        except ValueError:
+            return None
+    return ray.remote(num_cpus=0)(RawIngressRegistry).options(
+        name=RAW_REGISTRY_NAME, namespace=SERVE_NAMESPACE, lifetime="detached",
+        get_if_exists=True, max_restarts=-1).remote()
 
 
 @dataclass(frozen=True)
@@ -106,6 +147,8 @@ class ServiceSettings:
         max_request_bytes: request body limit (413 above it).
         warmup_hits: hits of the random warm-up event (0: no warm-up).
         pin: pin replicas to cores (Linux).
+        raw_ingress_host: address each replica's raw HTTP/1.1 server binds (a port the
+            kernel picks; :mod:`trkx_ray.serving.rawhttp`), None: no raw ingress.
     """
 
     config: str = "default"
@@ -121,6 +164,7 @@ class ServiceSettings:
     max_request_bytes: int = protocol.DEFAULT_MAX_REQUEST_BYTES
     warmup_hits: int = 2000
     pin: bool = True
+    raw_ingress_host: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("cpu", "gpu"):
@@ -299,9 +343,58 @@ class TrackingService:
         self.errors_4xx = 0
         self.errors_5xx = 0
         self.busy_s = 0.0
+        self._raw: Any = None  # RawHttpServer with --ingress raw
+        self._replica_id = ""
+        if s.raw_ingress_host:
+            self._start_raw(s.raw_ingress_host)
         log.info("replica rank %d ready: pid %d, cores %s, %r, build %.2f s, warm-up %.2f s",
                  self.local_rank, self.pid, self.cores, self.pipeline, self.build_s,
                  self.warmup_s)
+
+    def _start_raw(self, host: str) -> None:
+        """Start this replica's raw HTTP/1.1 server and register its URL."""
+        import ray
+
+        from trkx_ray.serving.rawhttp import RawHttpServer
+
+        self._raw = RawHttpServer(self._raw_request, host=host, port=0,
+                                  max_body=self.settings.max_request_bytes)
+        url = self._raw.start()
+        try:
+            from ray import serve
+
+            self._replica_id = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # noqa: BLE001 - outside Serve (tests of the class): no registry
+            self._replica_id = ""
+        if self._replica_id:
+            ray.get(raw_registry().register.remote(self._replica_id, url))
+        log.info("replica rank %d: raw ingress on %s", self.local_rank, url)
+
+    async def _raw_request(self, method: str, path: str, headers: dict[str, str],
+                           body: bytearray) -> tuple[int, bytes, str, dict[str, str]]:
+        """One request of the raw ingress (on its own event loop)."""
+        path = path.rstrip("/") or "/"
+        if path == TRACK_PATH and method == "POST":
+            status, data, media, extra = await self.track(body, headers)
+            return status, data, media, extra
+        if path == TRACK_PATH:
+            reply = _error(405, f"{TRACK_PATH} takes POST (got {method})")
+        elif path in (INFO_PATH, "/") and method == "GET":
+            reply = _Reply(200, json.dumps(self.info()).encode(), protocol.JSON)
+        elif path == HEALTH_PATH and method == "GET":
+            reply = _Reply(200, b"ok", "text/plain")
+        else:
+            reply = _error(404, f"no route {method} {path!r} on a replica's raw ingress: "
+                                f"POST {TRACK_PATH}, GET {INFO_PATH}, GET {HEALTH_PATH} "
+                                f"({ENDPOINTS_PATH} is on the service's URL)")
+        if 400 <= reply.status < 500:
+            self.errors_4xx += 1
+        return reply.status, reply.body, reply.media_type, reply.headers
+
+    def __del__(self) -> None:
+        raw = getattr(self, "_raw", None)
+        if raw is not None:
+            raw.stop(timeout=1.0)
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:
@@ -340,6 +433,7 @@ class TrackingService:
             "busy_s": self.busy_s,
             "inline_requests": self._inline,
             "malloc_thresholds_fixed": self.malloc_fixed,
+            "raw_ingress": self._raw.stats() if self._raw is not None else None,
             "settings": asdict(self.settings),
         }
 
@@ -453,6 +547,8 @@ class TrackingService:
         "targets"; the list comes from it (a Ray 2.60 controller method, not a
         public API: on any other Ray it is empty and clients use the proxy).
         """
+        if self.settings.raw_ingress_host:
+            return await self._raw_endpoints()
         try:
             from ray.serve._private import constants
 
@@ -481,6 +577,36 @@ class TrackingService:
         except Exception as exc:  # noqa: BLE001 - any Ray change: clients use the proxy
             log.info("direct-ingress endpoints unavailable: %s", exc)
             return {"direct": False, "urls": [], "error": f"{type(exc).__name__}: {exc}"}
+
+    async def _raw_endpoints(self) -> dict[str, Any]:
+        """The raw-ingress URLs of the replicas Serve reports running."""
+        try:
+            import ray
+            from ray.serve._private import constants
+
+            registry = raw_registry(create=False)
+            if registry is None:
+                return {"direct": False, "ingress": "raw", "urls": []}
+            controller = getattr(self, "_controller", None)
+            if controller is None:
+                controller = ray.get_actor(constants.SERVE_CONTROLLER_NAME,
+                                           namespace=constants.SERVE_NAMESPACE)
+                self._controller = controller
+            details = await controller.get_serve_instance_details.remote()
+            registered = await registry.all.remote()
+            app = (details.get("applications") or {}).get(APP_NAME) or {}
+            running = set()
+            for deployment in (app.get("deployments") or {}).values():
+                for replica in deployment.get("replicas") or []:
+                    state = str(replica.get("state", ""))
+                    if state.upper().endswith("RUNNING"):
+                        running.add(str(replica.get("replica_id")))
+            urls = sorted(url for rid, url in registered.items() if rid in running)
+            return {"direct": bool(urls), "ingress": "raw", "urls": urls}
+        except Exception as exc:  # noqa: BLE001 - any Ray change: clients use the proxy
+            log.info("raw-ingress endpoints unavailable: %s", exc)
+            return {"direct": False, "ingress": "raw", "urls": [],
+                    "error": f"{type(exc).__name__}: {exc}"}
 
     async def __call__(self, request: Any) -> Any:
         """Route one HTTP request (Starlette ``Request`` in, ``Response`` out)."""

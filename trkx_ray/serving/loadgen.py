@@ -384,16 +384,25 @@ def _answer_ok(data: bytes, response: Any, payload: Payload) -> bool:
 
 
 def direct_targets(base: str, timeout_s: float = 30.0) -> list[str]:
-    """The replicas' direct-ingress URLs from ``GET /v1/endpoints`` (empty: none)."""
+    """The replicas' own URLs from ``GET /v1/endpoints`` (empty: none)."""
+    return _endpoints(base, timeout_s)[0]
+
+
+def _endpoints(base: str, timeout_s: float = 30.0) -> tuple[list[str], str]:
+    """``(urls, ingress)``: the replicas' own URLs and their kind (``direct``: Serve's
+    direct ingress, ``raw``: the replicas' raw HTTP/1.1 servers); ``([], "proxy")``
+    when there are none."""
     import requests
 
     try:
         r = requests.get(f"{base}/v1/endpoints", timeout=timeout_s)
         if r.status_code != 200:
-            return []
-        return [str(u).rstrip("/") for u in r.json().get("urls", [])]
+            return [], "proxy"
+        info = r.json()
+        urls = [str(u).rstrip("/") for u in info.get("urls", [])]
+        return urls, (str(info.get("ingress", "direct")) if urls else "proxy")
     except (requests.RequestException, ValueError, AttributeError):
-        return []
+        return [], "proxy"
 
 
 def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s: float,
@@ -409,9 +418,9 @@ def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s
     import requests
 
     base = base_url(url)
-    targets = direct_targets(base) if direct else []
+    targets, ingress = _endpoints(base) if direct else ([], "proxy")
     if progress:
-        print("sending to " + (", ".join(targets) + " (direct ingress)" if targets
+        print("sending to " + (", ".join(targets) + f" ({ingress} ingress)" if targets
                                else f"{base} (Serve's proxy)"), flush=True)
     if not payloads:
         raise ValueError("no events to send (empty --input directory?)")
@@ -437,7 +446,7 @@ def run_loadgen(url: str, payloads: list[Payload], levels: list[int], duration_s
     return {
         "rows": rows,
         "url": base,
-        "ingress": "direct" if targets else "proxy",
+        "ingress": ingress,
         "targets": targets or [base],
         "duration_s": duration_s,
         "max_requests": max_requests,
@@ -468,7 +477,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "# Load test",
         "",
         f"Service {report.get('url')}: {what}; requests "
-        + ("straight to the replicas (direct ingress)" if report.get("ingress") == "direct"
+        + (f"straight to the replicas ({report.get('ingress')} ingress)"
+           if report.get("ingress") in ("direct", "raw")
            else "through Serve's HTTP proxy") + ".",
         f"Events: {pay.get('events', '?')} from {src}, {pay.get('format', '?')} "
         f"({'with' if pay.get('cells') else 'without'} cells, "

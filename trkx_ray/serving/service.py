@@ -67,6 +67,7 @@ def plan_settings(
     max_ongoing: int = 1,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     warmup_hits: int = 2000,
+    raw_ingress_host: str | None = None,
 ) -> ServiceSettings:
     """The deployment's settings for a cluster whose Ray sees ``cluster_cpus`` CPUs.
 
@@ -97,6 +98,7 @@ def plan_settings(
         min_replicas=min_replicas, max_replicas=max_replicas,
         target_ongoing_requests=target_ongoing, max_ongoing_requests=max_ongoing,
         max_request_bytes=max_request_bytes, warmup_hits=warmup_hits,
+        raw_ingress_host=raw_ingress_host,
     )
 
 
@@ -158,6 +160,13 @@ def stop_service(*, whole_serve: bool = True) -> None:
             serve.shutdown()
         else:
             serve.delete(APP_NAME)
+        from trkx_ray.serving.app import raw_registry
+
+        registry = raw_registry(create=False)  # the raw ingress's URL list, if any
+        if registry is not None:
+            import ray
+
+            ray.kill(registry, no_restart=True)
     except Exception as exc:  # noqa: BLE001 - shutting down: report and go on
         log.warning("serve shutdown: %s", exc)
 
