@@ -27,9 +27,11 @@ for what in $ALL; do
                 --gpus 0 --events 16 --pileup 200 --out "$OUT/scaling" | tee "$OUT/study.txt" ;;
     run)      run $PY -m trkx_ray.run --report "$OUT/run.json" 2>&1 | tee "$OUT/run.txt" ;;
     serve)    # the service beside run: 2 x 1-core replicas, pile-up 200, then noop
-              for cfg in default noop; do
+              # (Serve's direct ingress, the default, then the replicas' raw HTTP servers)
+              for variant in default:direct noop:direct noop:raw; do
+                cfg=${variant%%:*}; ingress=${variant##*:}; tag=$cfg; [[ $ingress == raw ]] && tag=${cfg}_raw
                 $PY -m trkx_ray.serve --cpu-replicas 2 --cores-per-replica 1 --port 8765 \
-                  --config $cfg > "$OUT/serve_$cfg.log" 2>&1 &
+                  --config $cfg --ingress $ingress > "$OUT/serve_$tag.log" 2>&1 &
                 pid=$!
                 for _ in $(seq 120); do
                   curl -sf http://127.0.0.1:8765/v1/healthz >/dev/null 2>&1 && break; sleep 2
@@ -37,8 +39,8 @@ for what in $ALL; do
                 # ~9 s per pile-up-200 event: 120 s gives each client thread >= 13 answers
                 dur=${SERVE_DURATION:-120}; [[ $cfg == noop ]] && dur=${NOOP_DURATION:-15}
                 run $PY -m trkx_ray.loadgen --url http://127.0.0.1:8765 --pileup 200 --events 4 \
-                  --concurrency 1,2 --duration $dur --out "$OUT/loadgen_$cfg" \
-                  | tee "$OUT/loadgen_$cfg.txt"
+                  --concurrency 1,2 --duration $dur --out "$OUT/loadgen_$tag" \
+                  | tee "$OUT/loadgen_$tag.txt"
                 kill -TERM $pid; wait $pid || true  # (a background job ignores SIGINT)
               done ;;
     driver)   run $PY -m trkx_ray.run --config noop --pileup 200 --pool 4 --events 3000 \

@@ -315,7 +315,8 @@ def stop(procs: list[subprocess.Popen]) -> None:
 SERVICE_LOG: list[str] = []  # the last lines the service printed
 
 
-def start_service(replicas: int, extra_env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+def start_service(replicas: int, extra_env: dict[str, str],
+                  ingress: str = "direct") -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = dict(os.environ, **extra_env)
     env.pop("RAY_ADDRESS", None)
@@ -324,7 +325,7 @@ def start_service(replicas: int, extra_env: dict[str, str]) -> tuple[subprocess.
         x for x in env.get("PYTHONPATH", "").split(os.pathsep) if x])
     cmd = [sys.executable, "-m", "trkx_ray.serve", "--config", "noop", "--cpu-replicas",
            str(replicas), "--cores-per-replica", "1", "--port", str(port),
-           "--warmup-hits", "0"]
+           "--warmup-hits", "0", "--ingress", ingress]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, cwd=ROOT)
     assert proc.stdout is not None
@@ -333,7 +334,7 @@ def start_service(replicas: int, extra_env: dict[str, str]) -> tuple[subprocess.
         SERVICE_LOG.append(line.rstrip())
         if line.startswith("trkx_ray service: "):
             url = line.split()[2]
-        if line.startswith(("direct ingress", "serving until")):
+        if line.startswith(("direct ingress", "raw ingress", "serving until")):
             break
     if not url:
         proc.kill()
@@ -635,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "default 16 MiB; uvicorn's own is 64 KiB)")
     p.add_argument("--url", default=None,
                    help="a running noop service to measure instead of starting one")
+    p.add_argument("--ingress", choices=("direct", "raw", "proxy"), default="direct",
+                   help="the serve variant's ingress (python -m trkx_ray.serve --ingress; "
+                   "default direct)")
     p.add_argument("--serve-env", action="append", default=[], metavar="KEY=VALUE",
                    help="environment of the service started here (its embedded Ray and "
                    "replicas inherit it), e.g. RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD=0")
@@ -708,8 +712,9 @@ def main(argv: list[str] | None = None) -> int:
                 base = args.url.rstrip("/")
             else:
                 extra_env = dict(kv.split("=", 1) for kv in args.serve_env)
-                service, base = start_service(args.servers, extra_env)
+                service, base = start_service(args.servers, extra_env, args.ingress)
                 info["serve_env"] = extra_env
+                info["ingress"] = args.ingress
             urls["serve"] = [str(u).rstrip("/") for u in
                              requests.get(f"{base}/v1/endpoints", timeout=30).json()["urls"]]
             if not urls["serve"]:
