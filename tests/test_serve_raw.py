@@ -380,3 +380,39 @@ def test_sigterm_shuts_down_cleanly(raw_service):
     assert proc.returncode == 0 and "Traceback" not in text, text[-3000:]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{url}/-/healthz", timeout=5)
+
+
+def test_bodies_in_flight_are_bounded():
+    """Connections that announce bodies and send nothing cannot take the memory: beyond
+    ``max_pending`` bytes being received the next one gets 503 with Retry-After, and the
+    budget comes back when a connection finishes or goes away."""
+
+    async def handler(method, path, headers, body):
+        return 200, str(len(body)).encode(), "text/plain", {}
+
+    server = RawHttpServer(handler, port=0, max_body=1000, max_pending=2500)
+    server.start()
+    try:
+        held = []
+        for _ in range(2):  # 2 x 1000 bytes announced, none sent
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
+            held.append(sock)
+        time.sleep(0.2)
+        assert server.stats()["pending_bytes"] == 2000
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST / HTTP/1.1\r\nContent-Length: 1000\r\n\r\n")
+            data = _recv_until_closed(sock)
+        assert data.startswith(b"HTTP/1.1 503 ") and b"Retry-After: 1" in data
+        held[0].sendall(b"x" * 1000)  # one finishes ...
+        assert _recv_answers(held[0], 1).endswith(b"1000")
+        held[1].close()  # ... one goes away
+        time.sleep(0.2)
+        assert server.stats()["pending_bytes"] == 0
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        conn.request("POST", "/", body=b"y" * 1000)
+        assert conn.getresponse().read() == b"1000"
+        conn.close()
+        held[0].close()
+    finally:
+        server.stop()

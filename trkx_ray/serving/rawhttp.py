@@ -15,8 +15,11 @@ on a thread and event loop of its own, beside Serve's own servers:
   requests answered in order, ``Expect: 100-continue`` (curl sends it for large bodies),
   ``Connection: close``.
 * Limits: request head 64 KiB and 100 header lines (431), body ``max_body`` bytes (413,
-  refused before it is read, then the connection is closed), 60 s without progress in
-  the middle of a request closes the connection.
+  refused before it is read, then the connection is closed), bodies being received at
+  once on all connections ``max_pending`` bytes (default 4 x ``max_body``; beyond it 503
+  with ``Retry-After``, so that many connections announcing large bodies cannot take
+  the replica's memory), 60 s without progress in the middle of a request closes the
+  connection.
 * It runs no code from requests: the handler gets the method, the path, the headers
   (names in lower case) and the body bytes.
 """
@@ -91,6 +94,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.request: tuple[str, str, dict[str, str], bool] | None = None
         self.busy = False
         self.closed = False
+        self.pending = 0  # bytes of the body being received, counted in server.pending
         self.last = time.monotonic()
         self.t_body = 0.0
 
@@ -101,7 +105,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
         self.closed = True
+        self._release()
         self.server._connections.discard(self)
+
+    def _release(self) -> None:
+        self.server.pending -= self.pending
+        self.pending = 0
 
     def get_buffer(self, sizehint: int) -> memoryview:  # noqa: D102
         if self.body_view is not None:
@@ -139,6 +148,13 @@ class _Connection(asyncio.BufferedProtocol):
         rest = self.head[end + 4:]
         self.request = (method, path, headers, close)
         self.body = bytearray(length)
+        if self.server.pending + length > self.server.max_pending:
+            self._refuse(503, f"{self.server.pending} bytes of request bodies are being "
+                              f"received already (limit {self.server.max_pending}): "
+                              "retry later", {"Retry-After": "1"})
+            return
+        self.server.pending += length
+        self.pending = length
         take = min(len(rest), length)
         self.body[:take] = rest[:take]
         self.head = bytearray(rest[take:])
@@ -198,6 +214,7 @@ class _Connection(asyncio.BufferedProtocol):
         assert self.request is not None and self.body is not None
         method, path, headers, close = self.request
         body = self.body
+        self._release()
         headers["x-trkx-receive-s"] = f"{time.perf_counter() - self.t_body:.6f}"
         self.request = None
         self.body = None
@@ -239,7 +256,7 @@ class _Connection(asyncio.BufferedProtocol):
         if close:
             self.transport.close()
 
-    def _refuse(self, status: int, message: str) -> None:
+    def _refuse(self, status: int, message: str, extra: dict[str, str] | None = None) -> None:
         """A malformed or refused request: answer it and close (its body is not read)."""
         import json
 
@@ -248,7 +265,8 @@ class _Connection(asyncio.BufferedProtocol):
         body = json.dumps({"error": message, "status": status}).encode()
         self.head = bytearray()
         self.body = self.body_view = None
-        self._send(status, body, "application/json", {"X-Trkx-Error": message}, True)
+        self._send(status, body, "application/json",
+                   {"X-Trkx-Error": message, **(extra or {})}, True)
 
 
 class RawHttpServer:
@@ -260,14 +278,18 @@ class RawHttpServer:
         host: address to bind (the service's ``--host``: loopback by default).
         port: port to bind (0: one the kernel picks).
         max_body: largest body accepted, bytes (413 above it).
+        max_pending: bytes of bodies received at once on all connections (503 above
+            it); default ``4 * max_body``.
     """
 
     def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 0,
-                 max_body: int = 64 * 2**20) -> None:
+                 max_body: int = 64 * 2**20, max_pending: int | None = None) -> None:
         self.handler = handler
         self.host = host
         self.port = port
         self.max_body = int(max_body)
+        self.max_pending = int(max_pending if max_pending is not None else 4 * max_body)
+        self.pending = 0
         self.refused = 0
         self.loop = asyncio.new_event_loop()
         self._connections: set[_Connection] = set()
@@ -345,4 +367,5 @@ class RawHttpServer:
     def stats(self) -> dict[str, Any]:
         """Open connections and refused requests."""
         return {"url": self.url, "connections": len(self._connections),
-                "refused": self.refused}
+                "refused": self.refused, "pending_bytes": self.pending,
+                "max_pending_bytes": self.max_pending}
