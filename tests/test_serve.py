@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from serve_helpers import serve_subprocess
 
 from trkx_ray.events import load_event
 from trkx_ray.events.event import Event
@@ -33,67 +33,21 @@ pytestmark = pytest.mark.ray
 MAX_REQUEST_MB = 4
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Service:
-    def __init__(self, proc: subprocess.Popen, url: str, lines: list[str]) -> None:
-        self.proc = proc
-        self.url = url
-        self.lines = lines
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-
 @pytest.fixture(scope="module")
 def service():
-    port = _free_port()
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "trkx_ray.serve", "--cpu-replicas", "2",
-           "--cores-per-replica", "1", "--port", str(port), "--warmup-hits", "500",
-           "--max-request-mb", str(MAX_REQUEST_MB)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    lines: list[str] = []
-    ready = threading.Event()
-    url = [""]
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("trkx_ray service: "):
-                url[0] = line.split()[2]
-                ready.set()
-        ready.set()
-
-    pumper = threading.Thread(target=pump, daemon=True)
-    pumper.start()
-    try:
-        ready.wait(240)
-        if not url[0]:
-            pytest.fail("service did not start:\n" + "\n".join(lines[-40:]))
-        yield _Service(proc, url[0], lines)
-    finally:
+    args = ["--cpu-replicas", "2", "--cores-per-replica", "1", "--warmup-hits", "500",
+            "--max-request-mb", str(MAX_REQUEST_MB)]
+    with serve_subprocess(args) as running:
+        yield running
+        proc = running.proc
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(90)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
                 pytest.fail("service did not shut down within 90 s of Ctrl-C")
-            finally:
-                pumper.join(10)
-                if proc.stdout is not None:
-                    proc.stdout.close()
-    assert proc.returncode == 0, "\n".join(lines[-40:])
-    assert any("SIGINT: shutting down" in ln for ln in lines)
+    assert proc.returncode == 0, "\n".join(running.lines[-40:])
+    assert any("SIGINT: shutting down" in ln for ln in running.lines)
 
 
 @pytest.fixture(scope="module")

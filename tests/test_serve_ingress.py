@@ -11,18 +11,15 @@ everything down with a one-line message and exit status 0 (Ctrl-C is checked by
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 import requests
+from serve_helpers import serve_subprocess
 
 from trkx_ray.events import load_event
 from trkx_ray.serve import Client
@@ -31,49 +28,13 @@ from trkx_ray.serving import protocol
 pytestmark = pytest.mark.ray
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def noop_service():
-    port = _free_port()
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    cmd = [sys.executable, "-m", "trkx_ray.serve", "--config", "noop", "--cpu-replicas", "2",
-           "--cores-per-replica", "1", "--port", str(port), "--warmup-hits", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env, start_new_session=True)
-    lines: list[str] = []
-    ready = threading.Event()
-    url = [""]
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if line.startswith("trkx_ray service: "):
-                url[0] = line.split()[2]
-            if line.startswith(("direct ingress", "serving until")):
-                ready.set()
-        ready.set()
-
-    pumper = threading.Thread(target=pump, daemon=True)
-    pumper.start()
-    try:
-        ready.wait(240)
-        if not url[0]:
-            pytest.fail("service did not start:\n" + "\n".join(lines[-40:]))
-        yield proc, url[0], lines
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        pumper.join(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    args = ["--config", "noop", "--cpu-replicas", "2", "--cores-per-replica", "1",
+            "--warmup-hits", "0"]
+    with serve_subprocess(args, ready=("direct ingress", "serving until"),
+                          stop_signal=signal.SIGTERM) as service:
+        yield service.proc, service.url, service.lines
 
 
 @pytest.fixture(scope="module")
