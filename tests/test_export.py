@@ -33,6 +33,7 @@ from trkx_ray.pipeline.onnx_runtime import OnnxModels, provider_name  # noqa: E4
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-4  # max abs difference, fp32
+GNN_SCORE_TOL = 3e-4  # the GNN's sigmoid scores on a full event (see _parity_full_event)
 
 
 @pytest.fixture(autouse=True)
@@ -202,7 +203,11 @@ def _parity_full_event(exported, event, orient_edges) -> None:
         "filter": (flt_t.sigmoid() - flt_o.sigmoid()).abs().max().item(),
         "gnn": (gnn_t.sigmoid() - gnn_o.sigmoid()).abs().max().item(),
     }
-    assert max(diffs.values()) <= TOL, diffs
+    # the GNN's scores: its 4 message-passing iterations sum ~10^5 float32 messages in an
+    # order that differs between torch and onnxruntime (measured 1.1e-4 with the
+    # session-7 weights); the logit check below catches a lost or doubled message
+    assert diffs["embedding"] <= TOL and diffs["filter"] <= TOL, diffs
+    assert diffs["gnn"] <= GNN_SCORE_TOL, diffs
     for logit_t, logit_o in ((flt_t, flt_o), (gnn_t, gnn_o)):
         scale = logit_t.abs().max().item()
         # fp32 rounding over 4 message-passing iterations: ~1e-5 of the logits' scale
