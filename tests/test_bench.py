@@ -228,3 +228,18 @@ def test_backends_models_torch_vs_onnx(tmp_path, monkeypatch):
     # the same inputs through both runtimes: fp32 outputs agree
     assert max(report["max_abs_diff_vs_torch_fp32"].values()) <= 1e-4
     assert report["num_edges"]["filtering"] >= report["num_edges"]["gnn"] >= 0
+
+
+def test_bench_precision_flag_forces_every_config():
+    from trkx_ray.bench import build_parser
+    from trkx_ray.benchmarks import bench_configs
+
+    own = bench_configs("cpu")
+    forced = bench_configs("cpu", "fp32")
+    assert {c["precision"] for c in forced.values()} == {"fp32"}
+    assert own["+FRNN"]["precision"] == "auto" and own["Baseline"]["precision"] == "fp32"
+    for name in own:  # only the precision changes
+        assert {**own[name], "precision": "fp32"} == forced[name]
+    assert build_parser().parse_args(["--precision", "fp32"]).precision == "fp32"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--precision", "int8"])

@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="simulation seed of the first event")
     p.add_argument("--config", default="default", help="base pipeline config (name or YAML)")
     p.add_argument(
+        "--precision", choices=("fp32", "bf16", "fp16", "auto"), default=None,
+        help="force this precision in every config (default: each config's own; e.g. "
+        "fp32 on a CPU with native bf16 to see what mixed precision buys)",
+    )
+    p.add_argument(
         "--only", default=None, help="comma-separated subset of configs, e.g. '+AMP,+FRNN'"
     )
     p.add_argument(
@@ -104,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         events=args.events, pileup=args.pileup, input=args.input, device=args.device,
         threads=args.threads, warmup=args.warmup, baseline_events=args.baseline_events,
         seed=args.seed, config=args.config, only=only, backends=args.backends,
-        repeats=args.repeats, include_slow=args.include_slow)
+        repeats=args.repeats, include_slow=args.include_slow, precision=args.precision)
     try:
         if settings.backends == "models":
             report = run_models(settings)

@@ -151,24 +151,29 @@ class BenchSettings:
     backends: str | None = None
     repeats: int = 3
     include_slow: bool = False
+    precision: str | None = None
 
 
-def bench_configs(device: str) -> dict[str, dict[str, Any]]:
+def bench_configs(device: str, precision: str | None = None) -> dict[str, dict[str, Any]]:
     """The five configurations as ``load_config`` overrides for ``device``.
 
     Args:
         device: ``cpu`` or ``cuda[:N]``.
+        precision: force this precision in every configuration (``bench
+            --precision``: e.g. fp32 on a bf16 machine, to see what mixed precision
+            buys); None: each configuration's own.
 
     Returns:
         ``{name: overrides}`` in table order.
     """
     cuda = device.startswith("cuda")
+    forced = precision
     out = {}
     for name, spec in BENCH_CONFIGS.items():
         labeling = spec["labeling"]
         if labeling == "CC":
             labeling = "torch" if cuda else "scipy"
-        precision = spec["precision"]
+        precision = spec["precision"] if forced is None else forced
         if precision == "AMP":
             precision = "auto"
         out[name] = {
@@ -557,13 +562,13 @@ def run_bench(args: BenchSettings) -> dict[str, Any]:
         "pileup": args.pileup if args.input is None else None,
         "input": str(args.input) if args.input is not None else None,
         "base_config": str(args.config),
-        "overrides": bench_configs(args.device),
+        "overrides": bench_configs(args.device, args.precision),
         "machine": _machine(args.device, args.threads),
         "command": " ".join(["python -m trkx_ray.bench", *sys.argv[1:]]),
     }
     with tempfile.TemporaryDirectory(prefix="trkx_bench_") as tmp:
         prefixes = _prepare_events(args, Path(tmp))
-        for name, overrides in bench_configs(args.device).items():
+        for name, overrides in bench_configs(args.device, args.precision).items():
             if args.only and name not in args.only:
                 continue
             events = prefixes[: args.baseline_events] if name == "Baseline" else prefixes
