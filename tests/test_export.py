@@ -139,7 +139,9 @@ def test_gnn_scatter_add_accumulates_repeated_indices(exported):
     for _ in range(5):  # a data race would show up as a run-to-run difference
         got = gnn(x, edges).numpy()
         assert got.shape == (e,)
-        assert np.abs(got - want).max() <= TOL
+        # logits of hub edges reach hundreds: float32 rounding is relative there
+        # (1e-6 ~ 8 ulp); one lost message of the hub's thousands moves them far more
+        assert np.all(np.abs(got - want) <= TOL + 1e-6 * np.abs(want))
     # without accumulation the hub's aggregate would be one message: far off
     assert np.abs(want).max() > 10 * TOL
 
