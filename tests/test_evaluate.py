@@ -58,6 +58,12 @@ def test_cli_on_real_sample(tmp_path, data_dir, capsys):
     s = figures["summary"]
     assert s["events"] == 1
     assert set(s["edges"]) == {"build_edges", "filtering", "gnn"}
+    # the pT > 1 edge efficiency split by region adds up to the stage's efficiency
+    for stage, per in s["edge_regions"].items():
+        n_true = sum(v["n_true_edges"] for v in per.values())
+        n_found = sum(v["n_true_found"] for v in per.values())
+        assert n_true > 0 and per["pixel barrel"]["n_true_edges"] > 0
+        assert n_found / n_true == pytest.approx(s["edges"][stage]["pt>1"]["efficiency"])
     assert 0.0 <= s["trackml_score"] <= 1.0
     assert (tracks / "event000000001-submission.csv").is_file()
     assert "TrackML score" in capsys.readouterr().out

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trkx_ray.events import Event, load_event
-from trkx_ray.metrics import edge_metrics, match_tracks, tracking_metrics, trackml_score, true_edges
+from trkx_ray.metrics import (
+    EDGE_REGIONS,
+    edge_metrics,
+    edge_regions,
+    match_tracks,
+    tracking_metrics,
+    trackml_score,
+    true_edges,
+)
 
 # -- reference: the trackml-library's sorted scan, followed literally (test-only) ----
 
@@ -362,6 +370,34 @@ def test_edge_metrics_hand_built() -> None:
         edge_metrics(ev, np.array([[0], [6]]))
     with pytest.raises(ValueError, match="shape"):
         edge_metrics(ev, np.array([0, 1]))
+
+
+def test_edge_metrics_by_region() -> None:
+    xyz = [[0, 0, 40], [50, 0, 0], [0, 0, 20], [0, 0, 30], [5, 0, 0], [0, 0, 21]]
+    ev = make_event(
+        [5, 6, 5, 5, 6, 0], xyz=xyz, particles={5: (0, 0, 10, 1, 0), 6: (0, 0, 0, 0.3, 0)}
+    )
+    # true edges (0,3): pixel barrel; (1,4): pixel endcap disk; (2,3): strip barrel to pixel
+    ev.hits["volume_id"][:] = [8, 9, 13, 8, 9, 99]
+    truth = true_edges(ev)
+    assert [EDGE_REGIONS[i] for i in edge_regions(ev, truth)] == [
+        "pixel barrel", "pixel endcaps", "between volumes"
+    ]
+    assert [EDGE_REGIONS[i] for i in edge_regions(ev, np.array([[2, 0, 5], [2, 5, 5]]))] == [
+        "strip barrel", "other", "other"
+    ]
+    out = edge_metrics(ev, np.array([[3, 1], [0, 2]]), by_region=True)
+    reg = out["regions"]
+    assert list(reg) == list(EDGE_REGIONS)
+    assert reg["pixel barrel"] == {"n_true_edges": 1, "n_true_found": 1}
+    assert reg["pixel endcaps"] == {"n_true_edges": 1, "n_true_found": 0}
+    assert reg["between volumes"] == {"n_true_edges": 1, "n_true_found": 0}
+    assert reg["strip barrel"]["n_true_edges"] == reg["other"]["n_true_edges"] == 0
+    assert sum(v["n_true_found"] for v in reg.values()) == out["n_true_found"]
+    # the pT selection applies to the regions too (particle 6 is below 0.5 GeV)
+    reg = edge_metrics(ev, truth, pt_min=0.5, by_region=True)["regions"]
+    assert reg["pixel endcaps"]["n_true_edges"] == 0 and reg["pixel barrel"]["n_true_found"] == 1
+    assert "regions" not in edge_metrics(ev, truth)
 
 
 def test_edge_metrics_on_real_sample(sample: Event) -> None:

@@ -5,7 +5,8 @@ counts (:func:`event_figures`) and their pooled rates (:func:`summarise`): the
 TrackML score, the tracking efficiency, fake rate and duplicate rate
 (double-majority matching, reconstructable = particles with >= 5 hits) for
 pT > 0.5 and > 1 GeV, and the edge efficiency / purity after edge building, the
-filter and the GNN. Rates are pooled over events (sums of counts), the TrackML score
+filter and the GNN, with the pT > 1 GeV edge efficiency split by detector region
+(where each stage loses true edges: pixel or strip, barrel or endcaps). Rates are pooled over events (sums of counts), the TrackML score
 is the mean of the per-event scores. :func:`render` makes the plain-text table.
 """
 
@@ -20,12 +21,14 @@ import numpy as np
 
 from trkx_ray.events.event import Event
 
-__all__ = ["PT_CUTS", "evaluate_events", "event_figures", "events_for", "render", "summarise"]
+__all__ = ["PT_CUTS", "REGION_PT", "evaluate_events", "event_figures", "events_for", "render", "summarise"]
 
 log = logging.getLogger(__name__)
 
 #: pT thresholds (GeV) of the reported tracking and edge figures.
 PT_CUTS: tuple[float, ...] = (0.5, 1.0)
+#: pT threshold (GeV) of the edge efficiency split by detector region.
+REGION_PT: float = 1.0
 _GRAPH_STAGES = ("build_edges", "filtering", "gnn")
 
 
@@ -46,6 +49,7 @@ def event_figures(event: Event, result: Any) -> dict[str, Any]:
         "n_fake": int(trk["n_fake"]),
         "tracking": {},
         "edges": {},
+        "edge_regions": {},
         "timings": dict(result.timings),
     }
     for pt in (0.0, *PT_CUTS):
@@ -60,10 +64,12 @@ def event_figures(event: Event, result: Any) -> dict[str, Any]:
         edges = graphs[stage]["edges"]
         per = {}
         for pt in (0.0, *PT_CUTS):
-            m = edge_metrics(event, edges, pt_min=pt)
+            m = edge_metrics(event, edges, pt_min=pt, by_region=pt == REGION_PT)
             per[_pt_key(pt)] = {
                 k: int(m[k]) for k in ("n_edges", "n_true_edges", "n_true_found", "n_same_particle")
             }
+            if "regions" in m:
+                out["edge_regions"][stage] = m["regions"]
         out["edges"][stage] = per
     return out
 
@@ -101,6 +107,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "purity": _ratio(tot["n_same_particle"], tot["n_edges"]),
                 "edges_per_event": tot["n_edges"] / len(rows),
             }
+    regions: dict[str, Any] = {}
+    for stage in rows[0].get("edge_regions", {}):
+        regions[stage] = {}
+        for name in rows[0]["edge_regions"][stage]:
+            n_true = sum(r["edge_regions"][stage][name]["n_true_edges"] for r in rows)
+            n_found = sum(r["edge_regions"][stage][name]["n_true_found"] for r in rows)
+            regions[stage][name] = {"efficiency": _ratio(n_found, n_true),
+                                    "n_true_edges": n_true, "n_true_found": n_found}
+    summary["edge_regions"] = regions
     summary["efficiency"] = summary["tracking"][_pt_key(1.0)]["efficiency"]
     return summary
 
@@ -178,4 +193,14 @@ def render(summary: dict[str, Any]) -> str:
         first = next(iter(per.values()))
         lines.append(f"  {stage:12s} {cells}  purity {_fmt(first['purity'])}  "
                      f"{first['edges_per_event']:.0f} edges")
+    regions = summary.get("edge_regions") or {}
+    if regions:
+        stages = list(regions)
+        lines.append(f"edge efficiency {_pt_key(REGION_PT)} by region (true edges: "
+                     + " / ".join(stages) + "):")
+        for name, first in regions[stages[0]].items():
+            if not first["n_true_edges"]:
+                continue
+            cells = " / ".join(_fmt(regions[s][name]["efficiency"]) for s in stages)
+            lines.append(f"  {name:16s} {first['n_true_edges']:8d}  {cells}")
     return "\n".join(lines)

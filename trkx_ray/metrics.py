@@ -12,7 +12,9 @@
 * :func:`tracking_metrics` gives efficiency, fake rate and duplicate rate with
   double-majority matching, per pT threshold, plus the TrackML score.
 * :func:`true_edges` / :func:`edge_metrics` judge a graph (edge building,
-  filtering, GNN stages) against the truth.
+  filtering, GNN stages) against the truth; with ``by_region=True`` the
+  efficiency is also split by the detector region of each true edge
+  (:func:`edge_regions`).
 
 Conventions: hit indices are row indices of ``event.hits``; pT in GeV;
 distances in mm. Everything is vectorised (numpy sorting / reduceat), no
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trkx_ray.events.detector import BARREL_VOLUMES, PIXEL_VOLUMES, TRACKML_VOLUMES
 from trkx_ray.events.event import locate_ids
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,7 +38,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from trkx_ray.events.event import Event
 
 __all__ = [
+    "EDGE_REGIONS",
     "edge_metrics",
+    "edge_regions",
     "match_tracks",
     "trackml_score",
     "tracking_metrics",
@@ -440,7 +445,43 @@ def true_edges(event: Event) -> np.ndarray:
     return np.stack([key // n, key % n]).astype(np.int64)
 
 
-def edge_metrics(event: Event, edges: Any, pt_min: float = 0.0) -> dict[str, float]:
+#: detector regions of a true edge (:func:`edge_regions`), in report order.
+EDGE_REGIONS: tuple[str, ...] = (
+    "pixel barrel",
+    "pixel endcaps",
+    "strip barrel",
+    "strip endcaps",
+    "between volumes",
+    "other",
+)
+
+
+def edge_regions(event: Event, edges: np.ndarray) -> np.ndarray:
+    """The detector region of each edge, as indices into :data:`EDGE_REGIONS`.
+
+    Both hits in one TrackML volume: that volume's kind (pixel or strip, barrel
+    or endcap disks; short and long strips are both "strip"). Hits in two
+    different TrackML volumes: "between volumes" (barrel to endcap, pixel to
+    strip). Any hit outside the TrackML volume ids: "other".
+
+    Args:
+        event: event with ``hits`` (``volume_id``).
+        edges: ``2 x E`` hit-index pairs.
+
+    Returns:
+        ``E`` int64 region indices.
+    """
+    vol = np.asarray(event.hits["volume_id"]).astype(np.int64)
+    va, vb = vol[edges[0]], vol[edges[1]]
+    known = np.isin(va, TRACKML_VOLUMES) & np.isin(vb, TRACKML_VOLUMES)
+    kind = np.where(np.isin(va, PIXEL_VOLUMES), 0, 2) + np.where(np.isin(va, BARREL_VOLUMES), 0, 1)
+    out = np.where(va == vb, kind, EDGE_REGIONS.index("between volumes"))
+    return np.where(known, out, EDGE_REGIONS.index("other")).astype(np.int64)
+
+
+def edge_metrics(
+    event: Event, edges: Any, pt_min: float = 0.0, by_region: bool = False
+) -> dict[str, Any]:
     """Efficiency and purity of a graph against the truth.
 
     Args:
@@ -448,6 +489,9 @@ def edge_metrics(event: Event, edges: Any, pt_min: float = 0.0) -> dict[str, flo
         edges: ``2 x E`` hit-index pairs (numpy or torch, any orientation).
         pt_min: only true edges of particles with pT > ``pt_min`` (GeV) count
             for the efficiency (0 = all particles).
+        by_region: also return ``regions``: for each of :data:`EDGE_REGIONS`,
+            ``{"n_true_edges", "n_true_found"}`` of the true edges in that
+            region (:func:`edge_regions`).
 
     Returns:
         dict with ``efficiency`` (fraction of the :func:`true_edges`, of
@@ -480,11 +524,12 @@ def edge_metrics(event: Event, edges: Any, pt_min: float = 0.0) -> dict[str, flo
         truth = truth[:, keep]
     lo, hi = np.minimum(edges[0], edges[1]), np.maximum(edges[0], edges[1])
     keys = np.unique(_pairs_key(lo, hi, n))
-    found = int(np.isin(_pairs_key(truth[0], truth[1], n), keys, assume_unique=True).sum())
+    hit = np.isin(_pairs_key(truth[0], truth[1], n), keys, assume_unique=True)
+    found = int(hit.sum())
     same = int(((pid[edges[0]] == pid[edges[1]]) & (pid[edges[0]] != 0)).sum())
     n_edges = int(edges.shape[1])
     n_true = int(truth.shape[1])
-    return {
+    out: dict[str, Any] = {
         "efficiency": found / n_true if n_true else float("nan"),
         "purity": same / n_edges if n_edges else float("nan"),
         "n_edges": n_edges,
@@ -492,3 +537,13 @@ def edge_metrics(event: Event, edges: Any, pt_min: float = 0.0) -> dict[str, flo
         "n_true_found": found,
         "n_same_particle": same,
     }
+    if by_region:
+        region = edge_regions(event, truth)
+        k = len(EDGE_REGIONS)
+        n_in = np.bincount(region, minlength=k)
+        n_hit = np.bincount(region[hit], minlength=k)
+        out["regions"] = {
+            name: {"n_true_edges": int(n_in[i]), "n_true_found": int(n_hit[i])}
+            for i, name in enumerate(EDGE_REGIONS)
+        }
+    return out

@@ -31,6 +31,7 @@ __all__ = [
     "SHORT_STRIP_VOLUMES",
     "LONG_STRIP_VOLUMES",
     "BARREL_VOLUMES",
+    "TRACKML_VOLUMES",
     "ON_PLANE_TOLERANCE_MM",
 ]
 
@@ -44,6 +45,8 @@ SHORT_STRIP_VOLUMES: tuple[int, ...] = (12, 13, 14)
 LONG_STRIP_VOLUMES: tuple[int, ...] = (16, 17, 18)
 #: barrel volumes (cylindrical layers); all others are endcap disks.
 BARREL_VOLUMES: tuple[int, ...] = (8, 13, 17)
+#: every TrackML volume id.
+TRACKML_VOLUMES: tuple[int, ...] = PIXEL_VOLUMES + SHORT_STRIP_VOLUMES + LONG_STRIP_VOLUMES
 #: a point is on a module plane when ``|w|`` is below this (mm).
 ON_PLANE_TOLERANCE_MM: float = 0.01
 
