@@ -1191,7 +1191,7 @@ Edge efficiency of the true consecutive-hit edges for pT > 1 / > 0.5 GeV after e
 stage, with the graph size and purity; then the tracking figures (double majority,
 tracks of >= 5 hits) and the TrackML score (the sample's own weights; the thinned
 simulated events keep the full event's weights, like the real sample). The default
-configuration (radius, filter cut 0.5, walk labeling) as shipped.
+configuration (radius, filter cut, walk labeling) as shipped when the page was made.
 
 {pipeline}
 
@@ -1227,9 +1227,11 @@ diagnosis.
 Commands: `python scripts/sim_vs_real.py` (this page and its plots; seeds 900000 900001;
 ~30 s on 2 cores) and, for the four-seed check quoted below, `python
 scripts/sim_vs_real.py --seed 900000 900001 900002 900003 --md /tmp/four.md --png-dir
-/tmp/four`. Models: the shipped session-5 weights (no cell features; the filter and GNN
-read the pair geometry), default configuration (radius 0.11, filter cut 0.5, walk
-labeling), fp32. Simulator: vertex sigma_z 55 mm, binary strips (docs/simulation.md).
+/tmp/four`. Models: the weights shipped when the page was made (last: session 8,
+2026-12-01, re-run with `--seed 900000 900001 900002 900003`: session-6 embedding and
+filter, session-8 GNN; no cell features; the filter and GNN read the pair geometry),
+default configuration (radius 0.11, filter cut 0.4, walk labeling with cuts 0.6), fp32;
+the findings below quote the models of their own session. Simulator: vertex sigma_z 55 mm, binary strips (docs/simulation.md).
 Since 2026-11-30 the thinning keeps as many particles as the real sample (548) instead of
 4.47% of the simulated event's (610 and 581 for these seeds' 13,644 and 13,000
 particles), so both sides have the same density whatever the simulated multiplicity.
