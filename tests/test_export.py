@@ -27,8 +27,8 @@ from trkx_ray.pipeline.export import (  # noqa: E402
     export_models,
     model_fingerprint,
 )
-from trkx_ray.pipeline.features import hit_features, random_event  # noqa: E402
-from trkx_ray.pipeline.models import InteractionGNN  # noqa: E402
+from trkx_ray.pipeline.features import cluster_shape, hit_features, random_event  # noqa: E402
+from trkx_ray.pipeline.models import InteractionGNN, model_inputs  # noqa: E402
 from trkx_ray.pipeline.onnx_runtime import OnnxModels, provider_name  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,7 +69,7 @@ def test_cli_writes_three_models_and_manifest(tmp_path, capsys):
     assert manifest["torch"] == torch.__version__
     assert manifest["config"]["embedding"] == load_config("default").to_dict()["embedding"]
     assert manifest["fingerprint"] == model_fingerprint(load_config("default"))
-    nf = load_config("default").features.num_features
+    nf = load_config("default").gnn_in_dim
     assert manifest["models"]["gnn"]["inputs"] == [
         {"name": "x", "shape": ["num_hits", nf], "dtype": "float32"},
         {"name": "edges", "shape": [2, "num_edges"], "dtype": "int64"},
@@ -126,7 +126,7 @@ def test_gnn_scatter_add_accumulates_repeated_indices(exported):
     )
     gen = torch.Generator().manual_seed(3)
     n, e = 500, 4000
-    nf = load_config("default").features.num_features
+    nf = load_config("default").gnn_in_dim
     x = torch.rand((n, nf), generator=gen)
     src = torch.randint(0, n, (e,), generator=gen)
     dst = torch.randint(0, n, (e,), generator=gen)
@@ -189,7 +189,10 @@ def _parity_full_event(exported, event, orient_edges) -> None:
         ok = (j < event.num_hits) & (j != i)  # (the tree marks missing neighbours with n)
         pairs = np.unique(np.stack([np.minimum(i, j)[ok], np.maximum(i, j)[ok]]), axis=1)
         candidates = orient_edges(torch.from_numpy(pairs).to(torch.int64), x[:, 0])
-        nodes = torch.cat([x, emb_t], 1) if cfg.filter.use_embedding else x
+        shape = torch.from_numpy(cluster_shape(event))
+        nodes = model_inputs(x, emb_t if cfg.filter.use_embedding else None,
+                             shape if cfg.filter.cluster_shape else None)
+        x = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)  # the GNN's input
         flt_t = torch_pipe.filter(nodes, candidates, chunk_size=cfg.filter.chunk_size)
         flt_o = models.filter(nodes, candidates, chunk_size=cfg.filter.chunk_size)
         top = torch.argsort(flt_t, descending=True)[: int(0.3 * flt_t.numel())]
@@ -270,17 +273,21 @@ def test_onnx_pipeline_real_sample_matches_torch(exported, data_dir):
 def test_chunking_does_not_change_onnx_outputs(exported):
     models = _onnx_pipe(exported).onnx
     event = random_event(3000, seed=2)
-    x = torch.from_numpy(hit_features(event, load_config("default").features))
+    cfg = load_config("default")
+    x = torch.from_numpy(hit_features(event, cfg.features))
+    shape = torch.from_numpy(cluster_shape(event))
     gen = torch.Generator().manual_seed(1)
     edges = torch.randint(0, 3000, (2, 5000), generator=gen)
     full_e = models.embedding(x)
-    nodes = torch.cat([x, full_e], 1) if load_config("default").filter.use_embedding else x
+    nodes = model_inputs(x, full_e if cfg.filter.use_embedding else None,
+                         shape if cfg.filter.cluster_shape else None)
+    x_gnn = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)
     full_f = models.filter(nodes, edges)
     torch.testing.assert_close(models.embedding(x, chunk_size=700), full_e)
     torch.testing.assert_close(models.filter(nodes, edges, chunk_size=999), full_f)
     assert full_e.shape == (3000, 8) and full_f.shape == (5000,)
     # the GNN couples all edges: a chunk size must not change its output
-    torch.testing.assert_close(models.gnn(x, edges, chunk_size=999), models.gnn(x, edges))
+    torch.testing.assert_close(models.gnn(x_gnn, edges, chunk_size=999), models.gnn(x_gnn, edges))
 
 
 # --------------------------------------------------------------------------- runtime

@@ -68,11 +68,13 @@ def test_real_sample_floor_with_and_without_cells(pipe, sample_prefix):
     _, eff = _figures(event, with_cells.track_id)
     print(f"real sample: efficiency pT > 1 {eff:.1%} (target {REAL_EFF_PT1_TARGET:.0%})")
     assert eff >= REAL_EFF_PT1_FLOOR
-    # events without cells are first-class: the shipped models read no cells
+    # events without cells are first-class: the shipped models read the pixel cluster
+    # shapes when there are cells and are trained without them too; the same floor holds
     hits_only = Event(event.event_id, event.hits, truth=event.truth,
                       particles=event.particles, source="real sample without cells")
-    without = pipe(hits_only)
-    assert np.array_equal(without.track_id, with_cells.track_id)
+    _, eff_without = _figures(event, pipe(hits_only).track_id)
+    print(f"real sample without cells: efficiency pT > 1 {eff_without:.1%}")
+    assert eff_without >= REAL_EFF_PT1_FLOOR
     _, rnd_eff = _figures(event, _shuffled(with_cells.track_id))
     assert rnd_eff < 0.1
 

@@ -234,8 +234,8 @@ def test_binds_loopback_and_reports(service):
     assert info["kind"] == "cpu" and info["replicas"] == 2 and info["threads"] == 1
     assert len(info["cores"]) == 1  # leased: shared only while other jobs hold the cores
     assert info["max_request_bytes"] == MAX_REQUEST_MB * 2**20
-    # the default models read no cells: the client then leaves them out of its requests
-    assert info["reads_cells"] is False and Client(service.url).reads_cells() is False
+    # the default filter reads pixel cluster shapes: the client sends the cells
+    assert info["reads_cells"] is True and Client(service.url).reads_cells() is True
 
 
 @pytest.mark.parametrize("which", ["sample", "simulated"])
@@ -372,7 +372,7 @@ def test_small_loadgen_run(service, data_dir, tmp_path):
         assert row["ok"] >= 1 and row["errors"] == 0 and row["throughput_eps"] > 0
         assert 0 < row["p50_s"] <= row["p95_s"] <= row["p99_s"]
     assert report["service"]["replicas"] == 2
-    assert report["payload"]["cells"] is False  # asked the service: it reads none
+    assert report["payload"]["cells"] is True  # asked the service: its filter reads them
     assert "| 2 |" in (out / "loadgen.md").read_text()
     assert (out / "loadgen.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -699,7 +699,8 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
 
     from trkx_ray.pipeline import Pipeline
     from trkx_ray.pipeline.config import load_config
-    from trkx_ray.pipeline.features import hit_features
+    from trkx_ray.pipeline.features import cluster_shape, hit_features
+    from trkx_ray.pipeline.models import model_inputs
 
     event = _first_event(args)
     base = load_config(args.config, {"runtime": "torch"})
@@ -719,7 +720,11 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
     filtered = torch.from_numpy(graphs["filtering"]["edges"]).to(fp32.device)
     with torch.inference_mode():
         emb = fp32.embedding(x, chunk_size=cfg.embedding.chunk_size)
-    nodes = torch.cat([x, emb], 1) if cfg.filter.use_embedding else x
+    shape = (torch.from_numpy(cluster_shape(event)).to(fp32.device)
+             if cfg.cluster_shape else None)
+    nodes = model_inputs(x, emb if cfg.filter.use_embedding else None,
+                         shape if cfg.filter.cluster_shape else None)
+    x_gnn = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)
 
     def sync_call(fn: Callable[[], Any]) -> Any:
         out = fn()
@@ -735,7 +740,7 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
             "filtering": lambda p=pipe: p.filter(
                 nodes, candidates, chunk_size=cfg.filter.chunk_size
             ),
-            "gnn": lambda p=pipe: p.gnn(x, filtered, chunk_size=cfg.gnn.chunk_size),
+            "gnn": lambda p=pipe: p.gnn(x_gnn, filtered, chunk_size=cfg.gnn.chunk_size),
         }
         timings[name], outputs[name] = {}, {}
         with torch.inference_mode(), pipe._autocast():

@@ -554,6 +554,12 @@ def _noise(
     return mod, det.to_global(local, mod), local
 
 
+#: tangent of the pixels' Lorentz angle: the charge drifts sideways (along -u, against the
+#: modules' tilt) by this fraction of the sensor thickness; real TrackML pixel clusters are
+#: 2 pixels wide in u at every polar angle, and so are these (+0.3 gives 1 in the barrel)
+PIXEL_LORENTZ_TAN: float = -0.3
+
+
 def _cells(
     rng: np.random.Generator,
     det: Detector,
@@ -565,22 +571,24 @@ def _cells(
     """Cells of each hit: a block of channels around the measured (u, v).
 
     The cluster extends over the track's projection across the sensor thickness
-    (pixels in u and v, strips in u only; 1 to 6 channels each way). Pixel
-    ``value`` is the deposited charge in units of path length through silicon
-    (mm), shared evenly over the cells with +-30% fluctuations. Strips read out
-    binary, as TrackML's real strip cells do: ``value`` is 1 for every strip cell.
+    (pixels in u and v, strips in u only), up to the module's edge: in the pixel
+    barrel its length along v follows the track's |cot theta| as the real detector's
+    does (scripts/cluster_length_vs_angle.py). Pixel clusters are also widened in u
+    by the Lorentz drift of the charge in the 2 T field (``PIXEL_LORENTZ_TAN``: two
+    pixels at normal incidence, as in the real sample). Pixel ``value`` is the
+    deposited charge in units of path length through silicon (mm), shared evenly
+    over the cells with +-30% fluctuations. Strips read out binary, as TrackML's
+    real strip cells do: ``value`` is 1 for every strip cell.
     """
     n = len(hit_id)
     pu, pv = det.pitch_u[mod], det.pitch_v[mod]
     t = det.thickness[mod]
+    pixel = np.isin(det.volume_id[mod], PIXEL_VOLUMES)
     dw = np.maximum(np.abs(local_dir[:, 2]), 0.05)
-    spread_u = t * np.abs(local_dir[:, 0]) / dw
+    spread_u = t * np.abs(local_dir[:, 0] / dw + np.where(pixel, PIXEL_LORENTZ_TAN, 0.0))
     spread_v = t * np.abs(local_dir[:, 1]) / dw
     nu = np.clip(1 + np.floor(spread_u / pu + rng.random(n)), 1, 6).astype(np.int64)
-    pixel = np.isin(det.volume_id[mod], PIXEL_VOLUMES)
-    nv = np.where(pixel, np.clip(1 + np.floor(spread_v / pv + rng.random(n)), 1, 6), 1).astype(
-        np.int64
-    )
+    nv = np.where(pixel, 1 + np.floor(spread_v / pv + rng.random(n)), 1).astype(np.int64)
     hu_max = np.maximum(det.minhu[mod], det.maxhu[mod])
     n_ch_u = np.maximum(np.round(2 * hu_max / pu).astype(np.int64), 1)
     n_ch_v = np.maximum(np.round(2 * det.hv[mod] / pv).astype(np.int64), 1)

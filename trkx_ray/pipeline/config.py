@@ -61,6 +61,9 @@ __all__ = [
 
 #: Directory of the shipped pipeline configurations (package data).
 CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs" / "pipeline"
+#: per-hit cluster-shape columns fed to the filter when ``filter.cluster_shape`` is on
+#: (``features.cluster_shape``: the |cot theta| estimate / 5 and its presence flag)
+SHAPE_COLUMNS: int = 2
 #: Directory of the shipped model weights (package data): ``weights: NAME`` means
 #: ``WEIGHTS_DIR / "NAME.pt"`` (see :func:`weights_path`).
 WEIGHTS_DIR: Path = Path(__file__).resolve().parent.parent / "weights"
@@ -207,6 +210,11 @@ class FilterConfig:
         use_embedding: also feed both hits' embeddings to the filter.
         edge_features: also feed the pair's geometry (dr, dphi, dz, phi slope and the
             z intercept at r = 0: ``models.edge_geometry``) to the first layer.
+        cluster_shape: also feed each hit's pixel-barrel cluster shape (the |cot theta|
+            its cluster length gives, and whether it has one: ``features.cluster_shape``)
+            and, per edge, how far the pair's |dz / dr| is from each hit's estimate
+            (``models.shape_geometry``). Events without cells run with the shape marked
+            absent; the model is trained with it both present and absent.
         cut: keep edges with sigmoid score > cut.
         chunk_size: edges per inference chunk (bounds memory; small chunks keep
             intermediates cache-resident; the result does not depend on it).
@@ -220,6 +228,7 @@ class FilterConfig:
     activation: Activation = "relu"
     use_embedding: bool = False
     edge_features: bool = False
+    cluster_shape: bool = False
     cut: float = 0.5
     chunk_size: int = 16384
     weights: str | None = None
@@ -239,6 +248,9 @@ class GNNConfig:
         edge_layer_norm: LayerNorm also in the per-edge networks (costly on CPU).
         edge_features: the edge encoder also reads the pair's geometry
             (``models.edge_geometry``).
+        cluster_shape: the hits' pixel-barrel cluster shapes are two more node inputs,
+            and the edge encoder also reads the pair's agreement with them
+            (``models.shape_geometry``; needs ``edge_features``), as for the filter.
         activation: hidden activation.
         chunk_size: edges (and hits) per chunk of the per-edge / per-node
             networks (the result does not depend on it).
@@ -253,6 +265,7 @@ class GNNConfig:
     layer_norm: bool = True
     edge_layer_norm: bool = False
     edge_features: bool = False
+    cluster_shape: bool = False
     activation: Activation = "relu"
     chunk_size: int = 16384
     weights: str | None = None
@@ -342,6 +355,29 @@ class PipelineConfig:
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
     source: str = field(default="<dict>", compare=False)
+
+    @property
+    def filter_node_dim(self) -> int:
+        """Width of the filter's per-hit input: features [+ embedding] [+ 2 cluster shape]."""
+        f = self.filter
+        return (self.features.num_features
+                + (self.embedding.output_dim if f.use_embedding else 0)
+                + (SHAPE_COLUMNS if f.cluster_shape else 0))
+
+    @property
+    def reads_cells(self) -> bool:
+        """Whether the models read an event's cells (cell features or cluster shapes)."""
+        return self.kind != "noop" and (self.features.cell_features or self.cluster_shape)
+
+    @property
+    def cluster_shape(self) -> bool:
+        """Whether the filter or the GNN reads pixel-barrel cluster shapes."""
+        return self.filter.cluster_shape or self.gnn.cluster_shape
+
+    @property
+    def gnn_in_dim(self) -> int:
+        """Width of the GNN's per-hit input: features [+ 2 cluster shape]."""
+        return self.features.num_features + (SHAPE_COLUMNS if self.gnn.cluster_shape else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (YAML/JSON-serialisable), without ``source``."""

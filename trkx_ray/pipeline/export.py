@@ -60,7 +60,8 @@ MODEL_FILES: dict[str, str] = ONNX_MODEL_FILES
 #: Configuration keys that define each model (architecture, seed, weights).
 _MODEL_KEYS: dict[str, tuple[str, ...]] = {
     "embedding": ("hidden", "layers", "output_dim", "layer_norm", "activation", "weights", "seed"),
-    "filter": ("hidden", "layers", "layer_norm", "activation", "use_embedding", "weights", "seed"),
+    "filter": ("hidden", "layers", "layer_norm", "activation", "use_embedding", "edge_features",
+               "cluster_shape", "weights", "seed"),
     "gnn": (
         "hidden",
         "iterations",
@@ -68,6 +69,8 @@ _MODEL_KEYS: dict[str, tuple[str, ...]] = {
         "shared_weights",
         "layer_norm",
         "edge_layer_norm",
+        "edge_features",
+        "cluster_shape",
         "activation",
         "weights",
         "seed",
@@ -130,7 +133,7 @@ def cache_root(config: PipelineConfig | None = None) -> Path:
 # --------------------------------------------------------------------------- export
 
 
-def _example_inputs(num_features: int, node_dim: int) -> dict[str, Any]:
+def _example_inputs(num_features: int, node_dim: int, gnn_dim: int) -> dict[str, Any]:
     """Small random inputs for tracing (repeated edge targets included)."""
     import torch
 
@@ -138,8 +141,9 @@ def _example_inputs(num_features: int, node_dim: int) -> dict[str, Any]:
     n, e = 64, 256
     x = torch.rand((n, num_features), generator=gen) * 2 - 1
     nodes = torch.rand((n, node_dim), generator=gen) * 2 - 1
+    x_gnn = torch.rand((n, gnn_dim), generator=gen) * 2 - 1
     edges = torch.randint(0, n, (2, e), generator=gen, dtype=torch.int64)
-    return {"x": x, "nodes": nodes, "edges": edges}
+    return {"x": x, "nodes": nodes, "x_gnn": x_gnn, "edges": edges}
 
 
 def _export_one(model: Any, args: tuple[Any, ...], path: Path, spec: dict[str, Any], opset: int):
@@ -211,7 +215,7 @@ def export_models(
     out.mkdir(parents=True, exist_ok=True)
 
     nf = cfg.features.num_features
-    node_dim = nf + (cfg.embedding.output_dim if cfg.filter.use_embedding else 0)
+    node_dim = cfg.filter_node_dim
     specs: dict[str, dict[str, Any]] = {
         "embedding": {
             "inputs": [{"name": "x", "shape": ["num_hits", nf], "dtype": "float32"}],
@@ -230,25 +234,28 @@ def export_models(
                 {"name": "edges", "shape": [2, "num_edges"], "dtype": "int64"},
             ],
             "outputs": [{"name": "logits", "shape": ["num_edges"], "dtype": "float32"}],
-            "description": "per-hit inputs + edges (src, dst) -> edge logits (sigmoid = score)",
+            "description": "per-hit inputs (features [, embedding] [, cluster shape]) + edges "
+                           "(src, dst) -> edge logits (sigmoid = score)",
         },
         "gnn": {
             "inputs": [
-                {"name": "x", "shape": ["num_hits", nf], "dtype": "float32"},
+                {"name": "x", "shape": ["num_hits", cfg.gnn_in_dim], "dtype": "float32"},
                 {"name": "edges", "shape": [2, "num_edges"], "dtype": "int64"},
             ],
             "outputs": [{"name": "logits", "shape": ["num_edges"], "dtype": "float32"}],
-            "description": "hit features + edges (src, dst) -> edge logits (sigmoid = score)",
+            "description": "hit features [, cluster shape] + edges (src, dst) -> edge logits "
+                           "(sigmoid = score)",
         },
     }
-    example = _example_inputs(nf, node_dim)
+    example = _example_inputs(nf, node_dim, cfg.gnn_in_dim)
     models = {
         "embedding": (EmbeddingMLP.from_config(cfg.embedding, nf), (example["x"],)),
         "filter": (
             FilterMLP.from_config(cfg.filter, node_dim),
             (example["nodes"], example["edges"]),
         ),
-        "gnn": (InteractionGNN.from_config(cfg.gnn, nf), (example["x"], example["edges"])),
+        "gnn": (InteractionGNN.from_config(cfg.gnn, cfg.gnn_in_dim),
+                (example["x_gnn"], example["edges"])),
     }
     with torch.no_grad():
         for name, (model, args) in models.items():

@@ -14,21 +14,28 @@ import numpy as np
 
 from trkx_ray.events.event import Event, EventFormatError
 
-__all__ = ["FEATURE_NAMES", "hit_features", "random_event"]
+__all__ = ["FEATURE_NAMES", "SHAPE_SCALE", "cluster_shape", "hit_features", "random_event"]
 
 log = logging.getLogger(__name__)
 
 #: Names of the feature columns, in order (the last two only with cell features).
 FEATURE_NAMES: tuple[str, ...] = ("r", "phi", "z", "n_cells", "charge")
+#: TrackML's pixel barrel, whose cluster lengths along v measure |cot theta|
+PIXEL_BARREL_VOLUME: int = 8
+#: :func:`cluster_shape`'s first column is the |cot theta| estimate divided by this
+SHAPE_SCALE: float = 5.0
 
 
-def _cell_features(event: Event) -> np.ndarray:
-    """Return ``(num_hits, 2)``: number of cells / 10, summed charge per hit."""
+def _cell_rows(event: Event) -> np.ndarray | None:
+    """The hit row of every cell (``None`` when the event has no cells).
+
+    Raises:
+        EventFormatError: a cell references a hit id the event does not have.
+    """
     n = event.num_hits
-    out = np.zeros((n, 2), dtype=np.float32)
     cells = event.cells
-    if not cells or len(cells.get("hit_id", ())) == 0:
-        return out
+    if not cells or len(cells.get("hit_id", ())) == 0 or n == 0:
+        return None
     where = event.source or f"event {event.event_id}"
     hit_id = np.asarray(event.hits["hit_id"])
     order = np.argsort(hit_id, kind="stable")
@@ -40,10 +47,73 @@ def _cell_features(event: Event) -> np.ndarray:
     if unknown.any():
         bad = int(cell_hit[np.flatnonzero(unknown)[0]])
         raise EventFormatError(f"{where}: cells reference unknown hit_id {bad}")
-    index = order[pos_clipped]
-    value = np.asarray(cells["value"], dtype=np.float64)
+    return order[pos_clipped]
+
+
+def _cell_features(event: Event) -> np.ndarray:
+    """Return ``(num_hits, 2)``: number of cells / 10, summed charge per hit."""
+    n = event.num_hits
+    out = np.zeros((n, 2), dtype=np.float32)
+    index = _cell_rows(event)
+    if index is None:
+        return out
+    assert event.cells is not None  # _cell_rows found cells
+    value = np.asarray(event.cells["value"], dtype=np.float64)
     out[:, 0] = np.bincount(index, minlength=n) / 10.0
     out[:, 1] = np.bincount(index, weights=value, minlength=n)
+    return out
+
+
+def cluster_shape(event: Event) -> np.ndarray:
+    """Each hit's cluster shape in the pixel barrel: the direction its cluster length gives.
+
+    A track crossing a pixel-barrel sensor of thickness ``t`` at polar angle theta
+    leaves a cluster ``1 + t |cot theta| / pitch_v`` pixels long along the module's v
+    axis (along the beam): the real sample's lengths follow |cot theta| with
+    correlation 0.99 (scripts/cluster_length_vs_angle.py). A hit's position alone
+    cannot tell its track's direction near the beam line; its cluster can.
+
+    Returns:
+        ``(num_hits, 2)`` float32: the estimate ``(length_v - 1) pitch_v / t`` of
+        |cot theta| divided by :data:`SHAPE_SCALE` (clipped to ``[0, 4]``), and 1 where
+        the hit has a pixel-barrel cluster (0 elsewhere, and for every hit of an event
+        without cells).
+
+    Raises:
+        EventFormatError: cells reference unknown hits, or a pixel-barrel hit is on a
+            module the detector geometry does not have (names the event).
+    """
+    n = event.num_hits
+    out = np.zeros((n, 2), dtype=np.float32)
+    index = _cell_rows(event)
+    if index is None:
+        return out
+    assert event.cells is not None  # _cell_rows found cells
+    ch1 = np.asarray(event.cells["ch1"], dtype=np.int64)
+    order = np.argsort(index, kind="stable")
+    rows = index[order]
+    ch1 = ch1[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    hit = rows[starts]
+    length = (np.maximum.reduceat(ch1, starts) - np.minimum.reduceat(ch1, starts) + 1)
+    volume = np.asarray(event.hits["volume_id"])[hit]
+    barrel = volume == PIXEL_BARREL_VOLUME
+    if not barrel.any():
+        return out
+    hit, length = hit[barrel], length[barrel]
+    from trkx_ray.events.detector import Detector
+
+    det = Detector.load()
+    h = event.hits
+    try:
+        mod = det.module_index(np.asarray(h["volume_id"])[hit], np.asarray(h["layer_id"])[hit],
+                               np.asarray(h["module_id"])[hit])
+    except KeyError as exc:
+        where = event.source or f"event {event.event_id}"
+        raise EventFormatError(f"{where}: pixel-barrel cluster shapes: {exc.args[0]}") from None
+    cot = (length - 1) * det.pitch_v[mod] / det.thickness[mod]
+    out[hit, 0] = np.clip(cot / SHAPE_SCALE, 0.0, 4.0)
+    out[hit, 1] = 1.0
     return out
 
 

@@ -35,6 +35,7 @@ from trkx_ray.pipeline.config import (
     GNNConfig,
     weights_path,
 )
+from trkx_ray.pipeline.features import SHAPE_SCALE
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable
@@ -273,6 +274,48 @@ def edge_geometry(x: Tensor, edges_t: Tensor) -> Tensor:
     return torch.stack([10.0 * dr, 10.0 * dphi, 10.0 * dz, slope, z0], dim=1)
 
 
+#: columns of :func:`shape_geometry`
+SHAPE_GEOMETRY_DIM = 3
+
+
+def shape_geometry(geo: Tensor, edges_t: Tensor) -> Tensor:
+    """How well each hit pair's direction agrees with its hits' pixel-barrel cluster shapes.
+
+    ``geo`` holds, per hit, ``r / 1000 mm``, ``phi / pi``, ``z / 1000 mm`` and the two
+    :func:`~trkx_ray.pipeline.features.cluster_shape` columns (|cot theta| estimate / 5,
+    presence). Columns, each zero where a hit has no cluster shape: the pair's
+    ``|dz / dr|`` minus the source hit's estimate, the same for the target hit (``dr``
+    below 5 mm counts as 5 mm; clamped to +-4, halved), and the difference of the two
+    hits' estimates (for pairs at one radius, as on overlapping modules). Only torch
+    operations that export to ONNX.
+
+    Args:
+        geo: ``N x 5`` per-hit columns.
+        edges_t: ``E x 2`` (src, dst).
+
+    Returns:
+        ``E x 3`` float tensor.
+    """
+    a = geo.index_select(0, edges_t[:, 0])
+    b = geo.index_select(0, edges_t[:, 1])
+    run = torch.clamp((b[:, 0] - a[:, 0]).abs(), min=0.005)
+    cot = torch.clamp((b[:, 2] - a[:, 2]).abs() / run, max=20.0)
+    ca, cb = SHAPE_SCALE * a[:, 3], SHAPE_SCALE * b[:, 3]
+    da = 0.5 * torch.clamp(cot - ca, -4.0, 4.0) * a[:, 4]
+    db = 0.5 * torch.clamp(cot - cb, -4.0, 4.0) * b[:, 4]
+    dab = torch.clamp(ca - cb, -4.0, 4.0) * (a[:, 4] * b[:, 4])
+    return torch.stack([da, db, dab], dim=1)
+
+
+def model_inputs(x: Tensor, emb: Tensor | None = None, shape: Tensor | None = None) -> Tensor:
+    """A model's per-hit input: hit features, then [embedding], then [cluster shape].
+
+    The filter reads all three (as configured), the GNN features [+ cluster shape].
+    """
+    parts = [x] + [t.to(x.dtype) for t in (emb, shape) if t is not None]
+    return torch.cat(parts, dim=1) if len(parts) > 1 else x
+
+
 class FilterMLP(nn.Module):
     """Edge filter: MLP on the concatenated inputs of both hits -> edge logit.
 
@@ -292,6 +335,7 @@ class FilterMLP(nn.Module):
         layer_norm: bool = True,
         activation: str = "tanh",
         edge_features: bool = False,
+        cluster_shape: bool = False,
     ) -> None:
         super().__init__()
         self.node_dim = node_dim
@@ -299,6 +343,16 @@ class FilterMLP(nn.Module):
         # the pair's geometry (edge_geometry), added to the first layer's pre-activation
         self.edge = (nn.Linear(EDGE_GEOMETRY_DIM, hidden, bias=False)
                      if edge_features else None)
+        # the pair's agreement with its hits' cluster shapes (shape_geometry; the last two
+        # per-hit columns are the shape), likewise
+        self.shape = (nn.Linear(SHAPE_GEOMETRY_DIM, hidden, bias=False)
+                      if cluster_shape else None)
+
+    def _geo(self, x: Tensor) -> Tensor:
+        """The per-hit columns the pair terms read (contiguous, gathered per edge)."""
+        if self.shape is None:
+            return x[:, :3].contiguous()
+        return torch.cat([x[:, :3], x[:, -2:]], dim=1)
 
     def project(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Per-hit terms of the first layer, ``(W_src x + b, W_dst x)``, once per hit.
@@ -318,6 +372,9 @@ class FilterMLP(nn.Module):
             # pre + geometry @ W^T in one pass (no second E x hidden temporary)
             pre = torch.addmm(pre, edge_geometry(x, edges_t).to(pre.dtype),
                               self.edge.weight.t().to(pre.dtype))
+        if self.shape is not None:
+            pre = torch.addmm(pre, shape_geometry(x, edges_t).to(pre.dtype),
+                              self.shape.weight.t().to(pre.dtype))
         return self.net[1:](pre).float().squeeze(-1)
 
     def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -334,14 +391,18 @@ class FilterMLP(nn.Module):
             # shipped filter on 2.9M edges, one AVX2 core)
             def concat(et: Tensor) -> Tensor:
                 pair = torch.cat([x.index_select(0, et[:, 0]), x.index_select(0, et[:, 1])], 1)
-                if self.edge is None:
+                if self.edge is None and self.shape is None:
                     return self.net(pair).float().squeeze(-1)
-                pre = self.net[0](pair) + self.edge(edge_geometry(x[:, :3], et))
+                pre = self.net[0](pair)
+                if self.edge is not None:
+                    pre = pre + self.edge(edge_geometry(x[:, :3], et))
+                if self.shape is not None:
+                    pre = pre + self.shape(shape_geometry(self._geo(x), et))
                 return self.net[1:](pre).float().squeeze(-1)
 
             return concat(edges.T)
         proj = self.project(x)
-        geo = x[:, :3].contiguous()  # the columns edge_geometry reads, gathered per edge
+        geo = self._geo(x)  # the columns edge_geometry (and shape_geometry) read, per edge
         return map_rows(lambda et: self._logits(proj, et, geo), edges.shape[1], chunk_size,
                         edges.T)
 
@@ -351,7 +412,7 @@ class FilterMLP(nn.Module):
         model = _seeded(
             cfg.seed,
             lambda: cls(node_dim, cfg.hidden, cfg.layers, cfg.layer_norm, cfg.activation,
-                        cfg.edge_features),
+                        cfg.edge_features, cfg.cluster_shape),
         )
         if cfg.weights is not None:
             load_weights(model, cfg.weights, "filter.weights")
@@ -445,6 +506,9 @@ class InteractionGNN(nn.Module):
             this costs about a third of the GNN's time on CPU.
         edge_features: the edge encoder also reads the pair's geometry
             (:func:`edge_geometry` of the hit features).
+        cluster_shape: the last two input columns are the hits' cluster shapes
+            (:func:`~trkx_ray.pipeline.features.cluster_shape`), and the edge encoder
+            also reads :func:`shape_geometry` (with ``edge_features``).
     """
 
     def __init__(
@@ -458,10 +522,14 @@ class InteractionGNN(nn.Module):
         activation: str = "tanh",
         edge_layer_norm: bool = False,
         edge_features: bool = False,
+        cluster_shape: bool = False,
     ) -> None:
         super().__init__()
+        if cluster_shape and not edge_features:
+            raise ValueError("gnn.cluster_shape needs gnn.edge_features")
         self.in_dim = in_dim
         self.edge_features = edge_features
+        self.cluster_shape = cluster_shape
         self.hidden = hidden
         self.iterations = iterations
         self.shared_weights = shared_weights
@@ -470,8 +538,10 @@ class InteractionGNN(nn.Module):
             in_dim, hidden, hidden, n_hidden, layer_norm, activation, output_activation=True
         )
         eln = edge_layer_norm
-        self.edge_encoder = _EdgeBlock(hidden, EDGE_GEOMETRY_DIM if edge_features else 0,
-                                       hidden, hidden, mlp_layers, eln, activation)
+        geo_dim = (EDGE_GEOMETRY_DIM if edge_features else 0) + (
+            SHAPE_GEOMETRY_DIM if cluster_shape else 0)
+        self.edge_encoder = _EdgeBlock(hidden, geo_dim, hidden, hidden, mlp_layers, eln,
+                                       activation)
         n_nets = 1 if shared_weights else max(iterations, 1)
         self.edge_networks = nn.ModuleList(
             _EdgeBlock(hidden, hidden, hidden, hidden, mlp_layers, eln, activation)
@@ -528,9 +598,16 @@ class InteractionGNN(nn.Module):
         h = map_rows(self.node_encoder, num_nodes, chunk, x)
         proj = self.edge_encoder.project(h)
         if self.edge_features:
-            geo = x[:, :3].contiguous()
+            geo = (torch.cat([x[:, :3], x[:, -2:]], dim=1) if self.cluster_shape
+                   else x[:, :3].contiguous())
+
+            def pair_terms(et: Tensor) -> Tensor:
+                if self.cluster_shape:
+                    return torch.cat([edge_geometry(geo, et), shape_geometry(geo, et)], 1)
+                return edge_geometry(geo, et)
+
             e = map_rows(
-                lambda et: self.edge_encoder.edge_forward(proj, et, edge_geometry(geo, et)),
+                lambda et: self.edge_encoder.edge_forward(proj, et, pair_terms(et)),
                 num_edges, chunk, edges_t,
             )
         else:
@@ -587,6 +664,7 @@ class InteractionGNN(nn.Module):
                 cfg.activation,
                 cfg.edge_layer_norm,
                 cfg.edge_features,
+                cfg.cluster_shape,
             ),
         )
         if cfg.weights is not None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from trkx_ray.events.event import Event, EventFormatError
 from trkx_ray.pipeline.config import ConfigError, PipelineConfig, load_config
-from trkx_ray.pipeline.features import hit_features, random_event
+from trkx_ray.pipeline.features import cluster_shape, hit_features, random_event
 
 __all__ = [
     "STAGES",
@@ -290,11 +290,12 @@ class Pipeline:
             from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN
 
             nf = config.features.num_features
-            node_dim = nf + (config.embedding.output_dim if config.filter.use_embedding else 0)
             self.embedding = EmbeddingMLP.from_config(config.embedding, nf).to(self.device)
-            self.filter = FilterMLP.from_config(config.filter, node_dim).to(self.device)
-            self.gnn = InteractionGNN.from_config(config.gnn, nf).to(self.device)
+            self.filter = FilterMLP.from_config(config.filter,
+                                                config.filter_node_dim).to(self.device)
+            self.gnn = InteractionGNN.from_config(config.gnn, config.gnn_in_dim).to(self.device)
         self._warned_no_cells = False
+        self._warned_no_shape = False
         #: the labeling backend used: cugraph degrades to torch CC when not installed
         self.labeling_backend = config.labeling.backend
         if self.labeling_backend == "cugraph":
@@ -444,16 +445,25 @@ class Pipeline:
         cfg = self.config
         from trkx_ray.pipeline.edges import build_edges
         from trkx_ray.pipeline.labeling import label_hits
+        from trkx_ray.pipeline.models import model_inputs
 
         if cfg.features.cell_features and not event.cells and not self._warned_no_cells:
             log.warning("%s has no cells: cell features are zero", event.source or event.event_id)
             self._warned_no_cells = True
+        if cfg.cluster_shape and not event.cells and not self._warned_no_shape:
+            log.warning("%s has no cells: the models run without pixel cluster shapes (trained "
+                        "for that too; further events without cells are not reported)",
+                        event.source or event.event_id)
+            self._warned_no_shape = True
         graphs: dict[str, dict[str, np.ndarray]] = {}
         with torch.inference_mode():
             # -- data_loading: features -> device
             _check_coordinates(event)
             feats = hit_features(event, cfg.features)
             x = torch.from_numpy(feats).to(self.device)
+            shape = (torch.from_numpy(cluster_shape(event)).to(self.device)
+                     if cfg.cluster_shape else None)
+            x_gnn = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)
             r = x[:, 0]
             timer.lap("data_loading")
 
@@ -483,7 +493,8 @@ class Pipeline:
             timer.lap("build_edges")
 
             # -- filtering
-            nodes = torch.cat([x, emb], dim=1) if cfg.filter.use_embedding else x
+            nodes = model_inputs(x, emb if cfg.filter.use_embedding else None,
+                                 shape if cfg.filter.cluster_shape else None)
             f_scores = self._filter_scores(nodes, edges)
             keep = f_scores > cfg.filter.cut
             f_edges = edges[:, keep]
@@ -497,7 +508,7 @@ class Pipeline:
             # -- gnn
             if f_edges.shape[1]:
                 with self._autocast():
-                    g_scores = torch.sigmoid(self.gnn(x, f_edges, chunk_size=cfg.gnn.chunk_size))
+                    g_scores = torch.sigmoid(self.gnn(x_gnn, f_edges, chunk_size=cfg.gnn.chunk_size))
             else:
                 g_scores = torch.zeros(0, dtype=torch.float32, device=self.device)
             if keep_graphs:

@@ -36,7 +36,8 @@ def verify_export(config: PipelineConfig, directory: Path,
     import torch
 
     from trkx_ray.pipeline.edges import build_edges
-    from trkx_ray.pipeline.features import hit_features, random_event
+    from trkx_ray.pipeline.features import cluster_shape, hit_features, random_event
+    from trkx_ray.pipeline.models import model_inputs
     from trkx_ray.pipeline.pipeline import Pipeline, orient_edges
 
     base = {"precision": "fp32", "edges": {"backend": "faiss"}}
@@ -52,7 +53,10 @@ def verify_export(config: PipelineConfig, directory: Path,
         emb_o = onnx_pipe.embedding(x)
         edges = build_edges(emb_t, config.edges.radius, backend="faiss")
         edges = orient_edges(edges.to(torch.int64), x[:, 0])
-        nodes = torch.cat([x, emb_t], 1) if config.filter.use_embedding else x
+        shape = torch.from_numpy(cluster_shape(event)) if config.cluster_shape else None
+        nodes = model_inputs(x, emb_t if config.filter.use_embedding else None,
+                             shape if config.filter.cluster_shape else None)
+        x_gnn = model_inputs(x, None, shape if config.gnn.cluster_shape else None)
         diffs = {
             "embedding": (emb_t - emb_o).abs().max().item() if num_hits else 0.0,
             "filter": 0.0,
@@ -62,5 +66,6 @@ def verify_export(config: PipelineConfig, directory: Path,
         if edges.shape[1]:
             filter_diff = torch_pipe.filter(nodes, edges) - onnx_pipe.filter(nodes, edges)
             diffs["filter"] = filter_diff.abs().max().item()
-            diffs["gnn"] = (torch_pipe.gnn(x, edges) - onnx_pipe.gnn(x, edges)).abs().max().item()
+            gnn_diff = torch_pipe.gnn(x_gnn, edges) - onnx_pipe.gnn(x_gnn, edges)
+            diffs["gnn"] = gnn_diff.abs().max().item()
     return diffs

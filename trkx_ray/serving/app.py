@@ -420,7 +420,7 @@ class TrackingService:
             "config": cfg.name,
             "pipeline_kind": cfg.kind,
             # whether a client needs to send the cells part (the default models do not)
-            "reads_cells": bool(cfg.kind != "noop" and cfg.features.cell_features),
+            "reads_cells": cfg.reads_cells,
             "precision": str(getattr(self.pipeline, "precision", cfg.precision)),
             "precision_config": cfg.precision,
             "runtime": cfg.runtime,

@@ -106,6 +106,9 @@ class FilterTrainConfig:
         lr: Adam learning rate (cosine-decayed).
         batch_edges: edges per step (sampled from one event's graph).
         pos_weight: weight of true edges in the BCE; ``None`` = #neg / #pos.
+        shape_dropout: with ``filter.cluster_shape`` on, the fraction of steps that see
+            their event as one without cells (every cluster shape marked absent), so
+            that one filter serves events with and without cells.
     """
 
     epochs: int = 6
@@ -113,6 +116,7 @@ class FilterTrainConfig:
     lr: float = 3e-3
     batch_edges: int = 200000
     pos_weight: float | None = None
+    shape_dropout: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class GNNTrainConfig:
         pos_weight: weight of true edges; ``None`` = #neg / #pos.
         crop_width: azimuthal window of one step, radians (message passing needs
             context, so wider than the embedding's).
+        shape_dropout: with ``gnn.cluster_shape`` on, the fraction of steps that see
+            their window as an event without cells (as the filter's).
     """
 
     epochs: int = 6
@@ -133,6 +139,7 @@ class GNNTrainConfig:
     lr: float = 2e-3
     pos_weight: float | None = None
     crop_width: float = 1.5
+    shape_dropout: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -194,4 +201,8 @@ def load_train_config(
     ):
         if value <= 0:
             raise ConfigError(f"{where}: {key} = {value!r} must be > 0")
+    for key, frac in (("filter.shape_dropout", cfg.filter.shape_dropout),
+                      ("gnn.shape_dropout", cfg.gnn.shape_dropout)):
+        if not 0.0 <= frac <= 1.0:
+            raise ConfigError(f"{where}: {key} = {frac!r} must be in [0, 1]")
     return TrainConfig(**{**cfg.__dict__, "source": where})

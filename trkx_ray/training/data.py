@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from trkx_ray.events.event import Event, EventFormatError
-from trkx_ray.pipeline.features import hit_features
+from trkx_ray.pipeline.features import cluster_shape, hit_features
 from trkx_ray.training.config import DataConfig
 
 __all__ = ["Sample", "crop", "load_samples", "make_sample", "pair_truth", "training_events"]
@@ -37,6 +37,8 @@ class Sample:
         pt: ``N`` float32 pT of each hit's particle, GeV (0 for noise).
         phi: ``N`` float32 hit azimuth, radians.
         true: ``2 x T`` int64 true edges (consecutive hits of a particle).
+        shape: ``N x 2`` float32 pixel-barrel cluster shape
+            (:func:`~trkx_ray.pipeline.features.cluster_shape`; zeros without cells).
     """
 
     event: Event
@@ -45,6 +47,7 @@ class Sample:
     pt: torch.Tensor
     phi: torch.Tensor
     true: torch.Tensor
+    shape: torch.Tensor
 
     @property
     def num_hits(self) -> int:
@@ -78,6 +81,7 @@ def make_sample(event: Event, features: Any) -> Sample:
         pt=torch.from_numpy(pt),
         phi=torch.from_numpy(np.asarray(event.phi, dtype=np.float32)),
         true=torch.from_numpy(np.ascontiguousarray(true_edges(event), dtype=np.int64)),
+        shape=torch.from_numpy(cluster_shape(event)),
     )
 
 
@@ -105,6 +109,7 @@ def crop(sample: Sample, phi0: float, width: float) -> tuple[Sample, torch.Tenso
             pt=sample.pt[idx],
             phi=sample.phi[idx],
             true=t,
+            shape=sample.shape[idx],
         ),
         idx,
     )

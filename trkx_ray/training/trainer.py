@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trkx_ray.pipeline.config import PipelineConfig, load_config
+from trkx_ray.pipeline.config import SHAPE_COLUMNS, PipelineConfig, load_config
 from trkx_ray.pipeline.edges import build_edges
 from trkx_ray.pipeline.labeling import label_hits
-from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN
+from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN, model_inputs
 from trkx_ray.pipeline.pipeline import orient_edges
 from trkx_ray.training.config import TrainConfig
 from trkx_ray.training.data import Sample, crop, load_samples, pair_truth
@@ -181,10 +181,9 @@ class Trainer:
         if stage == "embedding":
             m: nn.Module = EmbeddingMLP.from_config(section, self.nf)
         elif stage == "filter":
-            node_dim = self.nf + (p.embedding.output_dim if p.filter.use_embedding else 0)
-            m = FilterMLP.from_config(section, node_dim)
+            m = FilterMLP.from_config(section, p.filter_node_dim)
         else:
-            m = InteractionGNN.from_config(section, self.nf)
+            m = InteractionGNN.from_config(section, p.gnn_in_dim)
         return m.to(self.device)
 
     def load_trained(self, stage: str) -> nn.Module:
@@ -399,9 +398,9 @@ class Trainer:
                 )
             edges = build_edges(emb, self.radius, backend=self.pcfg.edges.backend)
             edges = orient_edges(edges.to(self.device), s.x[:, 0].to(self.device)).cpu()
-            nodes = s.x
-            if self.pcfg.filter.use_embedding:
-                nodes = torch.cat([s.x, emb.cpu()], dim=1)
+            f = self.pcfg.filter
+            nodes = model_inputs(s.x, emb.cpu() if f.use_embedding else None,
+                                 s.shape if f.cluster_shape else None)
         return _Graph(edges=edges, y=pair_truth(s.pid, edges), nodes=nodes)
 
     def _graphs(self, stage: str, samples: list[Sample]) -> list[_Graph]:
@@ -442,6 +441,7 @@ class Trainer:
         pw = self._pos_weight(graphs, c.pos_weight)
         model = self._new_model("filter")
         dev = self.device
+        shape = self.pcfg.filter.cluster_shape
 
         def step(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             g = graphs[int(rng.integers(len(graphs)))]
@@ -449,7 +449,12 @@ class Trainer:
             if e == 0:
                 return _zero_loss(model), {"pos_weight": pw}
             pick = torch.from_numpy(rng.integers(0, e, min(c.batch_edges, e)))
-            logits = model(g.nodes.to(dev), g.edges[:, pick].to(dev))
+            nodes = g.nodes
+            if shape and rng.random() < c.shape_dropout:
+                # this step as an event without cells: no cluster shapes
+                nodes = nodes.clone()
+                nodes[:, -SHAPE_COLUMNS:] = 0.0
+            logits = model(nodes.to(dev), g.edges[:, pick].to(dev))
             return _bce(logits, g.y[pick].to(dev), pw), {"pos_weight": pw}
 
         def validate(m: nn.Module) -> dict[str, float]:
@@ -489,6 +494,7 @@ class Trainer:
         model = self._new_model("gnn")
         dev = self.device
         samples = self.train_samples
+        shape = self.pcfg.gnn.cluster_shape
 
         def step(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             k = int(rng.integers(len(graphs)))
@@ -500,7 +506,10 @@ class Trainer:
             ok = (e >= 0).all(0)
             if not bool(ok.any()):
                 return _zero_loss(model), {"edges": 0.0}
-            logits = model(sub.x.to(dev), e[:, ok].to(dev))
+            x = self._gnn_x(sub)
+            if shape and rng.random() < c.shape_dropout:
+                x[:, -SHAPE_COLUMNS:] = 0.0  # this step as an event without cells
+            logits = model(x.to(dev), e[:, ok].to(dev))
             return _bce(logits, g.y[ok].to(dev), pw), {"edges": float(ok.sum())}
 
         def validate(m: nn.Module) -> dict[str, float]:
@@ -512,12 +521,18 @@ class Trainer:
                 return sc
 
             for g, s in zip(val_graphs, self.val_samples):
-                g._x = s.x  # type: ignore[attr-defined]
+                g._x = self._gnn_x(s)  # type: ignore[attr-defined]
             out = self._validate_scores(val_graphs, score, self.pcfg.labeling.cut, "gnn")
             out.update(self._tracking(val_graphs, scores_of))
             return out
 
         return self._fit("gnn", model, step, validate, c.epochs, c.steps_per_epoch, c.lr)
+
+    def _gnn_x(self, s: Sample) -> torch.Tensor:
+        """The GNN's per-hit input of ``s``: features [+ cluster shape] (a new tensor)."""
+        if self.pcfg.gnn.cluster_shape:
+            return model_inputs(s.x, None, s.shape)
+        return s.x.clone()
 
     @staticmethod
     def _x_of(g: _Graph) -> torch.Tensor:
