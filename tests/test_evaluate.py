@@ -75,6 +75,24 @@ def test_cli_simulated(tmp_path):
     assert json.loads(out.read_text())["events"][0]["event_id"] == 5
 
 
+def test_no_cells_drops_every_events_cells(tmp_path, data_dir, caplog):
+    """--no-cells runs the events as a data set without cells files would."""
+    from trkx_ray.evaluation import events_for
+
+    (with_cells,) = events_for(input_dir=data_dir, pileup=0, seed=0, events=1)
+    (without,) = events_for(input_dir=data_dir, pileup=0, seed=0, events=1, cells=False)
+    assert with_cells.cells and without.cells is None
+    assert without.hits is with_cells.hits or without.num_hits == with_cells.num_hits
+    (sim,) = events_for(input_dir=None, pileup=3, seed=5, events=1, cells=False)
+    assert sim.cells is None and sim.truth is not None
+    out = tmp_path / "e.json"
+    with caplog.at_level("WARNING"):
+        assert main(["--pileup", "3", "--seed", "5", "--events", "1", "--no-cells",
+                     "--json", str(out)]) == 0
+    assert "has no cells" in caplog.text
+    assert json.loads(out.read_text())["events"][0]["event_id"] == 5
+
+
 @pytest.mark.parametrize("argv, text", [(["--events", "0"], "--events"),
                                         (["--input", "/nonexistent/dir"], "/nonexistent/dir"),
                                         (["--config", "nope"], "nope")])

@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(YAML value; repeatable)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--no-cells", action="store_true",
+                   help="drop every event's cells (as a data set without cells files)")
     p.add_argument("--save-tracks", help="write TrackML submissions into this directory")
     p.add_argument("--json", help="write the figures as JSON here")
     return p
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = load_config(args.config, parse_overrides(args.set))
         events = events_for(input_dir=args.input, pileup=args.pileup, seed=args.seed,
-                            events=args.events)
+                            events=args.events, cells=not args.no_cells)
         out = evaluate_events(events, config, args.device, args.save_tracks,
                               progress=sys.stderr.isatty())
     except (ConfigError, EventFormatError, ValueError) as exc:

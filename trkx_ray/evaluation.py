@@ -155,23 +155,29 @@ def evaluate_events(
 
 
 def events_for(*, input_dir: str | Path | None, pileup: float, seed: int,
-               events: int) -> Iterator[Event]:
+               events: int, cells: bool = True) -> Iterator[Event]:
     """The events to evaluate: the first ``events`` of ``input_dir``, or simulated ones.
 
-    Simulated event ``i`` has pile-up ``pileup``, seed and event id ``seed + i``.
+    Simulated event ``i`` has pile-up ``pileup``, seed and event id ``seed + i``. With
+    ``cells=False`` every event's cells part is dropped (as a data set without cells).
     """
+    import dataclasses
+
+    def strip(event: Event) -> Event:
+        return event if cells else dataclasses.replace(event, cells=None)
+
     if input_dir:
         from trkx_ray.events import iter_events
 
         for i, event in enumerate(iter_events(input_dir)):
             if i >= events:
                 return
-            yield event
+            yield strip(event)
     else:
         from trkx_ray.events.simulate import simulate_event
 
         for i in range(events):
-            yield simulate_event(pileup=pileup, seed=seed + i, event_id=seed + i)
+            yield strip(simulate_event(pileup=pileup, seed=seed + i, event_id=seed + i))
 
 
 def _fmt(v: float) -> str:
