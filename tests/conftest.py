@@ -109,3 +109,21 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("TRKX_RAY_CACHE", None)
     else:
         os.environ["TRKX_RAY_CACHE"] = old
+
+
+@pytest.fixture
+def onnx_logits():
+    """Export a ``model(x, edges)`` to ONNX at a path and return onnxruntime's logits."""
+    ort = pytest.importorskip("onnxruntime")
+
+    def run(model, x, edges, path):
+        import torch
+
+        torch.onnx.export(model, (x, edges), str(path), dynamo=False,
+                          input_names=["x", "edges"], output_names=["logits"],
+                          opset_version=17,
+                          dynamic_axes={"x": {0: "hits"}, "edges": {1: "edges"}})
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(None, {"x": x.numpy(), "edges": edges.numpy()})[0]
+
+    return run

@@ -130,10 +130,9 @@ def test_shape_geometry_by_hand():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_shape_filter_paths_and_onnx(tmp_path):
+def test_shape_filter_paths_and_onnx(tmp_path, onnx_logits):
     """Zero shape weights give the filter without them; the per-hit projection path equals
     the concatenated form; the ONNX export agrees with torch."""
-    ort = pytest.importorskip("onnxruntime")
     g = torch.Generator().manual_seed(3)
     n, e = 50, 150
     x = torch.rand(n, 7, generator=g)
@@ -157,16 +156,13 @@ def test_shape_filter_paths_and_onnx(tmp_path):
         torch.testing.assert_close(model(x, edges, chunk_size=11), ref)
         assert not torch.allclose(ref, plain(x, edges))
     path = tmp_path / "filter.onnx"
-    torch.onnx.export(model, (x, edges), str(path), dynamo=False, input_names=["x", "edges"],
-                      output_names=["logits"], opset_version=17,
-                      dynamic_axes={"x": {0: "hits"}, "edges": {1: "edges"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"x": x.numpy(), "edges": edges.numpy()})[0]
+    got = onnx_logits(model, x, edges, path)
     assert abs(got - ref.numpy()).max() < 1e-4
 
 
 def _widen_module():
-    spec = importlib.util.spec_from_file_location("widen_filter", ROOT / "scripts/widen_filter.py")
+    spec = importlib.util.spec_from_file_location("widen_for_shapes",
+                                                  ROOT / "scripts/widen_for_shapes.py")
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -174,7 +170,7 @@ def _widen_module():
 
 
 def test_widened_filter_scores_as_the_original(tmp_path):
-    """scripts/widen_filter.py: a filter without cluster shapes, widened, scores every
+    """scripts/widen_for_shapes.py: a filter without cluster shapes, widened, scores every
     edge of a simulated event (with cells) as before."""
     cfg_path = tmp_path / "shape.yaml"
     cfg_path.write_text("extends: default\nname: shape\nfilter: {cluster_shape: true}\n")
@@ -190,7 +186,7 @@ def test_widened_filter_scores_as_the_original(tmp_path):
     b = wide(event, keep_graphs=True).graphs["build_edges"]["scores"]
     assert len(a) > 1000
     np.testing.assert_allclose(a, b, atol=1e-6)
-    with pytest.raises(SystemExit, match="cluster_shape is off"):
+    with pytest.raises(SystemExit, match="filter.cluster_shape is off"):
         _widen_module().widen(plain.filter.state_dict(), "noop")
     with pytest.raises(SystemExit, match="expected 2 x 40"):
         _widen_module().widen(wide.filter.state_dict(), str(cfg_path))
@@ -246,7 +242,7 @@ def test_training_with_cluster_shapes(tmp_path):
 
 def test_gnn_training_with_cluster_shapes(tmp_path):
     """The GNN trains with cluster shapes too (node inputs and pair terms), and a GNN
-    trained without them, widened by scripts/widen_gnn.py, scores as before."""
+    trained without them, widened by scripts/widen_for_shapes.py, scores as before."""
     from trkx_ray.training.config import load_train_config
     from trkx_ray.training.trainer import Trainer
 
@@ -272,17 +268,13 @@ def test_gnn_training_with_cluster_shapes(tmp_path):
         load_train_config("default", {"gnn": {"shape_dropout": -0.1}})
 
     # widening: a GNN without shapes scores the same widened, with shapes present
-    spec = importlib.util.spec_from_file_location("widen_gnn", ROOT / "scripts/widen_gnn.py")
-    assert spec is not None and spec.loader is not None
-    widen_gnn = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(widen_gnn)
     from trkx_ray.pipeline.models import InteractionGNN
 
     plain_cfg = load_config("default", {"gnn": {"weights": None}})
     plain = InteractionGNN.from_config(plain_cfg.gnn, plain_cfg.gnn_in_dim).eval()
     wide = InteractionGNN.from_config(dataclasses.replace(cfg.gnn, weights=None),
                                       cfg.gnn_in_dim).eval()
-    wide.load_state_dict(widen_gnn.widen(plain.state_dict(), str(pipe)))
+    wide.load_state_dict(_widen_module().widen(plain.state_dict(), str(pipe), "gnn"))
     event = simulate_event(pileup=5, seed=79, event_id=79)
     from trkx_ray.pipeline.features import hit_features
 
@@ -292,5 +284,7 @@ def test_gnn_training_with_cluster_shapes(tmp_path):
     edges = torch.randint(0, event.num_hits, (2, 2000), generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         torch.testing.assert_close(wide(model_inputs(x, None, shape), edges), plain(x, edges))
+    with pytest.raises(SystemExit, match="expected 32 and 5"):
+        _widen_module().widen(wide.state_dict(), str(pipe), "gnn")
     with pytest.raises(ValueError, match="gnn.cluster_shape needs gnn.edge_features"):
         InteractionGNN(10, edge_features=False, cluster_shape=True)

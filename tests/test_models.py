@@ -291,10 +291,9 @@ def test_edge_geometry_by_hand():
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_filter_with_edge_features(tmp_path):
+def test_filter_with_edge_features(tmp_path, onnx_logits):
     """Zero edge weights give the plain filter; the per-hit projection path equals the
     concatenated form; the ONNX export (concatenated form) agrees with torch."""
-    ort = pytest.importorskip("onnxruntime")
     x, edges = _graph(n=40, e=120, seed=5)
     x[:, 0] = x[:, 0].abs()  # radii
     plain = FilterMLP(5, hidden=16, layers=2).eval()
@@ -313,19 +312,14 @@ def test_filter_with_edge_features(tmp_path):
         torch.testing.assert_close(model(x, edges, chunk_size=7), ref)
         assert not torch.allclose(ref, plain(x, edges))
     path = tmp_path / "filter.onnx"
-    torch.onnx.export(model, (x, edges), str(path), dynamo=False, input_names=["x", "edges"],
-                      output_names=["logits"], opset_version=17,
-                      dynamic_axes={"x": {0: "hits"}, "edges": {1: "edges"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"x": x.numpy(), "edges": edges.numpy()})[0]
+    got = onnx_logits(model, x, edges, path)
     assert abs(got - ref.numpy()).max() < 1e-4
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_gnn_with_edge_features(tmp_path):
+def test_gnn_with_edge_features(tmp_path, onnx_logits):
     """Zero geometry weights give the plain GNN; chunking and the ONNX export agree."""
-    ort = pytest.importorskip("onnxruntime")
     x, edges = _graph(n=40, e=120, seed=6)
     x[:, 0] = x[:, 0].abs()
     plain = InteractionGNN(5, hidden=16, iterations=2).eval()
@@ -341,9 +335,5 @@ def test_gnn_with_edge_features(tmp_path):
         assert not torch.allclose(want, plain(x, edges))
         torch.testing.assert_close(model(x, edges, chunk_size=9), want)
     path = tmp_path / "gnn.onnx"
-    torch.onnx.export(model, (x, edges), str(path), dynamo=False, input_names=["x", "edges"],
-                      output_names=["logits"], opset_version=17,
-                      dynamic_axes={"x": {0: "hits"}, "edges": {1: "edges"}})
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"x": x.numpy(), "edges": edges.numpy()})[0]
+    got = onnx_logits(model, x, edges, path)
     assert abs(got - want.numpy()).max() < 1e-4

@@ -26,8 +26,8 @@ PIXEL_BARREL_VOLUME: int = 8
 SHAPE_SCALE: float = 5.0
 
 
-def _cell_rows(event: Event) -> np.ndarray | None:
-    """The hit row of every cell (``None`` when the event has no cells).
+def _cell_rows(event: Event) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """The hit row of every cell and the cells table (``None`` when the event has none).
 
     Raises:
         EventFormatError: a cell references a hit id the event does not have.
@@ -47,18 +47,18 @@ def _cell_rows(event: Event) -> np.ndarray | None:
     if unknown.any():
         bad = int(cell_hit[np.flatnonzero(unknown)[0]])
         raise EventFormatError(f"{where}: cells reference unknown hit_id {bad}")
-    return order[pos_clipped]
+    return order[pos_clipped], cells
 
 
 def _cell_features(event: Event) -> np.ndarray:
     """Return ``(num_hits, 2)``: number of cells / 10, summed charge per hit."""
     n = event.num_hits
     out = np.zeros((n, 2), dtype=np.float32)
-    index = _cell_rows(event)
-    if index is None:
+    found = _cell_rows(event)
+    if found is None:
         return out
-    assert event.cells is not None  # _cell_rows found cells
-    value = np.asarray(event.cells["value"], dtype=np.float64)
+    index, cells = found
+    value = np.asarray(cells["value"], dtype=np.float64)
     out[:, 0] = np.bincount(index, minlength=n) / 10.0
     out[:, 1] = np.bincount(index, weights=value, minlength=n)
     return out
@@ -83,16 +83,14 @@ def cluster_shape(event: Event) -> np.ndarray:
         EventFormatError: cells reference unknown hits, or a pixel-barrel hit is on a
             module the detector geometry does not have (names the event).
     """
-    n = event.num_hits
-    out = np.zeros((n, 2), dtype=np.float32)
-    index = _cell_rows(event)
-    if index is None:
+    found = _cell_rows(event)
+    out = np.zeros((event.num_hits, 2), dtype=np.float32)
+    if found is None:
         return out
-    assert event.cells is not None  # _cell_rows found cells
-    ch1 = np.asarray(event.cells["ch1"], dtype=np.int64)
+    index, cells = found
     order = np.argsort(index, kind="stable")
     rows = index[order]
-    ch1 = ch1[order]
+    ch1 = np.asarray(cells["ch1"], dtype=np.int64)[order]
     starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
     hit = rows[starts]
     length = (np.maximum.reduceat(ch1, starts) - np.minimum.reduceat(ch1, starts) + 1)
