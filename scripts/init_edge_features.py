@@ -26,9 +26,12 @@ def main() -> None:
                    help="directory with gnn.pt (default: --weights)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    cfg = load_config("default")  # the architectures, with edge_features: true
+    # the architectures, with edge_features: true (session 5; without the cluster shapes of
+    # session 9, which scripts/widen_for_shapes.py adds afterwards)
+    cfg = load_config("default", {"filter": {"cluster_shape": False},
+                                  "gnn": {"cluster_shape": False}})
     nf = cfg.features.num_features
-    node_dim = nf + (cfg.embedding.output_dim if cfg.filter.use_embedding else 0)
+    node_dim = cfg.filter_node_dim
     filt = FilterMLP.from_config(dataclasses.replace(cfg.filter, weights=None, edge_features=True),
                                  node_dim)
     gnn = InteractionGNN.from_config(dataclasses.replace(cfg.gnn, weights=None,
