@@ -270,7 +270,7 @@ def test_gnn_training_with_cluster_shapes(tmp_path):
     # widening: a GNN without shapes scores the same widened, with shapes present
     from trkx_ray.pipeline.models import InteractionGNN
 
-    plain_cfg = load_config("default", {"gnn": {"weights": None}})
+    plain_cfg = load_config("default", {"gnn": {"weights": None, "cluster_shape": False}})
     plain = InteractionGNN.from_config(plain_cfg.gnn, plain_cfg.gnn_in_dim).eval()
     wide = InteractionGNN.from_config(dataclasses.replace(cfg.gnn, weights=None),
                                       cfg.gnn_in_dim).eval()
