@@ -1074,7 +1074,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in ["real sample", *(f"sim {s}" for s in seeds)]
         ]
         cells_text = (
-            f"The pipeline reads cell features: {pipe.config.features.cell_features}. "
+            f"The pipeline reads cell features: {pipe.config.features.cell_features}; "
+            + f"pixel-barrel cluster shapes: {pipe.config.cluster_shape}. "
             + "Removing the cells file gives identical tracks on "
             + f"{sum(same)} of {len(same)} samples."
         )
