@@ -264,6 +264,12 @@ def edge_geometry(x: Tensor, edges_t: Tensor) -> Tensor:
     """
     a = x.index_select(0, edges_t[:, 0])
     b = x.index_select(0, edges_t[:, 1])
+    return _pair_terms(a, b, shape=False)
+
+
+def _pair_terms(a: Tensor, b: Tensor, shape: bool) -> Tensor:
+    """:func:`edge_geometry`'s columns [then :func:`shape_geometry`'s] from the gathered
+    per-hit columns of each pair's source ``a`` and target ``b`` (one gather for both)."""
     dr = b[:, 0] - a[:, 0]
     dphi = (b[:, 1] - a[:, 1]) * math.pi
     dphi = dphi - (2 * math.pi) * torch.round(dphi / (2 * math.pi))
@@ -271,7 +277,27 @@ def edge_geometry(x: Tensor, edges_t: Tensor) -> Tensor:
     run = torch.clamp(dr.abs(), min=0.005)
     slope = torch.clamp(dphi / run, -5.0, 5.0)
     z0 = torch.clamp(5.0 * (a[:, 2] - a[:, 0] * dz / run), -5.0, 5.0)
-    return torch.stack([10.0 * dr, 10.0 * dphi, 10.0 * dz, slope, z0], dim=1)
+    cols = [10.0 * dr, 10.0 * dphi, 10.0 * dz, slope, z0]
+    if shape:
+        cols += _shape_terms(a, b, dz, run)
+    return torch.stack(cols, dim=1)
+
+
+def _shape_terms(a: Tensor, b: Tensor, dz: Tensor, run: Tensor) -> list[Tensor]:
+    cot = torch.clamp(dz.abs() / run, max=20.0)
+    ca, cb = SHAPE_SCALE * a[:, 3], SHAPE_SCALE * b[:, 3]
+    da = 0.5 * torch.clamp(cot - ca, -4.0, 4.0) * a[:, 4]
+    db = 0.5 * torch.clamp(cot - cb, -4.0, 4.0) * b[:, 4]
+    dab = torch.clamp(ca - cb, -4.0, 4.0) * (a[:, 4] * b[:, 4])
+    return [da, db, dab]
+
+
+def pair_geometry(geo: Tensor, edges_t: Tensor, shape: bool) -> Tensor:
+    """:func:`edge_geometry` and, with ``shape``, :func:`shape_geometry` side by side
+    (``E x 5`` or ``E x 8``), from one gather of ``geo`` (``N x 3`` or ``N x 5`` columns as
+    those functions read them)."""
+    return _pair_terms(geo.index_select(0, edges_t[:, 0]), geo.index_select(0, edges_t[:, 1]),
+                       shape)
 
 
 #: columns of :func:`shape_geometry`
@@ -298,13 +324,9 @@ def shape_geometry(geo: Tensor, edges_t: Tensor) -> Tensor:
     """
     a = geo.index_select(0, edges_t[:, 0])
     b = geo.index_select(0, edges_t[:, 1])
+    dz = b[:, 2] - a[:, 2]
     run = torch.clamp((b[:, 0] - a[:, 0]).abs(), min=0.005)
-    cot = torch.clamp((b[:, 2] - a[:, 2]).abs() / run, max=20.0)
-    ca, cb = SHAPE_SCALE * a[:, 3], SHAPE_SCALE * b[:, 3]
-    da = 0.5 * torch.clamp(cot - ca, -4.0, 4.0) * a[:, 4]
-    db = 0.5 * torch.clamp(cot - cb, -4.0, 4.0) * b[:, 4]
-    dab = torch.clamp(ca - cb, -4.0, 4.0) * (a[:, 4] * b[:, 4])
-    return torch.stack([da, db, dab], dim=1)
+    return torch.stack(_shape_terms(a, b, dz, run), dim=1)
 
 
 def model_inputs(x: Tensor, emb: Tensor | None = None, shape: Tensor | None = None) -> Tensor:
@@ -368,11 +390,16 @@ class FilterMLP(nn.Module):
 
     def _logits(self, proj: tuple[Tensor, Tensor], edges_t: Tensor, x: Tensor) -> Tensor:
         pre = proj[0].index_select(0, edges_t[:, 0]) + proj[1].index_select(0, edges_t[:, 1])
-        if self.edge is not None:
+        if self.edge is not None and self.shape is not None:
+            # both pair terms from one gather, in one pass: pre + terms @ [W_edge W_shape]^T
+            w = torch.cat([self.edge.weight, self.shape.weight], dim=1)
+            pre = torch.addmm(pre, pair_geometry(x, edges_t, shape=True).to(pre.dtype),
+                              w.t().to(pre.dtype))
+        elif self.edge is not None:
             # pre + geometry @ W^T in one pass (no second E x hidden temporary)
             pre = torch.addmm(pre, edge_geometry(x, edges_t).to(pre.dtype),
                               self.edge.weight.t().to(pre.dtype))
-        if self.shape is not None:
+        elif self.shape is not None:
             pre = torch.addmm(pre, shape_geometry(x, edges_t).to(pre.dtype),
                               self.shape.weight.t().to(pre.dtype))
         return self.net[1:](pre).float().squeeze(-1)
@@ -601,13 +628,9 @@ class InteractionGNN(nn.Module):
             geo = (torch.cat([x[:, :3], x[:, -2:]], dim=1) if self.cluster_shape
                    else x[:, :3].contiguous())
 
-            def pair_terms(et: Tensor) -> Tensor:
-                if self.cluster_shape:
-                    return torch.cat([edge_geometry(geo, et), shape_geometry(geo, et)], 1)
-                return edge_geometry(geo, et)
-
             e = map_rows(
-                lambda et: self.edge_encoder.edge_forward(proj, et, pair_terms(et)),
+                lambda et: self.edge_encoder.edge_forward(
+                    proj, et, pair_geometry(geo, et, self.cluster_shape)),
                 num_edges, chunk, edges_t,
             )
         else:
