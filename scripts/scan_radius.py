@@ -22,25 +22,32 @@ from trkx_ray.events.simulate import simulate_event
 from trkx_ray.metrics import edge_metrics
 from trkx_ray.pipeline import build_edges
 from trkx_ray.pipeline.config import load_config
-from trkx_ray.pipeline.features import hit_features
-from trkx_ray.pipeline.models import EmbeddingMLP
+from trkx_ray.pipeline.features import cluster_shape, hit_features
+from trkx_ray.pipeline.models import EmbeddingMLP, model_inputs
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="default")
+    p.add_argument("--config", default="default",
+                   help="pipeline configuration giving the embedding's architecture")
     p.add_argument("--weights", required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[900000])
     p.add_argument("--pileup", type=float, default=200)
     p.add_argument("--radii", type=float, nargs="+", default=[0.08, 0.1, 0.12, 0.15, 0.2])
+    p.add_argument("--no-cells", action="store_true",
+                   help="embed the events as events without cells (no cluster shapes)")
     args = p.parse_args()
     cfg = load_config(args.config, {"embedding": {"weights": args.weights}})
-    model = EmbeddingMLP.from_config(cfg.embedding, cfg.features.num_features)
+    model = EmbeddingMLP.from_config(cfg.embedding, cfg.embedding_in_dim)
     rows: dict[float, list[tuple[float, float, float, float]]] = {r: [] for r in args.radii}
     for seed in args.seeds:
         event = simulate_event(pileup=args.pileup, seed=seed)
         with torch.no_grad():
-            emb = model(torch.from_numpy(hit_features(event, cfg.features))).numpy()
+            x = torch.from_numpy(hit_features(event, cfg.features))
+            if cfg.embedding.cluster_shape:
+                shape = torch.from_numpy(cluster_shape(event))
+                x = model_inputs(x, None, shape * 0 if args.no_cells else shape)
+            emb = model(x).numpy()
         for r in args.radii:
             edges = build_edges(emb, r, backend="frnn")
             m05 = edge_metrics(event, edges, pt_min=0.5)

@@ -726,7 +726,6 @@ def pipeline_section(
 
     from trkx_ray.metrics import edge_metrics, tracking_metrics
     from trkx_ray.pipeline import Pipeline
-    from trkx_ray.pipeline.features import hit_features
 
     torch.set_num_threads(2)
     pipe = Pipeline.from_config("default", overrides={"precision": "fp32"})
@@ -747,8 +746,8 @@ def pipeline_section(
             t["trackml_score"],
         )
         with torch.inference_mode():
-            x = torch.from_numpy(hit_features(ev, pipe.config.features))
-            emb = pipe.embedding(x, chunk_size=pipe.config.embedding.chunk_size).numpy()
+            emb = pipe.embedding(pipe.inputs(ev)["embedding"],
+                                 chunk_size=pipe.config.embedding.chunk_size).numpy()
         out[name] = {
             "fig": fig,
             "graphs": {k: v["edges"] for k, v in res.graphs.items()},

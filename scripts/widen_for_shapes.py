@@ -1,10 +1,14 @@
-"""Widen a trained filter or GNN for ``cluster_shape: true`` (the start of fine-tuning).
+"""Widen a trained embedding, filter or GNN for ``cluster_shape: true`` (fine-tuning's start).
 
 A cluster-shape model reads two more per-hit columns (the hit's pixel-barrel cluster
-shape, ``features.cluster_shape``, after its other inputs) and three more pair columns
-(``models.shape_geometry``, after ``edge_geometry``'s five). This copies a model trained
+shape, ``features.cluster_shape``, after its other inputs); the filter and the GNN also
+three more pair columns (``models.shape_geometry``, after ``edge_geometry``'s five).
+This copies a model trained
 without them into that architecture with zero weights on the new inputs, so the widened
-model scores every edge exactly as the original does until training moves them.
+model computes exactly what the original does until training moves them.
+
+    python scripts/widen_for_shapes.py embedding trkx_ray/weights/embedding.pt \
+        runs/s10init/embedding.pt --pipeline runs/s10/pipe_emb.yaml
 
     python scripts/widen_for_shapes.py filter trkx_ray/weights/filter.pt runs/s9init/filter.pt \\
         --pipeline runs/s9/pipe.yaml
@@ -25,7 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trkx_ray.pipeline.config import SHAPE_COLUMNS, load_config  # noqa: E402
-from trkx_ray.pipeline.models import EDGE_GEOMETRY_DIM, FilterMLP, InteractionGNN  # noqa: E402
+from trkx_ray.pipeline.models import (  # noqa: E402
+    EDGE_GEOMETRY_DIM,
+    EmbeddingMLP,
+    FilterMLP,
+    InteractionGNN,
+)
 
 State = dict[str, torch.Tensor]
 
@@ -48,13 +57,20 @@ def widen(state: State, pipeline: str, stage: str = "filter") -> State:
     if not section.cluster_shape:
         raise SystemExit(f"{pipeline}: {stage}.cluster_shape is off; nothing to widen")
     section = dataclasses.replace(section, weights=None)
-    if stage == "filter":
+    if stage == "embedding":
+        nf = cfg.features.num_features
+        if state["net.0.weight"].shape[1] != nf:
+            raise SystemExit(f"the embedding's first layer reads {state['net.0.weight'].shape[1]} "
+                             f"columns, expected {nf} (an embedding without cluster shapes)")
+        model: torch.nn.Module = EmbeddingMLP.from_config(section, cfg.embedding_in_dim)
+        blocks = {"net.0.weight": [(slice(0, nf), slice(0, nf))]}
+    elif stage == "filter":
         dim = cfg.filter_node_dim
         old = dim - SHAPE_COLUMNS
         if state["net.0.weight"].shape[1] != 2 * old:
             raise SystemExit(f"the filter's first layer reads {state['net.0.weight'].shape[1]} "
                              f"columns, expected 2 x {old} (a filter without cluster shapes)")
-        model: torch.nn.Module = FilterMLP.from_config(section, dim)
+        model = FilterMLP.from_config(section, dim)
         # [src hit, dst hit]: each hit's block gains the shape columns at its end
         blocks = {"net.0.weight": [(slice(0, old), slice(0, old)),
                                    (slice(dim, dim + old), slice(old, 2 * old))]}
@@ -75,7 +91,7 @@ def widen(state: State, pipeline: str, stage: str = "filter") -> State:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=("filter", "gnn"))
+    ap.add_argument("stage", choices=("embedding", "filter", "gnn"))
     ap.add_argument("src", help="trained state dict (.pt)")
     ap.add_argument("dst", help="output state dict (.pt)")
     ap.add_argument("--pipeline", required=True,

@@ -288,3 +288,73 @@ def test_gnn_training_with_cluster_shapes(tmp_path):
         _widen_module().widen(wide.state_dict(), str(pipe), "gnn")
     with pytest.raises(ValueError, match="gnn.cluster_shape needs gnn.edge_features"):
         InteractionGNN(10, edge_features=False, cluster_shape=True)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_embedding_with_cluster_shapes(tmp_path, caplog):
+    """The embedding reads the cluster shapes too (``embedding.cluster_shape``): it trains
+    with them (and shape dropout); the shipped embedding, widened, builds the same graph;
+    with non-zero shape weights the graph changes with cells and not without; ONNX agrees."""
+    from trkx_ray.pipeline.export import export_models
+    from trkx_ray.training.config import load_train_config
+    from trkx_ray.training.trainer import Trainer
+
+    pipe_yaml = tmp_path / "pipe.yaml"
+    pipe_yaml.write_text("extends: default\nname: shape_emb\nembedding: {cluster_shape: true}\n")
+    cfg = load_config(str(pipe_yaml))
+    assert cfg.embedding_in_dim == cfg.features.num_features + 2 and cfg.reads_cells
+    tiny = {
+        "pipeline": str(pipe_yaml),
+        "data": {"pileup": 4, "train_events": 1, "val_events": 1, "crop_width": 3.2},
+        "embedding": {"epochs": 1, "steps_per_epoch": 3, "hard_pairs": 5000,
+                      "random_pairs": 5000, "shape_dropout": 0.5},
+        "threads": 1,
+    }
+    Trainer(load_train_config("default", tiny), tmp_path / "out", progress=False).run(
+        ("embedding",))
+    state = torch.load(tmp_path / "out/embedding.pt", weights_only=True)
+    assert state["net.0.weight"].shape[1] == cfg.embedding_in_dim
+    with pytest.raises(ConfigError, match=r"embedding\.shape_dropout = 2\.0 must be in \[0, 1\]"):
+        load_train_config("default", {"embedding": {"shape_dropout": 2.0}})
+
+    # the shipped embedding, widened: the same candidate edges on an event with cells
+    event = simulate_event(pileup=5, seed=79, event_id=79)
+    hits_only = Event(event.event_id, event.hits, truth=event.truth, source="hits only")
+    plain = Pipeline.from_config("default", overrides={"precision": "fp32"})
+    wide_state = _widen_module().widen(plain.embedding.state_dict(), str(pipe_yaml),
+                                       "embedding")
+    torch.save(wide_state, tmp_path / "wide.pt")
+    over = {"precision": "fp32", "embedding": {"weights": str(tmp_path / "wide.pt")}}
+    wide = Pipeline.from_config(str(pipe_yaml), overrides=over)
+    a = plain(event, keep_graphs=True).graphs["build_edges"]["edges"]
+    np.testing.assert_array_equal(wide(event, keep_graphs=True).graphs["build_edges"]["edges"], a)
+    with pytest.raises(SystemExit, match="an embedding without cluster shapes"):
+        _widen_module().widen(wide_state, str(pipe_yaml), "embedding")
+
+    # non-zero weights on the shape columns move pixel-barrel hits only when cells exist
+    # (random: a column shift equal on every unit would vanish in the LayerNorm)
+    wide_state["net.0.weight"][:, -2:] = torch.randn(
+        wide_state["net.0.weight"].shape[0], 2, generator=torch.Generator().manual_seed(0))
+    torch.save(wide_state, tmp_path / "moved.pt")
+    over["embedding"]["weights"] = str(tmp_path / "moved.pt")
+    moved = Pipeline.from_config(str(pipe_yaml), overrides=over)
+    x_emb = moved.inputs(event)["embedding"]
+    barrel = x_emb[:, -1] > 0
+    with torch.inference_mode():
+        e_wide, e_moved = wide.embedding(x_emb), moved.embedding(x_emb)
+        e_plain = moved.embedding(moved.inputs(hits_only)["embedding"])
+    assert barrel.sum() > 50
+    assert (e_wide - e_moved)[barrel].abs().max() > 1e-2
+    torch.testing.assert_close(e_wide[~barrel], e_moved[~barrel])
+    torch.testing.assert_close(e_plain, plain.embedding(plain.inputs(event)["embedding"]))
+    with caplog.at_level(logging.WARNING):
+        moved(hits_only)
+    assert "hits only has no cells: the models run without pixel cluster shapes" in caplog.text
+
+    # ONNX: the exported embedding reads the same widened input
+    export_models(moved.config, tmp_path / "onnx")
+    onnx = Pipeline.from_config(moved.config, overrides={
+        "runtime": "onnx", "onnx": {"dir": str(tmp_path / "onnx")}})
+    e_onnx = onnx.embedding(x_emb)
+    assert (e_onnx - e_moved).abs().max() < 1e-4

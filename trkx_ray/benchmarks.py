@@ -654,7 +654,6 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
     import torch
 
     from trkx_ray.pipeline import EDGE_BACKENDS, LABEL_BACKENDS, Pipeline
-    from trkx_ray.pipeline.features import hit_features
 
     event = _first_event(args)
     # the graph to label comes from frnn, the fastest edge backend (all are exact)
@@ -670,8 +669,7 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
     }
     if args.backends == "edges":
         with torch.inference_mode(), pipe._autocast():
-            x = torch.from_numpy(hit_features(event, pipe.config.features))
-            emb = pipe.embedding(x.to(pipe.device))
+            emb = pipe.embedding(pipe.inputs(event)["embedding"])
         names = [b for b in EDGE_BACKENDS if args.include_slow or b != "radius"]
         timings = time_edge_backends(emb, pipe.config.edges.radius, names, repeats=args.repeats)
         report["radius"] = pipe.config.edges.radius
@@ -699,7 +697,6 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
 
     from trkx_ray.pipeline import Pipeline
     from trkx_ray.pipeline.config import load_config
-    from trkx_ray.pipeline.features import cluster_shape, hit_features
     from trkx_ray.pipeline.models import model_inputs
 
     event = _first_event(args)
@@ -715,16 +712,14 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
     graphs = fp32(event, keep_graphs=True).graphs
     assert graphs is not None
     cfg = base
-    x = torch.from_numpy(hit_features(event, cfg.features)).to(fp32.device)
+    inputs = fp32.inputs(event)
+    x, shape, x_emb, x_gnn = (inputs[k] for k in ("x", "shape", "embedding", "gnn"))
     candidates = torch.from_numpy(graphs["build_edges"]["edges"]).to(fp32.device)
     filtered = torch.from_numpy(graphs["filtering"]["edges"]).to(fp32.device)
     with torch.inference_mode():
-        emb = fp32.embedding(x, chunk_size=cfg.embedding.chunk_size)
-    shape = (torch.from_numpy(cluster_shape(event)).to(fp32.device)
-             if cfg.cluster_shape else None)
+        emb = fp32.embedding(x_emb, chunk_size=cfg.embedding.chunk_size)
     nodes = model_inputs(x, emb if cfg.filter.use_embedding else None,
                          shape if cfg.filter.cluster_shape else None)
-    x_gnn = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)
 
     def sync_call(fn: Callable[[], Any]) -> Any:
         out = fn()
@@ -736,7 +731,7 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
     outputs: dict[str, dict[str, Any]] = {}
     for name, pipe in variants.items():
         calls = {
-            "embedding": lambda p=pipe: p.embedding(x, chunk_size=cfg.embedding.chunk_size),
+            "embedding": lambda p=pipe: p.embedding(x_emb, chunk_size=cfg.embedding.chunk_size),
             "filtering": lambda p=pipe: p.filter(
                 nodes, candidates, chunk_size=cfg.filter.chunk_size
             ),

@@ -61,7 +61,7 @@ __all__ = [
 
 #: Directory of the shipped pipeline configurations (package data).
 CONFIG_DIR: Path = Path(__file__).resolve().parent.parent / "configs" / "pipeline"
-#: per-hit cluster-shape columns fed to the filter when ``filter.cluster_shape`` is on
+#: per-hit cluster-shape columns fed to a model whose ``cluster_shape`` is on
 #: (``features.cluster_shape``: the |cot theta| estimate / 5 and its presence flag)
 SHAPE_COLUMNS: int = 2
 #: Directory of the shipped model weights (package data): ``weights: NAME`` means
@@ -157,6 +157,11 @@ class EmbeddingConfig:
         output_dim: embedding dimension (the output is L2-normalised).
         layer_norm: LayerNorm after each hidden linear layer.
         activation: hidden activation.
+        cluster_shape: also feed each hit's pixel-barrel cluster shape
+            (``features.cluster_shape``: the |cot theta| its cluster length gives, and
+            whether it has one), so that a pixel-barrel hit lands near the hits its
+            track's direction allows. Events without cells run with the shape marked
+            absent; the model is trained with it both present and absent.
         chunk_size: hits per inference chunk (small chunks keep intermediates
             cache-resident; the result does not depend on it).
         weights: ``None`` (random initialisation with ``seed``), a name under
@@ -169,6 +174,7 @@ class EmbeddingConfig:
     output_dim: int = 8
     layer_norm: bool = True
     activation: Activation = "tanh"
+    cluster_shape: bool = False
     chunk_size: int = 16384
     weights: str | None = None
     seed: int = 0
@@ -371,8 +377,14 @@ class PipelineConfig:
 
     @property
     def cluster_shape(self) -> bool:
-        """Whether the filter or the GNN reads pixel-barrel cluster shapes."""
-        return self.filter.cluster_shape or self.gnn.cluster_shape
+        """Whether any model (embedding, filter, GNN) reads pixel-barrel cluster shapes."""
+        return self.embedding.cluster_shape or self.filter.cluster_shape or self.gnn.cluster_shape
+
+    @property
+    def embedding_in_dim(self) -> int:
+        """Width of the embedding's per-hit input: features [+ 2 cluster shape]."""
+        return (self.features.num_features
+                + (SHAPE_COLUMNS if self.embedding.cluster_shape else 0))
 
     @property
     def gnn_in_dim(self) -> int:

@@ -59,7 +59,8 @@ MANIFEST: str = ONNX_MANIFEST
 MODEL_FILES: dict[str, str] = ONNX_MODEL_FILES
 #: Configuration keys that define each model (architecture, seed, weights).
 _MODEL_KEYS: dict[str, tuple[str, ...]] = {
-    "embedding": ("hidden", "layers", "output_dim", "layer_norm", "activation", "weights", "seed"),
+    "embedding": ("hidden", "layers", "output_dim", "layer_norm", "activation", "cluster_shape",
+                  "weights", "seed"),
     "filter": ("hidden", "layers", "layer_norm", "activation", "use_embedding", "edge_features",
                "cluster_shape", "weights", "seed"),
     "gnn": (
@@ -214,7 +215,7 @@ def export_models(
     out = Path(out_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
 
-    nf = cfg.features.num_features
+    nf = cfg.embedding_in_dim
     node_dim = cfg.filter_node_dim
     specs: dict[str, dict[str, Any]] = {
         "embedding": {
@@ -226,7 +227,7 @@ def export_models(
                     "dtype": "float32",
                 }
             ],
-            "description": "hit features -> L2-normalised embedding",
+            "description": "hit features [, cluster shape] -> L2-normalised embedding",
         },
         "filter": {
             "inputs": [

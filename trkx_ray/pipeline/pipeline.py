@@ -289,8 +289,8 @@ class Pipeline:
         elif config.kind == "exatrkx":
             from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN
 
-            nf = config.features.num_features
-            self.embedding = EmbeddingMLP.from_config(config.embedding, nf).to(self.device)
+            self.embedding = EmbeddingMLP.from_config(config.embedding,
+                                                      config.embedding_in_dim).to(self.device)
             self.filter = FilterMLP.from_config(config.filter,
                                                 config.filter_node_dim).to(self.device)
             self.gnn = InteractionGNN.from_config(config.gnn, config.gnn_in_dim).to(self.device)
@@ -334,6 +334,29 @@ class Pipeline:
             f"device={str(self.device)!r}, precision={self.precision!r}, "
             f"runtime={self.config.runtime!r})"
         )
+
+    def inputs(self, event: Event) -> dict[str, Any]:
+        """The models' per-hit inputs of ``event`` as tensors on the pipeline's device.
+
+        Keys: ``x`` (hit features), ``shape`` (pixel-barrel cluster shapes, or ``None``
+        when no model reads them), ``embedding`` and ``gnn`` (those models' inputs:
+        features [+ cluster shape]). The filter's input also needs the embedding
+        (``models.model_inputs``).
+        """
+        import torch
+
+        from trkx_ray.pipeline.models import model_inputs
+
+        cfg = self.config
+        x = torch.from_numpy(hit_features(event, cfg.features)).to(self.device)
+        shape = (torch.from_numpy(cluster_shape(event)).to(self.device)
+                 if cfg.cluster_shape else None)
+        return {
+            "x": x,
+            "shape": shape,
+            "embedding": model_inputs(x, None, shape if cfg.embedding.cluster_shape else None),
+            "gnn": model_inputs(x, None, shape if cfg.gnn.cluster_shape else None),
+        }
 
     def _autocast(self) -> Any:
         import torch
@@ -459,18 +482,15 @@ class Pipeline:
         with torch.inference_mode():
             # -- data_loading: features -> device
             _check_coordinates(event)
-            feats = hit_features(event, cfg.features)
-            x = torch.from_numpy(feats).to(self.device)
-            shape = (torch.from_numpy(cluster_shape(event)).to(self.device)
-                     if cfg.cluster_shape else None)
-            x_gnn = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)
+            inputs = self.inputs(event)
+            x, shape, x_emb, x_gnn = (inputs[k] for k in ("x", "shape", "embedding", "gnn"))
             r = x[:, 0]
             timer.lap("data_loading")
 
             # -- embedding
             with self._autocast():
                 if n:
-                    emb = self.embedding(x, chunk_size=cfg.embedding.chunk_size)
+                    emb = self.embedding(x_emb, chunk_size=cfg.embedding.chunk_size)
                 else:
                     emb = x.new_zeros((0, cfg.embedding.output_dim))
             timer.lap("embedding")

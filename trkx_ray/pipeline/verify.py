@@ -49,11 +49,12 @@ def verify_export(config: PipelineConfig, directory: Path,
 
     with torch.inference_mode():
         x = torch.from_numpy(hit_features(event, config.features))
-        emb_t = torch_pipe.embedding(x)
-        emb_o = onnx_pipe.embedding(x)
+        shape = torch.from_numpy(cluster_shape(event)) if config.cluster_shape else None
+        x_emb = model_inputs(x, None, shape if config.embedding.cluster_shape else None)
+        emb_t = torch_pipe.embedding(x_emb)
+        emb_o = onnx_pipe.embedding(x_emb)
         edges = build_edges(emb_t, config.edges.radius, backend="faiss")
         edges = orient_edges(edges.to(torch.int64), x[:, 0])
-        shape = torch.from_numpy(cluster_shape(event)) if config.cluster_shape else None
         nodes = model_inputs(x, emb_t if config.filter.use_embedding else None,
                              shape if config.filter.cluster_shape else None)
         x_gnn = model_inputs(x, None, shape if config.gnn.cluster_shape else None)

@@ -79,6 +79,9 @@ class EmbeddingTrainConfig:
         weight_negative: weight of the negative term.
         low_pt: positives of particles below this pT (GeV) get ``low_pt_weight``.
         low_pt_weight: weight of low-pT positives.
+        shape_dropout: with ``embedding.cluster_shape`` on, the fraction of steps that
+            see their event as one without cells (every cluster shape marked absent),
+            so that one embedding serves events with and without cells.
     """
 
     epochs: int = 8
@@ -94,6 +97,7 @@ class EmbeddingTrainConfig:
     weight_negative: float = 1.0
     low_pt: float = 0.5
     low_pt_weight: float = 0.5
+    shape_dropout: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,8 @@ def load_train_config(
     ):
         if value <= 0:
             raise ConfigError(f"{where}: {key} = {value!r} must be > 0")
-    for key, frac in (("filter.shape_dropout", cfg.filter.shape_dropout),
+    for key, frac in (("embedding.shape_dropout", cfg.embedding.shape_dropout),
+                      ("filter.shape_dropout", cfg.filter.shape_dropout),
                       ("gnn.shape_dropout", cfg.gnn.shape_dropout)):
         if not 0.0 <= frac <= 1.0:
             raise ConfigError(f"{where}: {key} = {frac!r} must be in [0, 1]")

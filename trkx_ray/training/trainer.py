@@ -179,7 +179,7 @@ class Trainer:
             getattr(p, stage), weights=None, seed=self.cfg.seed * 31 + STAGES.index(stage)
         )
         if stage == "embedding":
-            m: nn.Module = EmbeddingMLP.from_config(section, self.nf)
+            m: nn.Module = EmbeddingMLP.from_config(section, p.embedding_in_dim)
         elif stage == "filter":
             m = FilterMLP.from_config(section, p.filter_node_dim)
         else:
@@ -318,6 +318,7 @@ class Trainer:
         samples = self.train_samples
         model = self._new_model("embedding")
         dev = self.device
+        shape = self.pcfg.embedding.cluster_shape
 
         def step(rng: np.random.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             s = samples[int(rng.integers(len(samples)))]
@@ -331,11 +332,15 @@ class Trainer:
                 far = pool[torch.from_numpy(rng.choice(pool.numel(),
                                                        min(c.global_hits, pool.numel()),
                                                        replace=False))]
-                x = torch.cat([sub.x, s.x[far]]).to(dev)
+                x = torch.cat([self._embedding_input(sub), self._embedding_input(s)[far]]).to(dev)
                 pid = torch.cat([sub.pid, s.pid[far]]).to(dev)
                 pt = torch.cat([sub.pt, s.pt[far]]).to(dev)
             else:
-                x, pid, pt = sub.x.to(dev), sub.pid.to(dev), sub.pt.to(dev)
+                x = self._embedding_input(sub).to(dev)
+                pid, pt = sub.pid.to(dev), sub.pt.to(dev)
+            if shape and rng.random() < c.shape_dropout:
+                # this step as an event without cells: no cluster shapes
+                x[:, -SHAPE_COLUMNS:] = 0.0
             n = x.shape[0]
             emb = model(x)
             r_mine = _bounded_radius(emb.detach(), c.margin * c.mine_factor, c.max_neighbours, rng)
@@ -364,8 +369,14 @@ class Trainer:
         return self._fit("embedding", model, step, self._validate_embedding, c.epochs,
                          c.steps_per_epoch, c.lr)
 
+    def _embedding_input(self, s: Sample) -> torch.Tensor:
+        """The embedding's per-hit input of ``s``: features [+ cluster shape] (a new tensor)."""
+        if self.pcfg.embedding.cluster_shape:
+            return model_inputs(s.x, None, s.shape)
+        return s.x.clone()
+
     def _embed(self, model: nn.Module, s: Sample) -> torch.Tensor:
-        return model(s.x.to(self.device))
+        return model(self._embedding_input(s).to(self.device))
 
     def _validate_embedding(self, model: nn.Module) -> dict[str, float]:
         from trkx_ray.metrics import edge_metrics
