@@ -206,9 +206,15 @@ def test_pipeline_without_cells_says_so_once(caplog):
                              "cluster shapes") == 1
     b = pipe(event, keep_graphs=True)
     ea, eb = a.graphs["build_edges"]["edges"], b.graphs["build_edges"]["edges"]
-    np.testing.assert_array_equal(ea, eb)  # the same candidates: only the filter differs
-    sa, sb = a.graphs["build_edges"]["scores"], b.graphs["build_edges"]["scores"]
-    assert np.abs(sa - sb).max() > 1e-3
+    assert ea.shape != eb.shape or (ea != eb).any()  # the embedding reads the shapes too
+    # and the filter: the same candidates scored with the shapes present and absent
+    inputs = pipe.inputs(event)
+    with torch.inference_mode():
+        emb = pipe.embedding(inputs["embedding"])
+        edges = torch.from_numpy(eb)
+        present = pipe.filter(model_inputs(inputs["x"], emb, inputs["shape"]), edges)
+        absent = pipe.filter(model_inputs(inputs["x"], emb, inputs["shape"] * 0), edges)
+    assert (present - absent).abs().max() > 1e-3
     nodes = model_inputs(torch.zeros(3, 2), torch.ones(3, 1), torch.full((3, 2), 2.0))
     assert nodes.tolist() == [[0.0, 0.0, 1.0, 2.0, 2.0]] * 3
 
@@ -318,10 +324,16 @@ def test_embedding_with_cluster_shapes(tmp_path, caplog):
     with pytest.raises(ConfigError, match=r"embedding\.shape_dropout = 2\.0 must be in \[0, 1\]"):
         load_train_config("default", {"embedding": {"shape_dropout": 2.0}})
 
-    # the shipped embedding, widened: the same candidate edges on an event with cells
+    # an embedding without shapes (the shipped one with its shape columns cut off), widened:
+    # the same candidate edges on an event with cells
     event = simulate_event(pileup=5, seed=79, event_id=79)
     hits_only = Event(event.event_id, event.hits, truth=event.truth, source="hits only")
-    plain = Pipeline.from_config("default", overrides={"precision": "fp32"})
+    shipped = Pipeline.from_config("default").embedding.state_dict()
+    cut_off = {k: (v[:, :-2] if k == "net.0.weight" else v) for k, v in shipped.items()}
+    torch.save(cut_off, tmp_path / "plain.pt")
+    plain = Pipeline.from_config("default", overrides={
+        "precision": "fp32",
+        "embedding": {"cluster_shape": False, "weights": str(tmp_path / "plain.pt")}})
     wide_state = _widen_module().widen(plain.embedding.state_dict(), str(pipe_yaml),
                                        "embedding")
     torch.save(wide_state, tmp_path / "wide.pt")

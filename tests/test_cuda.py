@@ -140,17 +140,19 @@ def _pipeline(device: str, precision: str):
 
 
 def _model_outputs(pipe, event, edges_cpu: np.ndarray, filtered_cpu: np.ndarray):
-    from trkx_ray.pipeline.features import hit_features
+    from trkx_ray.pipeline.models import model_inputs
 
     cfg = pipe.config
-    x = torch.from_numpy(hit_features(event, cfg.features)).to(pipe.device)
+    inputs = pipe.inputs(event)
+    x, shape = inputs["x"], inputs["shape"]
     cand = torch.from_numpy(edges_cpu).to(pipe.device)
     filt = torch.from_numpy(filtered_cpu).to(pipe.device)
     with torch.inference_mode(), pipe._autocast():
-        emb = pipe.embedding(x, chunk_size=cfg.embedding.chunk_size)
-        nodes = torch.cat([x, emb.to(x.dtype)], 1) if cfg.filter.use_embedding else x
+        emb = pipe.embedding(inputs["embedding"], chunk_size=cfg.embedding.chunk_size)
+        nodes = model_inputs(x, emb if cfg.filter.use_embedding else None,
+                             shape if cfg.filter.cluster_shape else None)
         f = torch.sigmoid(pipe.filter(nodes, cand, chunk_size=cfg.filter.chunk_size))
-        g = torch.sigmoid(pipe.gnn(x, filt, chunk_size=cfg.gnn.chunk_size))
+        g = torch.sigmoid(pipe.gnn(inputs["gnn"], filt, chunk_size=cfg.gnn.chunk_size))
     return {k: v.float().cpu().numpy() for k, v in
             {"embedding": emb, "filter": f, "gnn": g}.items()}
 

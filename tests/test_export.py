@@ -139,9 +139,11 @@ def test_gnn_scatter_add_accumulates_repeated_indices(exported):
     for _ in range(5):  # a data race would show up as a run-to-run difference
         got = gnn(x, edges).numpy()
         assert got.shape == (e,)
-        # logits of hub edges reach hundreds: float32 rounding is relative there
-        # (1e-6 ~ 8 ulp); one lost message of the hub's thousands moves them far more
-        assert np.all(np.abs(got - want) <= TOL + 1e-6 * np.abs(want))
+        # logits of hub edges reach hundreds: float32 rounding of the hub's 2,000-term
+        # sums, added in another order, is relative there (1.5e-6 seen with the session-10
+        # weights; 1e-5 ~ 80 ulp); one lost message of the hub's thousands moves them
+        # by ~1/2000 of the aggregate, far more
+        assert np.all(np.abs(got - want) <= TOL + 1e-5 * np.abs(want))
     # without accumulation the hub's aggregate would be one message: far off
     assert np.abs(want).max() > 10 * TOL
 
@@ -179,20 +181,20 @@ def _parity_full_event(exported, event, orient_edges) -> None:
     torch_pipe = Pipeline.from_config("default", overrides={"precision": "fp32"})
     models = _onnx_pipe(exported).onnx
     cfg = torch_pipe.config
-    x = torch.from_numpy(hit_features(event, cfg.features))
+    inputs = torch_pipe.inputs(event)
+    x, shape = inputs["x"], inputs["shape"]
     with torch.inference_mode():
-        emb_t = torch_pipe.embedding(x, chunk_size=cfg.embedding.chunk_size)
-        emb_o = models.embedding(x, chunk_size=cfg.embedding.chunk_size)
+        emb_t = torch_pipe.embedding(inputs["embedding"], chunk_size=cfg.embedding.chunk_size)
+        emb_o = models.embedding(inputs["embedding"], chunk_size=cfg.embedding.chunk_size)
         _, knn = cKDTree(emb_t.numpy()).query(emb_t.numpy(), 9, workers=1)  # self + 8
         i = np.repeat(np.arange(event.num_hits), 8)
         j = knn[:, 1:].reshape(-1)
         ok = (j < event.num_hits) & (j != i)  # (the tree marks missing neighbours with n)
         pairs = np.unique(np.stack([np.minimum(i, j)[ok], np.maximum(i, j)[ok]]), axis=1)
         candidates = orient_edges(torch.from_numpy(pairs).to(torch.int64), x[:, 0])
-        shape = torch.from_numpy(cluster_shape(event))
         nodes = model_inputs(x, emb_t if cfg.filter.use_embedding else None,
                              shape if cfg.filter.cluster_shape else None)
-        x = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)  # the GNN's input
+        x = inputs["gnn"]
         flt_t = torch_pipe.filter(nodes, candidates, chunk_size=cfg.filter.chunk_size)
         flt_o = models.filter(nodes, candidates, chunk_size=cfg.filter.chunk_size)
         top = torch.argsort(flt_t, descending=True)[: int(0.3 * flt_t.numel())]
@@ -216,8 +218,9 @@ def _parity_full_event(exported, event, orient_edges) -> None:
     for logit_t, logit_o in ((flt_t, flt_o), (gnn_t, gnn_o)):
         scale = logit_t.abs().max().item()
         # fp32 rounding over 4 message-passing iterations: ~1e-5 of the logits' scale
-        # (measured 1.1e-5 on logits up to 31); a lost or doubled message moves them by O(1)
-        assert (logit_t - logit_o).abs().max().item() <= 5e-5 * max(scale, 1.0), (scale, diffs)
+        # (measured 1.1e-5 on logits up to 31 with the session-7 weights, 5.3e-5 on logits
+        # up to 26 with session 10's); a lost or doubled message moves them by O(1)
+        assert (logit_t - logit_o).abs().max().item() <= 2e-4 * max(scale, 1.0), (scale, diffs)
     # hubs: the scatter-add accumulated many messages on some hits
     assert torch.bincount(filtered[1]).max() > 3
 
@@ -278,12 +281,13 @@ def test_chunking_does_not_change_onnx_outputs(exported):
     shape = torch.from_numpy(cluster_shape(event))
     gen = torch.Generator().manual_seed(1)
     edges = torch.randint(0, 3000, (2, 5000), generator=gen)
-    full_e = models.embedding(x)
+    x_emb = model_inputs(x, None, shape if cfg.embedding.cluster_shape else None)
+    full_e = models.embedding(x_emb)
     nodes = model_inputs(x, full_e if cfg.filter.use_embedding else None,
                          shape if cfg.filter.cluster_shape else None)
     x_gnn = model_inputs(x, None, shape if cfg.gnn.cluster_shape else None)
     full_f = models.filter(nodes, edges)
-    torch.testing.assert_close(models.embedding(x, chunk_size=700), full_e)
+    torch.testing.assert_close(models.embedding(x_emb, chunk_size=700), full_e)
     torch.testing.assert_close(models.filter(nodes, edges, chunk_size=999), full_f)
     assert full_e.shape == (3000, 8) and full_f.shape == (5000,)
     # the GNN couples all edges: a chunk size must not change its output
@@ -326,9 +330,7 @@ def test_threads_follow_torch_or_config(exported):
     try:
         torch.set_num_threads(1)
         pipe = _onnx_pipe(exported)
-        x = torch.from_numpy(
-            hit_features(random_event(500, seed=1), load_config("default").features)
-        )
+        x = pipe.inputs(random_event(500, seed=1))["embedding"]
         pipe.embedding(x)
         assert pipe.embedding.session.get_session_options().intra_op_num_threads == 1
         torch.set_num_threads(2)

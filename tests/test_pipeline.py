@@ -109,9 +109,8 @@ def test_matches_radius_reference(sample):
 
     pipe = _pipe(precision="fp32")
     result = pipe(sample, keep_graphs=True)
-    feats = torch.from_numpy(hit_features(sample, pipe.config.features))
     with torch.inference_mode():
-        emb = pipe.embedding(feats)
+        emb = pipe.embedding(pipe.inputs(sample)["embedding"])
     ref = build_edges(emb.numpy(), pipe.config.edges.radius, backend="radius")
     got = result.graphs["build_edges"]["edges"]
     lo, hi = np.minimum(got[0], got[1]), np.maximum(got[0], got[1])
