@@ -143,7 +143,6 @@ class Trainer:
         self.resume = resume
         self.progress = progress
         self.pcfg: PipelineConfig = load_config(cfg.pipeline)
-        self.nf = self.pcfg.features.num_features
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self._train: list[Sample] | None = None
