@@ -746,8 +746,8 @@ def pipeline_section(
             t["trackml_score"],
         )
         with torch.inference_mode():
-            emb = pipe.embedding(pipe.inputs(ev)["embedding"],
-                                 chunk_size=pipe.config.embedding.chunk_size).numpy()
+            emb = pipe.models_for(ev).embedding(pipe.inputs(ev)["embedding"],
+                                                chunk_size=pipe.config.embedding.chunk_size).numpy()
         out[name] = {
             "fig": fig,
             "graphs": {k: v["edges"] for k, v in res.graphs.items()},

@@ -669,7 +669,7 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
     }
     if args.backends == "edges":
         with torch.inference_mode(), pipe._autocast():
-            emb = pipe.embedding(pipe.inputs(event)["embedding"])
+            emb = pipe.models_for(event).embedding(pipe.inputs(event)["embedding"])
         names = [b for b in EDGE_BACKENDS if args.include_slow or b != "radius"]
         timings = time_edge_backends(emb, pipe.config.edges.radius, names, repeats=args.repeats)
         report["radius"] = pipe.config.edges.radius
@@ -717,7 +717,7 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
     candidates = torch.from_numpy(graphs["build_edges"]["edges"]).to(fp32.device)
     filtered = torch.from_numpy(graphs["filtering"]["edges"]).to(fp32.device)
     with torch.inference_mode():
-        emb = fp32.embedding(x_emb, chunk_size=cfg.embedding.chunk_size)
+        emb = fp32.models_for(event).embedding(x_emb, chunk_size=cfg.embedding.chunk_size)
     nodes = model_inputs(x, emb if cfg.filter.use_embedding else None,
                          shape if cfg.filter.cluster_shape else None)
 
@@ -730,12 +730,13 @@ def run_models(args: BenchSettings) -> dict[str, Any]:
     timings: dict[str, dict[str, dict[str, float]]] = {}
     outputs: dict[str, dict[str, Any]] = {}
     for name, pipe in variants.items():
+        m = pipe.models_for(event)  # the no-cells set for an event without cells
         calls = {
-            "embedding": lambda p=pipe: p.embedding(x_emb, chunk_size=cfg.embedding.chunk_size),
-            "filtering": lambda p=pipe: p.filter(
+            "embedding": lambda m=m: m.embedding(x_emb, chunk_size=cfg.embedding.chunk_size),
+            "filtering": lambda m=m: m.filter(
                 nodes, candidates, chunk_size=cfg.filter.chunk_size
             ),
-            "gnn": lambda p=pipe: p.gnn(x_gnn, filtered, chunk_size=cfg.gnn.chunk_size),
+            "gnn": lambda m=m: m.gnn(x_gnn, filtered, chunk_size=cfg.gnn.chunk_size),
         }
         timings[name], outputs[name] = {}, {}
         with torch.inference_mode(), pipe._autocast():

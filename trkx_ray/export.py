@@ -72,28 +72,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--verify must be >= 0, got {args.verify}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out}: exists and is not a directory")
-    from trkx_ray.pipeline.config import ConfigError, load_config
+    from trkx_ray.pipeline.config import NO_CELLS_DIR, ConfigError, load_config, no_cells_config
     from trkx_ray.pipeline.export import export_models
     from trkx_ray.pipeline.verify import verify_export
 
     try:
         config = load_config(args.config)
-        manifest_path = export_models(config, args.out, opset=args.opset)
+        # the no-cells model set (weights_no_cells) goes into OUT/no_cells, where
+        # runtime onnx with onnx.dir = OUT looks for it
+        alt = no_cells_config(config)
+        sets = [(config, args.out)] + ([(alt, args.out / NO_CELLS_DIR)] if alt else [])
+        manifests = [(cfg, out, export_models(cfg, out, opset=args.opset)) for cfg, out in sets]
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    manifest = json.loads(manifest_path.read_text())
-    for name, spec in manifest["models"].items():
-        shapes = ", ".join(f"{i['name']}{list(i['shape'])}" for i in spec["inputs"])
-        print(f"{name:9s} {args.out / spec['file']}  inputs: {shapes}")
-    print(f"manifest  {manifest_path}  (opset {manifest['opset']}, torch {manifest['torch']})")
+    for _cfg, out, manifest_path in manifests:
+        manifest = json.loads(manifest_path.read_text())
+        for name, spec in manifest["models"].items():
+            shapes = ", ".join(f"{i['name']}{list(i['shape'])}" for i in spec["inputs"])
+            print(f"{name:9s} {out / spec['file']}  inputs: {shapes}")
+        print(f"manifest  {manifest_path}  (opset {manifest['opset']}, torch {manifest['torch']})")
     if args.verify:
-        diffs = verify_export(config, args.out, args.verify)
-        print(
-            f"verify on a random event of {args.verify} hits ({int(diffs['num_edges'])} edges): "
-            f"max |onnx - torch| embedding {diffs['embedding']:.2e}, "
-            f"filter logits {diffs['filter']:.2e}, gnn logits {diffs['gnn']:.2e}"
-        )
+        for cfg, out, _ in manifests:
+            diffs = verify_export(cfg, out, args.verify)
+            print(
+                f"verify {cfg.name!r} on a random event of {args.verify} hits "
+                f"({int(diffs['num_edges'])} edges): "
+                f"max |onnx - torch| embedding {diffs['embedding']:.2e}, "
+                f"filter logits {diffs['filter']:.2e}, gnn logits {diffs['gnn']:.2e}"
+            )
     return 0
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "EDGE_BACKEND_OPTIONS",
     "LABEL_BACKEND_OPTIONS",
     "ONNX_MANIFEST",
+    "NO_CELLS_DIR",
     "ONNX_MODEL_FILES",
     "ONNX_PROVIDERS",
     "PRUNE_MODES",
@@ -54,6 +55,7 @@ __all__ = [
     "build_dataclass",
     "load_config",
     "merge_overrides",
+    "no_cells_config",
     "onnx_provider",
     "read_yaml",
     "weights_path",
@@ -166,6 +168,9 @@ class EmbeddingConfig:
             cache-resident; the result does not depend on it).
         weights: ``None`` (random initialisation with ``seed``), a name under
             ``trkx_ray/weights/<name>.pt`` or a path to a ``.pt`` state dict.
+        weights_no_cells: weights (as ``weights``) of the same model trained on
+            events without cells, run instead of ``weights`` on an event that has
+            no cells (:func:`no_cells_config`); ``None``: ``weights`` for every event.
         seed: seed of the random initialisation.
     """
 
@@ -177,6 +182,7 @@ class EmbeddingConfig:
     cluster_shape: bool = False
     chunk_size: int = 16384
     weights: str | None = None
+    weights_no_cells: str | None = None
     seed: int = 0
 
 
@@ -225,6 +231,7 @@ class FilterConfig:
         chunk_size: edges per inference chunk (bounds memory; small chunks keep
             intermediates cache-resident; the result does not depend on it).
         weights: as :attr:`EmbeddingConfig.weights`.
+        weights_no_cells: as :attr:`EmbeddingConfig.weights_no_cells`.
         seed: seed of the random initialisation.
     """
 
@@ -238,6 +245,7 @@ class FilterConfig:
     cut: float = 0.5
     chunk_size: int = 16384
     weights: str | None = None
+    weights_no_cells: str | None = None
     seed: int = 1
 
 
@@ -261,6 +269,7 @@ class GNNConfig:
         chunk_size: edges (and hits) per chunk of the per-edge / per-node
             networks (the result does not depend on it).
         weights: as :attr:`EmbeddingConfig.weights`.
+        weights_no_cells: as :attr:`EmbeddingConfig.weights_no_cells`.
         seed: seed of the random initialisation.
     """
 
@@ -275,6 +284,7 @@ class GNNConfig:
     activation: Activation = "relu"
     chunk_size: int = 16384
     weights: str | None = None
+    weights_no_cells: str | None = None
     seed: int = 2
 
 
@@ -550,6 +560,36 @@ def weights_path(weights: str) -> Path:
     return path if is_path else WEIGHTS_DIR / f"{weights}.pt"
 
 
+#: subdirectory of an ONNX export directory holding the no-cells model set
+NO_CELLS_DIR: str = "no_cells"
+
+
+def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
+    """The configuration that runs an event without cells, or ``None`` when it is ``cfg``.
+
+    Each model section with ``weights_no_cells`` runs those weights instead of
+    ``weights`` (the same architecture, trained on events without cells); the
+    other sections, cuts and settings are ``cfg``'s. An ONNX export directory
+    (``onnx.dir``) keeps that model set in its ``no_cells/`` subdirectory
+    (``python -m trkx_ray.export`` writes both).
+
+    Args:
+        cfg: a validated pipeline configuration.
+    """
+    swaps = {}
+    for section in ("embedding", "filter", "gnn"):
+        sub = getattr(cfg, section)
+        if sub.weights_no_cells is not None:
+            swaps[section] = dataclasses.replace(sub, weights=sub.weights_no_cells,
+                                                 weights_no_cells=None)
+    if not swaps:
+        return None
+    onnx = cfg.onnx
+    if onnx.dir is not None:
+        onnx = dataclasses.replace(onnx, dir=str(Path(onnx.dir).expanduser() / NO_CELLS_DIR))
+    return dataclasses.replace(cfg, onnx=onnx, name=f"{cfg.name} (no cells)", **swaps)
+
+
 def onnx_provider(name: str) -> str | None:
     """onnxruntime's name of an execution provider given by short or full name.
 
@@ -595,10 +635,12 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
     for section in ("embedding", "filter", "gnn"):
         sub = getattr(cfg, section)
         positive(sub.hidden, f"{section}.hidden")
-        if sub.weights is not None and not (path := weights_path(sub.weights)).is_file():
-            raise ConfigError(
-                f"{where}: {section}.weights: weights file {str(path)!r} does not exist"
-            )
+        for key in ("weights", "weights_no_cells"):
+            value = getattr(sub, key)
+            if value is not None and not (path := weights_path(value)).is_file():
+                raise ConfigError(
+                    f"{where}: {section}.{key}: weights file {str(path)!r} does not exist"
+                )
     positive(cfg.embedding.layers, "embedding.layers")
     positive(cfg.embedding.output_dim, "embedding.output_dim")
     positive(cfg.filter.layers, "filter.layers")
@@ -618,10 +660,12 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
     for key, value in (("filter.cut", cfg.filter.cut), ("labeling.cut", cfg.labeling.cut)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{where}: {key} = {value!r} must be in [0, 1)")
-    _validate_onnx(cfg.onnx, where)
+    no_cells = any(getattr(cfg, m).weights_no_cells is not None
+                   for m in ("embedding", "filter", "gnn"))
+    _validate_onnx(cfg.onnx, where, no_cells)
 
 
-def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
+def _validate_onnx(onnx: OnnxConfig, where: str, no_cells: bool = False) -> None:
     if onnx.providers is not None:
         if not onnx.providers:
             raise ConfigError(f"{where}: onnx.providers must not be empty (or null: automatic)")
@@ -654,6 +698,14 @@ def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
             raise ConfigError(
                 f"{where}: onnx.dir: {str(path)!r} lacks {missing} "
                 "(write it with `python -m trkx_ray.export --out DIR`)"
+            )
+        sub = path / NO_CELLS_DIR
+        if no_cells and any(not (sub / n).is_file()
+                            for n in (ONNX_MANIFEST, *ONNX_MODEL_FILES.values())):
+            raise ConfigError(
+                f"{where}: onnx.dir: {str(path)!r} lacks the no-cells model set "
+                f"({NO_CELLS_DIR}/, for the weights_no_cells of this configuration); "
+                "re-export with `python -m trkx_ray.export --config ... --out DIR`"
             )
 
 

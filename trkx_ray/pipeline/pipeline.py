@@ -28,16 +28,17 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from trkx_ray.events.event import Event, EventFormatError
-from trkx_ray.pipeline.config import ConfigError, PipelineConfig, load_config
+from trkx_ray.pipeline.config import ConfigError, PipelineConfig, load_config, no_cells_config
 from trkx_ray.pipeline.features import cluster_shape, hit_features, random_event
 
 __all__ = [
     "STAGES",
+    "ModelSet",
     "Pipeline",
     "PipelineError",
     "PipelineResult",
@@ -61,6 +62,22 @@ GRAPH_STAGES: tuple[str, ...] = ("build_edges", "filtering", "gnn")
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 _DENSITY_SAMPLE = 128
+
+
+class ModelSet(NamedTuple):
+    """One set of the three models (torch modules or onnxruntime sessions)."""
+
+    embedding: Any
+    filter: Any
+    gnn: Any
+    onnx: Any  # the OnnxModels behind them, or None for torch
+
+
+def _no_cells_weights(cfg: PipelineConfig) -> str:
+    """``section: weights`` of each model the no-cells set swaps, for messages."""
+    return ", ".join(f"{name}: {sub.weights_no_cells}"
+                     for name in ("embedding", "filter", "gnn")
+                     if (sub := getattr(cfg, name)).weights_no_cells is not None)
 
 
 class PipelineError(ValueError):
@@ -271,29 +288,21 @@ class Pipeline:
         self.filter: Any = None
         self.gnn: Any = None
         self.onnx = None
-        if config.kind == "exatrkx" and config.runtime == "onnx":
-            from trkx_ray.pipeline.onnx_runtime import OnnxModels
-
-            if config.precision not in ("fp32", "auto"):
+        if config.kind == "exatrkx":
+            if config.runtime == "onnx" and config.precision not in ("fp32", "auto"):
                 log.info(
                     "%s: runtime onnx runs the models in fp32 (precision %r applies to torch)",
                     config.source,
                     config.precision,
                 )
-            self.onnx = OnnxModels.from_config(config, self.device)
-            self.embedding, self.filter, self.gnn = (
-                self.onnx.embedding,
-                self.onnx.filter,
-                self.onnx.gnn,
-            )
-        elif config.kind == "exatrkx":
-            from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN
-
-            self.embedding = EmbeddingMLP.from_config(config.embedding,
-                                                      config.embedding_in_dim).to(self.device)
-            self.filter = FilterMLP.from_config(config.filter,
-                                                config.filter_node_dim).to(self.device)
-            self.gnn = InteractionGNN.from_config(config.gnn, config.gnn_in_dim).to(self.device)
+            models = self._build_models(config)
+            self.embedding, self.filter, self.gnn = models.embedding, models.filter, models.gnn
+            self.onnx = models.onnx
+        #: the models that run an event without cells (``weights_no_cells``), or None
+        #: when they are the models above (:meth:`models_for`)
+        self.no_cells_models: ModelSet | None = None
+        if config.kind == "exatrkx" and (alt := no_cells_config(config)) is not None:
+            self.no_cells_models = self._build_models(alt)
         self._warned_no_cells = False
         self._warned_no_shape = False
         #: the labeling backend used: cugraph degrades to torch CC when not installed
@@ -306,6 +315,29 @@ class Pipeline:
                             "trkx_ray[gpu]); using torch connected components",
                             config.source)
                 self.labeling_backend = "torch"
+
+    def _build_models(self, config: PipelineConfig) -> ModelSet:
+        """The three models of ``config``: torch modules or onnxruntime sessions."""
+        if config.runtime == "onnx":
+            from trkx_ray.pipeline.onnx_runtime import OnnxModels
+
+            onnx = OnnxModels.from_config(config, self.device)
+            return ModelSet(onnx.embedding, onnx.filter, onnx.gnn, onnx)
+        from trkx_ray.pipeline.models import EmbeddingMLP, FilterMLP, InteractionGNN
+
+        return ModelSet(
+            EmbeddingMLP.from_config(config.embedding, config.embedding_in_dim).to(self.device),
+            FilterMLP.from_config(config.filter, config.filter_node_dim).to(self.device),
+            InteractionGNN.from_config(config.gnn, config.gnn_in_dim).to(self.device),
+            None,
+        )
+
+    def models_for(self, event: Event) -> ModelSet:
+        """The models that run ``event``: the no-cells set when it has no cells and the
+        configuration names one (``weights_no_cells``), else the default set."""
+        if self.no_cells_models is not None and not event.cells:
+            return self.no_cells_models
+        return ModelSet(self.embedding, self.filter, self.gnn, self.onnx)
 
     @classmethod
     def from_config(
@@ -415,11 +447,12 @@ class Pipeline:
                 f"{cfg.radius}) or set edges.k_max"
             )
 
-    def _filter_scores(self, nodes: Any, edges: Any) -> Any:
+    def _filter_scores(self, nodes: Any, edges: Any, models: ModelSet | None = None) -> Any:
         import torch
 
+        model = self.filter if models is None else models.filter
         with self._autocast():
-            logits = self.filter(nodes, edges, chunk_size=self.config.filter.chunk_size)
+            logits = model(nodes, edges, chunk_size=self.config.filter.chunk_size)
         return torch.sigmoid(logits)
 
     # ------------------------------------------------------------------ running
@@ -473,11 +506,18 @@ class Pipeline:
         if cfg.features.cell_features and not event.cells and not self._warned_no_cells:
             log.warning("%s has no cells: cell features are zero", event.source or event.event_id)
             self._warned_no_cells = True
-        if cfg.cluster_shape and not event.cells and not self._warned_no_shape:
-            log.warning("%s has no cells: the models run without pixel cluster shapes (trained "
-                        "for that too; further events without cells are not reported)",
-                        event.source or event.event_id)
+        if not event.cells and not self._warned_no_shape and (
+                cfg.cluster_shape or self.no_cells_models is not None):
+            if self.no_cells_models is not None:
+                log.warning("%s has no cells: it runs the no-cells model set (%s); further "
+                            "events without cells are not reported",
+                            event.source or event.event_id, _no_cells_weights(cfg))
+            else:
+                log.warning("%s has no cells: the models run without pixel cluster shapes "
+                            "(trained for that too; further events without cells are not "
+                            "reported)", event.source or event.event_id)
             self._warned_no_shape = True
+        models = self.models_for(event)
         graphs: dict[str, dict[str, np.ndarray]] = {}
         with torch.inference_mode():
             # -- data_loading: features -> device
@@ -490,7 +530,7 @@ class Pipeline:
             # -- embedding
             with self._autocast():
                 if n:
-                    emb = self.embedding(x_emb, chunk_size=cfg.embedding.chunk_size)
+                    emb = models.embedding(x_emb, chunk_size=cfg.embedding.chunk_size)
                 else:
                     emb = x.new_zeros((0, cfg.embedding.output_dim))
             timer.lap("embedding")
@@ -515,7 +555,7 @@ class Pipeline:
             # -- filtering
             nodes = model_inputs(x, emb if cfg.filter.use_embedding else None,
                                  shape if cfg.filter.cluster_shape else None)
-            f_scores = self._filter_scores(nodes, edges)
+            f_scores = self._filter_scores(nodes, edges, models)
             keep = f_scores > cfg.filter.cut
             f_edges = edges[:, keep]
             if keep_graphs:
@@ -528,7 +568,8 @@ class Pipeline:
             # -- gnn
             if f_edges.shape[1]:
                 with self._autocast():
-                    g_scores = torch.sigmoid(self.gnn(x_gnn, f_edges, chunk_size=cfg.gnn.chunk_size))
+                    g_scores = torch.sigmoid(models.gnn(x_gnn, f_edges,
+                                                        chunk_size=cfg.gnn.chunk_size))
             else:
                 g_scores = torch.zeros(0, dtype=torch.float32, device=self.device)
             if keep_graphs:

@@ -53,6 +53,7 @@ class DataConfig:
     train_seed: int = 1000
     val_seed: int = 900000
     crop_width: float = 1.0
+    cells: bool = True
 
 
 @dataclass(frozen=True)

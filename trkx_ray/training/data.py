@@ -151,12 +151,20 @@ def training_events(data: DataConfig, split: str) -> Iterator[Event]:
 
 
 def load_samples(data: DataConfig, split: str, features: Any) -> list[Sample]:
-    """Simulate or read the events of ``split`` and prepare them."""
+    """Simulate or read the events of ``split`` and prepare them.
+
+    With ``data.cells`` off, each event loses its cells first, as if it had come
+    without a cells file: no cluster shapes (and no cell features).
+    """
+    from dataclasses import replace
+
     from tqdm.auto import tqdm
 
     n = data.train_events if split == "train" else data.val_events
     samples = []
     for event in tqdm(training_events(data, split), total=n, desc=f"{split} events", leave=False):
+        if not data.cells:
+            event = replace(event, cells=None)
         samples.append(make_sample(event, features))
     log.info("%d %s events, %d hits in all", len(samples), split, sum(s.num_hits for s in samples))
     return samples

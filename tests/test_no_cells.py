@@ -1,0 +1,140 @@
+"""The no-cells model set: ``weights_no_cells`` runs other weights of the same models on an
+event without cells (the pipeline, the ONNX runtime and export, training without cells)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trkx_ray import export as export_cli
+from trkx_ray.events import load_event
+from trkx_ray.pipeline import Pipeline
+from trkx_ray.pipeline.config import (
+    NO_CELLS_DIR,
+    ConfigError,
+    load_config,
+    no_cells_config,
+)
+from trkx_ray.pipeline.models import InteractionGNN
+
+
+@pytest.fixture(scope="module")
+def real_event(sample_prefix):
+    return load_event(sample_prefix)
+
+
+@pytest.fixture(scope="module")
+def other_gnn(tmp_path_factory) -> Path:
+    """A GNN of the default architecture with other (random, seeded) weights."""
+    cfg = load_config("default")
+    gnn = InteractionGNN.from_config(dataclasses.replace(cfg.gnn, weights=None, seed=77),
+                                     cfg.gnn_in_dim)
+    path = tmp_path_factory.mktemp("w") / "gnn_other.pt"
+    torch.save(gnn.state_dict(), path)
+    return path
+
+
+def _without_cells(event):
+    return dataclasses.replace(event, cells=None, source=f"{event.source} without cells")
+
+
+def test_no_cells_config(tmp_path):
+    for d in (tmp_path, tmp_path / NO_CELLS_DIR):  # what load_config checks of an export
+        d.mkdir(exist_ok=True)
+        for name in ("manifest.json", "embedding.onnx", "filter.onnx", "gnn.onnx"):
+            (d / name).write_text("")
+    base = load_config("default", {"gnn": {"weights_no_cells": None},
+                                   "filter": {"weights_no_cells": None},
+                                   "embedding": {"weights_no_cells": None}})
+    assert no_cells_config(base) is None
+    cfg = load_config("default", {"gnn": {"weights_no_cells": "gnn"},
+                                  "embedding": {"weights_no_cells": None},
+                                  "filter": {"weights_no_cells": None},
+                                  "onnx": {"dir": str(tmp_path)}})
+    alt = no_cells_config(cfg)
+    assert alt is not None
+    assert alt.gnn.weights == "gnn" and alt.gnn.weights_no_cells is None
+    assert alt.filter == cfg.filter and alt.embedding == cfg.embedding
+    assert alt.labeling == cfg.labeling and alt.edges == cfg.edges
+    assert alt.onnx.dir == str(tmp_path / NO_CELLS_DIR)
+
+
+def test_missing_no_cells_weights_is_named():
+    with pytest.raises(ConfigError, match=r"gnn\.weights_no_cells: weights file .*nope"):
+        load_config("default", {"gnn": {"weights_no_cells": "/nope/gnn.pt"}})
+
+
+def test_pipeline_runs_the_no_cells_set_on_events_without_cells(real_event, other_gnn, caplog):
+    # A: the default models, with another GNN for events without cells;
+    # B: that other GNN for every event; C: the default GNN for every event
+    none = {"weights_no_cells": None}
+    base = {"embedding": none, "filter": none, "precision": "fp32"}
+    a = Pipeline.from_config("default", overrides={**base, "gnn": {"weights_no_cells": str(other_gnn)}})
+    b = Pipeline.from_config("default", overrides={**base, "gnn": {"weights": str(other_gnn),
+                                                                   "weights_no_cells": None}})
+    c = Pipeline.from_config("default", overrides={**base, "gnn": none})
+    assert a.no_cells_models is not None and c.no_cells_models is None
+    bare = _without_cells(real_event)
+    with caplog.at_level(logging.WARNING, logger="trkx_ray.pipeline.pipeline"):
+        ra = a(bare, keep_graphs=True)
+        a(bare)
+    said = [r.getMessage() for r in caplog.records if "no-cells model set" in r.getMessage()]
+    assert len(said) == 1 and "gnn_other.pt" in said[0] and "without cells" in said[0]
+    rb = b(bare, keep_graphs=True)
+    rc = c(bare, keep_graphs=True)
+    np.testing.assert_array_equal(ra.graphs["filtering"]["scores"], rb.graphs["filtering"]["scores"])
+    assert not np.array_equal(ra.graphs["filtering"]["scores"], rc.graphs["filtering"]["scores"])
+    # with cells, A runs the default GNN
+    ra_cells = a(real_event, keep_graphs=True)
+    rc_cells = c(real_event, keep_graphs=True)
+    np.testing.assert_array_equal(ra_cells.graphs["filtering"]["scores"],
+                                  rc_cells.graphs["filtering"]["scores"])
+    np.testing.assert_array_equal(ra_cells.track_id, rc_cells.track_id)
+
+
+def test_onnx_runtime_and_export_carry_the_no_cells_set(real_event, other_gnn, tmp_path, capsys):
+    cfg_path = tmp_path / "nc.yaml"
+    cfg_path.write_text(
+        "extends: default\nname: nc\nembedding:\n  weights_no_cells: null\n"
+        "filter:\n  weights_no_cells: null\n"
+        f"gnn:\n  weights_no_cells: {other_gnn}\n"
+    )
+    out = tmp_path / "onnx"
+    assert export_cli.main(["--config", str(cfg_path), "--out", str(out), "--verify", "1500"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / NO_CELLS_DIR / "gnn.onnx").is_file()
+    assert "verify 'nc (no cells)'" in printed
+    bare = _without_cells(real_event)
+    over = {"precision": "fp32", "edges": {"backend": "faiss"}}
+    torch_pipe = Pipeline.from_config(str(cfg_path), overrides=over)
+    onnx_pipe = Pipeline.from_config(str(cfg_path), overrides={**over, "runtime": "onnx",
+                                                               "onnx": {"dir": str(out)}})
+    rt = torch_pipe(bare, keep_graphs=True)
+    ro = onnx_pipe(bare, keep_graphs=True)
+    np.testing.assert_array_equal(rt.graphs["filtering"]["edges"], ro.graphs["filtering"]["edges"])
+    np.testing.assert_allclose(ro.graphs["filtering"]["scores"], rt.graphs["filtering"]["scores"],
+                               atol=2e-4)
+    # an export without the no-cells set is refused by name, not silently mixed
+    (out / NO_CELLS_DIR / "manifest.json").unlink()
+    with pytest.raises(ConfigError, match="lacks the no-cells model set"):
+        Pipeline.from_config(str(cfg_path), overrides={**over, "runtime": "onnx",
+                                                       "onnx": {"dir": str(out)}})
+
+
+def test_training_without_cells_sees_no_shapes():
+    from trkx_ray.training.config import DataConfig
+    from trkx_ray.training.data import load_samples
+
+    features = load_config("default").features
+    with_cells = load_samples(DataConfig(pileup=5, train_events=1, train_seed=4711), "train",
+                              features)[0]
+    without = load_samples(DataConfig(pileup=5, train_events=1, train_seed=4711, cells=False),
+                           "train", features)[0]
+    assert with_cells.shape[:, 1].sum() > 100  # pixel-barrel hits carry a shape ...
+    assert not without.shape.any()  # ... and none without cells
+    torch.testing.assert_close(with_cells.x, without.x)
