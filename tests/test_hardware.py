@@ -11,7 +11,10 @@ from trkx_ray import hardware
 from trkx_ray.pipeline import Pipeline
 
 
-def test_cpu_facts_are_read_from_this_machine():
+def test_cpu_facts_are_read_from_this_machine(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    hardware.cpu_bf16.cache_clear()
     flags = hardware.cpu_flags()
     native, how = hardware.cpu_bf16()
     if flags:  # Linux: decided by the flags, never guessed
@@ -22,6 +25,23 @@ def test_cpu_facts_are_read_from_this_machine():
     assert info["cpu_capability"] == hardware.cpu_capability()
     assert info["cpu_native_bf16"] is native and info["precision"] == "fp32"
     assert info["cpu_model"]
+
+
+def test_onednn_isa_cap_below_bf16_means_fp32(monkeypatch, request):
+    # ONEDNN_MAX_CPU_ISA=AVX2 (an AVX2 machine timed on a newer CPU): no native bf16,
+    # whatever the flags say; a cap that keeps bf16 kernels leaves the flags' answer
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    hardware.cpu_bf16.cache_clear()  # read once per process: the cap is set before start
+    request.addfinalizer(hardware.cpu_bf16.cache_clear)
+    native, how = hardware.cpu_bf16()
+    assert native is False and "ONEDNN_MAX_CPU_ISA=AVX2" in how
+    assert hardware.resolve_precision("auto", "cpu") == "fp32"
+    flags = hardware.cpu_flags()
+    if flags:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+        hardware.cpu_bf16.cache_clear()
+        assert hardware.cpu_bf16()[0] == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def test_probe_returns_a_decision():

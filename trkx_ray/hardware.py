@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 _BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+#: oneDNN instruction-set caps (``ONEDNN_MAX_CPU_ISA``) below its native bf16 kernels: with
+#: one of them set, bf16 matrix products are emulated whatever the CPU has
+_ONEDNN_ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                            "AVX512_CORE_VNNI")
 _warned: set[str] = set()
 
 
@@ -106,8 +110,14 @@ def cpu_bf16() -> tuple[bool, str]:
 
     Returns:
         ``(native, how)``: ``how`` names the flags seen (``avx512_bf16``,
-        ``amx_bf16``), ``cpu flags: none`` or ``probe: ...``.
+        ``amx_bf16``), ``cpu flags: none``, ``probe: ...``, or the
+        ``ONEDNN_MAX_CPU_ISA`` cap (e.g. ``AVX2``, to time an AVX2 machine on a newer
+        CPU) that leaves oneDNN without bf16 kernels.
     """
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        cap = os.environ.get(var, "").strip().upper()
+        if cap in _ONEDNN_ISA_WITHOUT_BF16:
+            return False, f"{var}={cap}: oneDNN is capped below its bf16 kernels"
     flags = cpu_flags()
     if flags:
         seen = [f for f in _BF16_FLAGS if f in flags]
