@@ -508,14 +508,11 @@ class Pipeline:
             self._warned_no_cells = True
         if not event.cells and not self._warned_no_shape and (
                 cfg.cluster_shape or self.no_cells_models is not None):
-            if self.no_cells_models is not None:
-                log.warning("%s has no cells: it runs the no-cells model set (%s); further "
-                            "events without cells are not reported",
-                            event.source or event.event_id, _no_cells_weights(cfg))
-            else:
-                log.warning("%s has no cells: the models run without pixel cluster shapes "
-                            "(trained for that too; further events without cells are not "
-                            "reported)", event.source or event.event_id)
+            how = ("the no-cells model set, " + _no_cells_weights(cfg)
+                   if self.no_cells_models is not None else "trained for that too")
+            log.warning("%s has no cells: the models run without pixel cluster shapes (%s; "
+                        "further events without cells are not reported)",
+                        event.source or event.event_id, how)
             self._warned_no_shape = True
         models = self.models_for(event)
         graphs: dict[str, dict[str, np.ndarray]] = {}
