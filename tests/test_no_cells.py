@@ -1,5 +1,6 @@
-"""The no-cells model set: ``weights_no_cells`` runs other weights of the same models on an
-event without cells (the pipeline, the ONNX runtime and export, training without cells)."""
+"""Events without cells: the configuration's ``no_cells`` section (other weights of the same
+models, another radius or cut) in the pipeline, the ONNX runtime and export, and training
+on events without cells."""
 
 from __future__ import annotations
 
@@ -48,43 +49,51 @@ def test_no_cells_config(tmp_path):
         d.mkdir(exist_ok=True)
         for name in ("manifest.json", "embedding.onnx", "filter.onnx", "gnn.onnx"):
             (d / name).write_text("")
-    base = load_config("default", {"gnn": {"weights_no_cells": None},
-                                   "filter": {"weights_no_cells": None},
-                                   "embedding": {"weights_no_cells": None}})
-    assert no_cells_config(base) is None
-    cfg = load_config("default", {"gnn": {"weights_no_cells": "gnn"},
-                                  "embedding": {"weights_no_cells": None},
-                                  "filter": {"weights_no_cells": None},
-                                  "onnx": {"dir": str(tmp_path)}})
+    assert no_cells_config(load_config("default", {"no_cells": None})) is None
+    cfg = load_config("default", {"no_cells": None})
+    cfg = load_config(cfg, {"no_cells": {"gnn": {"weights": "gnn"}, "edges": {"radius": 0.15},
+                                         "labeling": {"cut": 0.6}},
+                            "onnx": {"dir": str(tmp_path)}})
     alt = no_cells_config(cfg)
-    assert alt is not None
-    assert alt.gnn.weights == "gnn" and alt.gnn.weights_no_cells is None
+    assert alt is not None and alt.no_cells is None and alt.source == cfg.source
+    assert alt.gnn.weights == "gnn" and alt.edges.radius == 0.15 and alt.labeling.cut == 0.6
     assert alt.filter == cfg.filter and alt.embedding == cfg.embedding
-    assert alt.labeling == cfg.labeling and alt.edges == cfg.edges
+    assert alt.labeling.options == cfg.labeling.options and alt.features == cfg.features
     assert alt.onnx.dir == str(tmp_path / NO_CELLS_DIR)
+    # the shipped default runs events without cells with its own GNN and radius
+    shipped = no_cells_config(load_config("default"))
+    assert shipped is not None and shipped.gnn.weights != load_config("default").gnn.weights
 
 
-def test_missing_no_cells_weights_is_named():
-    with pytest.raises(ConfigError, match=r"gnn\.weights_no_cells: weights file .*nope"):
-        load_config("default", {"gnn": {"weights_no_cells": "/nope/gnn.pt"}})
+@pytest.mark.parametrize(("no_cells", "match"), [
+    ({"gnn": {"weights": "/nope/gnn.pt"}},
+     r"no_cells \(events without cells\): .*gnn\.weights: weights file .*nope"),
+    ({"edges": {"radius": 3.0}}, r"no_cells \(events without cells\): .*edges\.radius"),
+    ({"gnn": {"hidden": 32}}, r"no_cells\.gnn: \['hidden'\] may not change"),
+    ({"features": {"fourier": 3}}, r"no_cells\.features: not a section"),
+    ({"gnn": 5}, r"no_cells\.gnn must be a mapping"),
+])
+def test_bad_no_cells_section_is_named(no_cells, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("default", {"no_cells": no_cells})
 
 
 def test_pipeline_runs_the_no_cells_set_on_events_without_cells(real_event, other_gnn, caplog):
     # A: the default models, with another GNN for events without cells;
     # B: that other GNN for every event; C: the default GNN for every event
-    none = {"weights_no_cells": None}
-    base = {"embedding": none, "filter": none, "precision": "fp32"}
-    a = Pipeline.from_config("default", overrides={**base, "gnn": {"weights_no_cells": str(other_gnn)}})
-    b = Pipeline.from_config("default", overrides={**base, "gnn": {"weights": str(other_gnn),
-                                                                   "weights_no_cells": None}})
-    c = Pipeline.from_config("default", overrides={**base, "gnn": none})
+    plain = load_config("default", {"no_cells": None, "precision": "fp32"})
+    a = Pipeline.from_config(plain, overrides={"no_cells": {"gnn": {"weights": str(other_gnn)}}})
+    b = Pipeline.from_config(plain, overrides={"gnn": {"weights": str(other_gnn)}})
+    c = Pipeline.from_config(plain)
     assert a.no_cells_models is not None and c.no_cells_models is None
     bare = _without_cells(real_event)
     with caplog.at_level(logging.WARNING, logger="trkx_ray.pipeline.pipeline"):
         ra = a(bare, keep_graphs=True)
         a(bare)
-    said = [r.getMessage() for r in caplog.records if "no-cells model set" in r.getMessage()]
-    assert len(said) == 1 and "gnn_other.pt" in said[0] and "without cells" in said[0]
+    said = [r.getMessage() for r in caplog.records if "no_cells changes" in r.getMessage()]
+    assert len(said) == 1 and "gnn.weights=" in said[0] and "gnn_other.pt" in said[0]
+    assert a.config_for(bare).gnn.weights == str(other_gnn)
+    assert a.config_for(real_event) is a.config
     rb = b(bare, keep_graphs=True)
     rc = c(bare, keep_graphs=True)
     np.testing.assert_array_equal(ra.graphs["filtering"]["scores"], rb.graphs["filtering"]["scores"])
@@ -100,9 +109,8 @@ def test_pipeline_runs_the_no_cells_set_on_events_without_cells(real_event, othe
 def test_onnx_runtime_and_export_carry_the_no_cells_set(real_event, other_gnn, tmp_path, capsys):
     cfg_path = tmp_path / "nc.yaml"
     cfg_path.write_text(
-        "extends: default\nname: nc\nembedding:\n  weights_no_cells: null\n"
-        "filter:\n  weights_no_cells: null\n"
-        f"gnn:\n  weights_no_cells: {other_gnn}\n"
+        "extends: default\nname: nc\nno_cells:\n"
+        f"  gnn:\n    weights: {other_gnn}\n  edges:\n    radius: 0.125\n"
     )
     out = tmp_path / "onnx"
     assert export_cli.main(["--config", str(cfg_path), "--out", str(out), "--verify", "1500"]) == 0
@@ -121,7 +129,7 @@ def test_onnx_runtime_and_export_carry_the_no_cells_set(real_event, other_gnn, t
                                atol=2e-4)
     # an export without the no-cells set is refused by name, not silently mixed
     (out / NO_CELLS_DIR / "manifest.json").unlink()
-    with pytest.raises(ConfigError, match="lacks the no-cells model set"):
+    with pytest.raises(ConfigError, match=r"no_cells \(events without cells\): .*no_cells"):
         Pipeline.from_config(str(cfg_path), overrides={**over, "runtime": "onnx",
                                                        "onnx": {"dir": str(out)}})
 

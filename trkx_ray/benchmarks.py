@@ -671,8 +671,9 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
         with torch.inference_mode(), pipe._autocast():
             emb = pipe.models_for(event).embedding(pipe.inputs(event)["embedding"])
         names = [b for b in EDGE_BACKENDS if args.include_slow or b != "radius"]
-        timings = time_edge_backends(emb, pipe.config.edges.radius, names, repeats=args.repeats)
-        report["radius"] = pipe.config.edges.radius
+        radius = pipe.config_for(event).edges.radius
+        timings = time_edge_backends(emb, radius, names, repeats=args.repeats)
+        report["radius"] = radius
     else:
         graphs = pipe(event, keep_graphs=True).graphs
         assert graphs is not None

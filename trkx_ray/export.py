@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_config(args.config)
-        # the no-cells model set (weights_no_cells) goes into OUT/no_cells, where
+        # the no-cells model set (the no_cells section) goes into OUT/no_cells, where
         # runtime onnx with onnx.dir = OUT looks for it
         alt = no_cells_config(config)
         sets = [(config, args.out)] + ([(alt, args.out / NO_CELLS_DIR)] if alt else [])

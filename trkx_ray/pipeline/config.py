@@ -38,6 +38,7 @@ __all__ = [
     "LABEL_BACKEND_OPTIONS",
     "ONNX_MANIFEST",
     "NO_CELLS_DIR",
+    "NO_CELLS_KEYS",
     "ONNX_MODEL_FILES",
     "ONNX_PROVIDERS",
     "PRUNE_MODES",
@@ -168,9 +169,6 @@ class EmbeddingConfig:
             cache-resident; the result does not depend on it).
         weights: ``None`` (random initialisation with ``seed``), a name under
             ``trkx_ray/weights/<name>.pt`` or a path to a ``.pt`` state dict.
-        weights_no_cells: weights (as ``weights``) of the same model trained on
-            events without cells, run instead of ``weights`` on an event that has
-            no cells (:func:`no_cells_config`); ``None``: ``weights`` for every event.
         seed: seed of the random initialisation.
     """
 
@@ -182,7 +180,6 @@ class EmbeddingConfig:
     cluster_shape: bool = False
     chunk_size: int = 16384
     weights: str | None = None
-    weights_no_cells: str | None = None
     seed: int = 0
 
 
@@ -231,7 +228,6 @@ class FilterConfig:
         chunk_size: edges per inference chunk (bounds memory; small chunks keep
             intermediates cache-resident; the result does not depend on it).
         weights: as :attr:`EmbeddingConfig.weights`.
-        weights_no_cells: as :attr:`EmbeddingConfig.weights_no_cells`.
         seed: seed of the random initialisation.
     """
 
@@ -245,7 +241,6 @@ class FilterConfig:
     cut: float = 0.5
     chunk_size: int = 16384
     weights: str | None = None
-    weights_no_cells: str | None = None
     seed: int = 1
 
 
@@ -269,7 +264,6 @@ class GNNConfig:
         chunk_size: edges (and hits) per chunk of the per-edge / per-node
             networks (the result does not depend on it).
         weights: as :attr:`EmbeddingConfig.weights`.
-        weights_no_cells: as :attr:`EmbeddingConfig.weights_no_cells`.
         seed: seed of the random initialisation.
     """
 
@@ -284,7 +278,6 @@ class GNNConfig:
     activation: Activation = "relu"
     chunk_size: int = 16384
     weights: str | None = None
-    weights_no_cells: str | None = None
     seed: int = 2
 
 
@@ -356,6 +349,9 @@ class PipelineConfig:
             models exported to ONNX and run by onnxruntime, see ``onnx``).
         features, embedding, edges, filter, gnn, labeling: the stages.
         onnx: the onnxruntime backend's settings (used with ``runtime: onnx``).
+        no_cells: keys that change for an event without cells (``{section: {key:
+            value}}``, within :data:`NO_CELLS_KEYS`): e.g. a GNN trained on such
+            events (:func:`no_cells_config`); ``None``: the same for every event.
         source: where the configuration came from (file path or ``<dict>``).
     """
 
@@ -370,6 +366,7 @@ class PipelineConfig:
     gnn: GNNConfig = field(default_factory=GNNConfig)
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
     onnx: OnnxConfig = field(default_factory=OnnxConfig)
+    no_cells: dict[str, Any] | None = None
     source: str = field(default="<dict>", compare=False)
 
     @property
@@ -562,32 +559,39 @@ def weights_path(weights: str) -> Path:
 
 #: subdirectory of an ONNX export directory holding the no-cells model set
 NO_CELLS_DIR: str = "no_cells"
+#: what ``no_cells`` may change, per section (:func:`no_cells_config`)
+NO_CELLS_KEYS: dict[str, tuple[str, ...]] = {
+    "embedding": ("weights",),
+    "edges": ("radius", "k_max"),
+    "filter": ("weights", "cut"),
+    "gnn": ("weights",),
+    "labeling": ("cut", "options"),
+}
 
 
 def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
     """The configuration that runs an event without cells, or ``None`` when it is ``cfg``.
 
-    Each model section with ``weights_no_cells`` runs those weights instead of
-    ``weights`` (the same architecture, trained on events without cells); the
-    other sections, cuts and settings are ``cfg``'s. An ONNX export directory
-    (``onnx.dir``) keeps that model set in its ``no_cells/`` subdirectory
-    (``python -m trkx_ray.export`` writes both).
+    ``cfg.no_cells`` changes a few keys for such events (:data:`NO_CELLS_KEYS`: the
+    models' weights, the radius, the cuts), e.g. a GNN fine-tuned on events without
+    cells; everything else, the models' architectures and inputs included, is
+    ``cfg``'s. An ONNX export directory (``onnx.dir``) keeps that model set in its
+    ``no_cells/`` subdirectory (``python -m trkx_ray.export`` writes both).
 
     Args:
-        cfg: a validated pipeline configuration.
+        cfg: a pipeline configuration.
+
+    Raises:
+        ConfigError: an invalid value in ``no_cells`` (named as its key).
     """
-    swaps = {}
-    for section in ("embedding", "filter", "gnn"):
-        sub = getattr(cfg, section)
-        if sub.weights_no_cells is not None:
-            swaps[section] = dataclasses.replace(sub, weights=sub.weights_no_cells,
-                                                 weights_no_cells=None)
-    if not swaps:
+    if cfg.no_cells is None:
         return None
-    onnx = cfg.onnx
-    if onnx.dir is not None:
-        onnx = dataclasses.replace(onnx, dir=str(Path(onnx.dir).expanduser() / NO_CELLS_DIR))
-    return dataclasses.replace(cfg, onnx=onnx, name=f"{cfg.name} (no cells)", **swaps)
+    overrides: dict[str, Any] = merge_overrides({}, cfg.no_cells)
+    if cfg.onnx.dir is not None:
+        overrides["onnx"] = {"dir": str(Path(cfg.onnx.dir).expanduser() / NO_CELLS_DIR)}
+    data = {**cfg.to_dict(), "no_cells": None, "name": f"{cfg.name} (no cells)"}
+    alt = load_config(data, overrides)
+    return dataclasses.replace(alt, source=cfg.source)
 
 
 def onnx_provider(name: str) -> str | None:
@@ -635,12 +639,10 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
     for section in ("embedding", "filter", "gnn"):
         sub = getattr(cfg, section)
         positive(sub.hidden, f"{section}.hidden")
-        for key in ("weights", "weights_no_cells"):
-            value = getattr(sub, key)
-            if value is not None and not (path := weights_path(value)).is_file():
-                raise ConfigError(
-                    f"{where}: {section}.{key}: weights file {str(path)!r} does not exist"
-                )
+        if sub.weights is not None and not (path := weights_path(sub.weights)).is_file():
+            raise ConfigError(
+                f"{where}: {section}.weights: weights file {str(path)!r} does not exist"
+            )
     positive(cfg.embedding.layers, "embedding.layers")
     positive(cfg.embedding.output_dim, "embedding.output_dim")
     positive(cfg.filter.layers, "filter.layers")
@@ -660,12 +662,36 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
     for key, value in (("filter.cut", cfg.filter.cut), ("labeling.cut", cfg.labeling.cut)):
         if not 0.0 <= value < 1.0:
             raise ConfigError(f"{where}: {key} = {value!r} must be in [0, 1)")
-    no_cells = any(getattr(cfg, m).weights_no_cells is not None
-                   for m in ("embedding", "filter", "gnn"))
-    _validate_onnx(cfg.onnx, where, no_cells)
+    _validate_onnx(cfg.onnx, where)
+    _validate_no_cells(cfg, where)
 
 
-def _validate_onnx(onnx: OnnxConfig, where: str, no_cells: bool = False) -> None:
+def _validate_no_cells(cfg: PipelineConfig, where: str) -> None:
+    if cfg.no_cells is None:
+        return
+    for section, keys in cfg.no_cells.items():
+        allowed = NO_CELLS_KEYS.get(section)
+        if allowed is None:
+            raise ConfigError(
+                f"{where}: no_cells.{section}: not a section events without cells may change; "
+                f"allowed: {sorted(NO_CELLS_KEYS)}"
+            )
+        if not isinstance(keys, Mapping):
+            raise ConfigError(f"{where}: no_cells.{section} must be a mapping, "
+                              f"got {type(keys).__name__}")
+        bad = sorted(set(keys) - set(allowed))
+        if bad:
+            raise ConfigError(
+                f"{where}: no_cells.{section}: {bad} may not change for events without cells "
+                f"(the models' inputs stay the same); allowed: {list(allowed)}"
+            )
+    try:
+        no_cells_config(cfg)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: no_cells (events without cells): {exc}") from exc
+
+
+def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
     if onnx.providers is not None:
         if not onnx.providers:
             raise ConfigError(f"{where}: onnx.providers must not be empty (or null: automatic)")
@@ -698,14 +724,6 @@ def _validate_onnx(onnx: OnnxConfig, where: str, no_cells: bool = False) -> None
             raise ConfigError(
                 f"{where}: onnx.dir: {str(path)!r} lacks {missing} "
                 "(write it with `python -m trkx_ray.export --out DIR`)"
-            )
-        sub = path / NO_CELLS_DIR
-        if no_cells and any(not (sub / n).is_file()
-                            for n in (ONNX_MANIFEST, *ONNX_MODEL_FILES.values())):
-            raise ConfigError(
-                f"{where}: onnx.dir: {str(path)!r} lacks the no-cells model set "
-                f"({NO_CELLS_DIR}/, for the weights_no_cells of this configuration); "
-                "re-export with `python -m trkx_ray.export --config ... --out DIR`"
             )
 
 

@@ -73,11 +73,10 @@ class ModelSet(NamedTuple):
     onnx: Any  # the OnnxModels behind them, or None for torch
 
 
-def _no_cells_weights(cfg: PipelineConfig) -> str:
-    """``section: weights`` of each model the no-cells set swaps, for messages."""
-    return ", ".join(f"{name}: {sub.weights_no_cells}"
-                     for name in ("embedding", "filter", "gnn")
-                     if (sub := getattr(cfg, name)).weights_no_cells is not None)
+def _changes(overrides: dict[str, Any], prefix: str = "") -> str:
+    """``section.key=value, ...`` of a nested override mapping, for messages."""
+    return ", ".join(_changes(v, f"{prefix}{k}.") if isinstance(v, dict) else f"{prefix}{k}={v}"
+                     for k, v in overrides.items())
 
 
 class PipelineError(ValueError):
@@ -298,10 +297,12 @@ class Pipeline:
             models = self._build_models(config)
             self.embedding, self.filter, self.gnn = models.embedding, models.filter, models.gnn
             self.onnx = models.onnx
-        #: the models that run an event without cells (``weights_no_cells``), or None
-        #: when they are the models above (:meth:`models_for`)
+        #: the configuration and models that run an event without cells (the
+        #: configuration's ``no_cells`` section), or None: the ones above (:meth:`models_for`)
+        self.no_cells_config: PipelineConfig | None = None
         self.no_cells_models: ModelSet | None = None
         if config.kind == "exatrkx" and (alt := no_cells_config(config)) is not None:
+            self.no_cells_config = alt
             self.no_cells_models = self._build_models(alt)
         self._warned_no_cells = False
         self._warned_no_shape = False
@@ -334,10 +335,18 @@ class Pipeline:
 
     def models_for(self, event: Event) -> ModelSet:
         """The models that run ``event``: the no-cells set when it has no cells and the
-        configuration names one (``weights_no_cells``), else the default set."""
-        if self.no_cells_models is not None and not event.cells:
-            return self.no_cells_models
-        return ModelSet(self.embedding, self.filter, self.gnn, self.onnx)
+        configuration has a ``no_cells`` section, else the default set."""
+        return self._setup_for(event)[1]
+
+    def config_for(self, event: Event) -> PipelineConfig:
+        """The configuration that runs ``event`` (see :meth:`models_for`)."""
+        return self._setup_for(event)[0]
+
+    def _setup_for(self, event: Event) -> tuple[PipelineConfig, ModelSet]:
+        if self.no_cells_config is not None and self.no_cells_models is not None \
+                and not event.cells:
+            return self.no_cells_config, self.no_cells_models
+        return self.config, ModelSet(self.embedding, self.filter, self.gnn, self.onnx)
 
     @classmethod
     def from_config(
@@ -399,12 +408,12 @@ class Pipeline:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def _check_density(self, emb: Any, event: Event) -> None:
+    def _check_density(self, emb: Any, event: Event, config: PipelineConfig | None = None) -> None:
         """Refuse embeddings whose radius graph would be far too dense."""
         import torch
 
         n = emb.shape[0]
-        cfg = self.config.edges
+        cfg = (config or self.config).edges
         if n < 2:
             return
         m = min(n, _DENSITY_SAMPLE)
@@ -422,7 +431,8 @@ class Pipeline:
                 "or use trained embedding weights"
             )
 
-    def _check_built_degree(self, num_edges: int, n: int, event: Event) -> None:
+    def _check_built_degree(self, num_edges: int, n: int, event: Event,
+                            config: PipelineConfig | None = None) -> None:
         """Refuse a built graph far denser than the sampled estimate allowed.
 
         :meth:`_check_density` estimates the degree on a sample of hits, which
@@ -435,7 +445,7 @@ class Pipeline:
         Raises:
             PipelineError: names the event, the edge count and the guard.
         """
-        cfg = self.config.edges
+        cfg = (config or self.config).edges
         limit = 2 * max(cfg.max_edges_per_hit, 2 * (cfg.k_max or 0))
         degree = 2.0 * num_edges / max(n, 1)
         if degree > limit:
@@ -508,13 +518,14 @@ class Pipeline:
             self._warned_no_cells = True
         if not event.cells and not self._warned_no_shape and (
                 cfg.cluster_shape or self.no_cells_models is not None):
-            how = ("the no-cells model set, " + _no_cells_weights(cfg)
-                   if self.no_cells_models is not None else "trained for that too")
+            how = ("and with the configuration's no_cells changes: "
+                   + _changes(cfg.no_cells or {}) if self.no_cells_config is not None
+                   else "trained for that too")
             log.warning("%s has no cells: the models run without pixel cluster shapes (%s; "
                         "further events without cells are not reported)",
                         event.source or event.event_id, how)
             self._warned_no_shape = True
-        models = self.models_for(event)
+        cfg, models = self._setup_for(event)
         graphs: dict[str, dict[str, np.ndarray]] = {}
         with torch.inference_mode():
             # -- data_loading: features -> device
@@ -534,7 +545,7 @@ class Pipeline:
 
             # -- build_edges: radius graph, oriented inner -> outer
             if n >= 2:
-                self._check_density(emb, event)
+                self._check_density(emb, event, cfg)
                 kwargs = dict(cfg.edges.options)
                 edges = build_edges(
                     emb,
@@ -543,7 +554,7 @@ class Pipeline:
                     k_max=cfg.edges.k_max,
                     **kwargs,
                 )
-                self._check_built_degree(int(edges.shape[1]), n, event)
+                self._check_built_degree(int(edges.shape[1]), n, event, cfg)
                 edges = orient_edges(edges.to(self.device, torch.int64), r)
             else:
                 edges = torch.zeros((2, 0), dtype=torch.int64, device=self.device)
