@@ -6,6 +6,7 @@ onnx pipeline end to end on the real sample, the cache, threads, config errors."
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ onnx = pytest.importorskip("onnx")
 from trkx_ray import export as export_cli  # noqa: E402
 from trkx_ray.events import load_event  # noqa: E402
 from trkx_ray.pipeline import ConfigError, Pipeline, load_config  # noqa: E402
+from trkx_ray.pipeline.config import NO_CELLS_DIR  # noqa: E402
 from trkx_ray.pipeline.export import (  # noqa: E402
     MANIFEST,
     MODEL_FILES,
@@ -399,6 +401,7 @@ def test_corrupt_model_file(exported, tmp_path):
     bad.mkdir()
     for fname in (*MODEL_FILES.values(), MANIFEST):
         (bad / fname).write_bytes((exported / fname).read_bytes())
+    shutil.copytree(exported / NO_CELLS_DIR, bad / NO_CELLS_DIR)  # the no-cells set, intact
     (bad / "filter.onnx").write_bytes(b"not an onnx model")
     with pytest.raises(ConfigError, match="cannot load filter model"):
         _onnx_pipe(bad)

@@ -205,7 +205,7 @@ def test_nan_cell_charge_is_a_clear_error():
         hit_features(event, cell_features=True)
     untrained = {stage: {"weights": None} for stage in ("embedding", "filter", "gnn")}
     with pytest.raises(EventFormatError, match=r"feature 'charge' is not finite for hit_id 4"):
-        _pipe(features={"cell_features": True}, edges={"radius": 0.02}, **untrained)(event)
+        _pipe(features={"cell_features": True}, edges={"radius": 0.02}, no_cells=None, **untrained)(event)
     # the default reads cluster lengths only (channel numbers), never the charges
     _check_result(_pipe()(event), event.num_hits)
 
@@ -247,7 +247,7 @@ def test_missing_cells_gives_zero_cell_features(sample, caplog):
     # a model set that reads cells (here untrained) warns once that they are zero
     untrained = {stage: {"weights": None} for stage in ("embedding", "filter", "gnn")}
     with caplog.at_level(logging.WARNING):
-        result = _pipe(features={"cell_features": True}, edges={"radius": 0.02},
+        result = _pipe(features={"cell_features": True}, edges={"radius": 0.02}, no_cells=None,
                        **untrained)(event)
     assert "hits only has no cells: cell features are zero" in caplog.text
     _check_result(result, sample.num_hits)

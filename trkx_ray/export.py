@@ -73,25 +73,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out}: exists and is not a directory")
     from trkx_ray.pipeline.config import NO_CELLS_DIR, ConfigError, load_config, no_cells_config
-    from trkx_ray.pipeline.export import export_models
+    from trkx_ray.pipeline.export import MANIFEST, export_models
     from trkx_ray.pipeline.verify import verify_export
 
     try:
         config = load_config(args.config)
-        # the no-cells model set (the no_cells section) goes into OUT/no_cells, where
-        # runtime onnx with onnx.dir = OUT looks for it
-        alt = no_cells_config(config)
-        sets = [(config, args.out)] + ([(alt, args.out / NO_CELLS_DIR)] if alt else [])
-        manifests = [(cfg, out, export_models(cfg, out, opset=args.opset)) for cfg, out in sets]
+        manifest_path = export_models(config, args.out, opset=args.opset)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for _cfg, out, manifest_path in manifests:
-        manifest = json.loads(manifest_path.read_text())
+    # the models that run events without cells (the no_cells section) went into
+    # OUT/no_cells, where runtime onnx with onnx.dir = OUT looks for them
+    alt = no_cells_config(config)
+    manifests = [(config, args.out, manifest_path)]
+    if alt is not None:
+        manifests.append((alt, args.out / NO_CELLS_DIR, args.out / NO_CELLS_DIR / MANIFEST))
+    for _cfg, out, path in manifests:
+        manifest = json.loads(path.read_text())
         for name, spec in manifest["models"].items():
             shapes = ", ".join(f"{i['name']}{list(i['shape'])}" for i in spec["inputs"])
             print(f"{name:9s} {out / spec['file']}  inputs: {shapes}")
-        print(f"manifest  {manifest_path}  (opset {manifest['opset']}, torch {manifest['torch']})")
+        print(f"manifest  {path}  (opset {manifest['opset']}, torch {manifest['torch']})")
     if args.verify:
         for cfg, out, _ in manifests:
             diffs = verify_export(cfg, out, args.verify)

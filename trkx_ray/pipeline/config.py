@@ -590,8 +590,10 @@ def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
     if cfg.onnx.dir is not None:
         overrides["onnx"] = {"dir": str(Path(cfg.onnx.dir).expanduser() / NO_CELLS_DIR)}
     data = {**cfg.to_dict(), "no_cells": None, "name": f"{cfg.name} (no cells)"}
-    alt = load_config(data, overrides)
-    return dataclasses.replace(alt, source=cfg.source)
+    data = merge_overrides(_drop_stale_options(data, overrides), overrides)
+    alt = dataclasses.replace(build_dataclass(PipelineConfig, data, cfg.source), source=cfg.source)
+    _validate(alt, cfg.source)
+    return alt
 
 
 def onnx_provider(name: str) -> str | None:

@@ -33,11 +33,13 @@ from pathlib import Path
 from typing import Any
 
 from trkx_ray.pipeline.config import (
+    NO_CELLS_DIR,
     ONNX_MANIFEST,
     ONNX_MODEL_FILES,
     ConfigError,
     PipelineConfig,
     load_config,
+    no_cells_config,
 )
 
 __all__ = [
@@ -185,6 +187,7 @@ def export_models(
     config: str | Path | dict[str, Any] | PipelineConfig,
     out_dir: str | Path,
     opset: int | None = None,
+    no_cells: bool = True,
 ) -> Path:
     """Export the embedding, filter and GNN of a pipeline configuration to ONNX.
 
@@ -194,6 +197,9 @@ def export_models(
         out_dir: output directory (created); ``embedding.onnx``, ``filter.onnx``,
             ``gnn.onnx`` and ``manifest.json`` are (over)written there.
         opset: ONNX opset (default: the configuration's ``onnx.opset``).
+        no_cells: also export the models that run events without cells (the
+            configuration's ``no_cells`` section, if any) into ``out_dir/no_cells``,
+            where the onnx runtime looks for them.
 
     Returns:
         The path of ``manifest.json``.
@@ -285,6 +291,9 @@ def export_models(
     }
     path = out / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n")
+    if no_cells and (alt := no_cells_config(cfg)) is not None:
+        alt = dataclasses.replace(alt, onnx=dataclasses.replace(alt.onnx, dir=None))
+        export_models(alt, out / NO_CELLS_DIR, opset, no_cells=False)
     return path
 
 
@@ -348,7 +357,7 @@ def cached_export(config: PipelineConfig) -> Path:
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=parent))
     try:
-        export_models(config, tmp, opset=config.onnx.opset)
+        export_models(config, tmp, opset=config.onnx.opset, no_cells=False)
         try:
             os.rename(tmp, target)
         except OSError:

@@ -303,7 +303,14 @@ class Pipeline:
         self.no_cells_models: ModelSet | None = None
         if config.kind == "exatrkx" and (alt := no_cells_config(config)) is not None:
             self.no_cells_config = alt
-            self.no_cells_models = self._build_models(alt)
+            try:
+                self.no_cells_models = self._build_models(alt)
+            except ConfigError as exc:
+                raise ConfigError(
+                    f"{config.source}: no_cells (events without cells: "
+                    f"{_changes(config.no_cells or {})}): {exc}; a configuration with other "
+                    "models needs its own no_cells section, or no_cells: null"
+                ) from exc
         self._warned_no_cells = False
         self._warned_no_shape = False
         #: the labeling backend used: cugraph degrades to torch CC when not installed
