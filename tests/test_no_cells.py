@@ -65,6 +65,16 @@ def test_no_cells_config(tmp_path):
     assert shipped is not None and shipped.gnn.weights != load_config("default").gnn.weights
 
 
+def test_no_cells_walk_options_do_not_follow_another_backend():
+    # the default's no-cells walk options are the walk's: a configuration that labels
+    # with connected components keeps the no-cells cut only; a typo is still an error
+    alt = no_cells_config(load_config("default", {"labeling": {"backend": "scipy"}}))
+    assert alt is not None and alt.labeling.backend == "scipy"
+    assert alt.labeling.options == {} and alt.labeling.cut == 0.6
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['walk_mn'\]"):
+        load_config("default", {"no_cells": {"labeling": {"options": {"walk_mn": 0.6}}}})
+
+
 @pytest.mark.parametrize(("no_cells", "match"), [
     ({"gnn": {"weights": "/nope/gnn.pt"}},
      r"no_cells \(events without cells\): .*gnn\.weights: weights file .*nope"),

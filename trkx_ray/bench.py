@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--include-slow", action="store_true", help="--backends edges: also time brute-force radius"
     )
+    p.add_argument("--no-cells", action="store_true",
+                   help="drop every event's cells (they run the config's no_cells changes)")
     p.add_argument("-v", "--verbose", action="store_true", help="log per-event progress")
     return p
 
@@ -109,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         events=args.events, pileup=args.pileup, input=args.input, device=args.device,
         threads=args.threads, warmup=args.warmup, baseline_events=args.baseline_events,
         seed=args.seed, config=args.config, only=only, backends=args.backends,
-        repeats=args.repeats, include_slow=args.include_slow, precision=args.precision)
+        repeats=args.repeats, include_slow=args.include_slow, precision=args.precision,
+        no_cells=args.no_cells)
     try:
         if settings.backends == "models":
             report = run_models(settings)

@@ -51,6 +51,7 @@ Timings on a shared machine are indicative.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -136,6 +137,8 @@ class BenchSettings:
             :func:`run_models`; None for the five-configuration table.
         repeats: repeats per backend.
         include_slow: ``edges`` backends: also brute-force radius.
+        no_cells: drop every event's cells (the events then run the configuration's
+            ``no_cells`` changes, as a data set without cells files would).
     """
 
     events: int = 3
@@ -152,6 +155,7 @@ class BenchSettings:
     repeats: int = 3
     include_slow: bool = False
     precision: str | None = None
+    no_cells: bool = False
 
 
 def bench_configs(device: str, precision: str | None = None) -> dict[str, dict[str, Any]]:
@@ -245,7 +249,7 @@ def _prepare_events(args: BenchSettings, out_dir: Path) -> list[Path]:
             raise ValueError(
                 f"--input {args.input}: only {len(prefixes)} event(s) found, --events {args.events}"
             )
-        events = [io.load_event(p) for p in prefixes]
+        events = [_load_event(p) for p in prefixes]
     else:
         from trkx_ray.events.simulate import simulate_event
 
@@ -253,11 +257,21 @@ def _prepare_events(args: BenchSettings, out_dir: Path) -> list[Path]:
             simulate_event(pileup=args.pileup, seed=args.seed + i, event_id=1000 + i)
             for i in range(args.events)
         ]
+    if args.no_cells:
+        events = [dataclasses.replace(e, cells=None) for e in events]
     out = []
     for event in events:
         io.write_event(event, out_dir)
         out.append(out_dir / f"event{event.event_id:09d}")
     return out
+
+
+def _load_event(prefix: Path, use_threads: bool = True) -> Any:
+    """Read one event; its cells file is optional (a data set without cells, ``--no-cells``)."""
+    from trkx_ray.events import io
+
+    parts = [p for p in io.PARTS if p != "cells" or io.find_part_file(prefix, p) is not None]
+    return io.load_event(prefix, parts=parts, use_threads=use_threads)
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -504,12 +518,11 @@ def _run_config(
     """Warm up and time one configuration on ``prefixes``."""
     import torch
 
-    from trkx_ray.events import io
     from trkx_ray.pipeline import Pipeline
 
     pipe = Pipeline.from_config(args.config, device=args.device, overrides=overrides)
     use_threads = args.threads > 1
-    first = io.load_event(prefixes[0], use_threads=use_threads)
+    first = _load_event(prefixes[0], use_threads)
     if args.warmup:
         pipe.warmup(first, repeats=args.warmup)
     cuda = pipe.device.type == "cuda"
@@ -521,7 +534,7 @@ def _run_config(
     with PeakRSS() as rss:
         for prefix in prefixes:
             start = time.perf_counter()
-            event = io.load_event(prefix, use_threads=use_threads)
+            event = _load_event(prefix, use_threads)
             load_s = time.perf_counter() - start
             result = pipe(event, profile=True)
             for label, key in ROWS:
@@ -639,14 +652,13 @@ def print_table(report: dict[str, Any]) -> None:
 
 def _first_event(args: BenchSettings) -> Any:
     """Check the device, set the thread counts and load the first bench event."""
-    from trkx_ray.events import io
     from trkx_ray.pipeline.pipeline import resolve_device
 
     resolve_device(args.device)
     _set_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="trkx_bench_") as tmp:
         prefixes = _prepare_events(args, Path(tmp))
-        return io.load_event(prefixes[0])
+        return _load_event(prefixes[0])
 
 
 def run_backends(args: BenchSettings) -> dict[str, Any]:

@@ -575,7 +575,9 @@ def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
     ``cfg.no_cells`` changes a few keys for such events (:data:`NO_CELLS_KEYS`: the
     models' weights, the radius, the cuts), e.g. a GNN fine-tuned on events without
     cells; everything else, the models' architectures and inputs included, is
-    ``cfg``'s. An ONNX export directory (``onnx.dir``) keeps that model set in its
+    ``cfg``'s. Labeling options of another backend than ``cfg``'s are dropped (a
+    configuration that labels with ``scipy`` keeps the no-cells cut, not the walk's
+    options). An ONNX export directory (``onnx.dir``) keeps that model set in its
     ``no_cells/`` subdirectory (``python -m trkx_ray.export`` writes both).
 
     Args:
@@ -587,6 +589,14 @@ def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
     if cfg.no_cells is None:
         return None
     overrides: dict[str, Any] = merge_overrides({}, cfg.no_cells)
+    # backend options belong to their backend (as in load_config): walk options written for
+    # the default's walk do not follow a configuration that labels with another backend
+    lab = overrides.get("labeling")
+    if isinstance(lab, Mapping) and isinstance(lab.get("options"), Mapping):
+        own = LABEL_BACKEND_OPTIONS.get(cfg.labeling.backend, frozenset())
+        known = frozenset().union(*LABEL_BACKEND_OPTIONS.values())
+        kept = {k: v for k, v in lab["options"].items() if k in own or k not in known}
+        overrides["labeling"] = {**lab, "options": kept}
     if cfg.onnx.dir is not None:
         overrides["onnx"] = {"dir": str(Path(cfg.onnx.dir).expanduser() / NO_CELLS_DIR)}
     data = {**cfg.to_dict(), "no_cells": None, "name": f"{cfg.name} (no cells)"}
