@@ -210,7 +210,7 @@ def test_pipeline_cuda_torch_cc_matches_scipy_on_its_graph(event):
         "precision": "fp32", "edges": {"backend": "frnn"}, "labeling": {"backend": "torch"}})
     result = pipe(event, keep_graphs=True)
     graph = result.graphs["filtering"]  # the graph the labeling stage saw (GNN scores)
-    cfg = pipe.config.labeling
+    cfg = pipe.config_for(event).labeling  # events without cells run the no_cells cuts
     want = label_hits(event.num_hits, graph["edges"], graph["scores"], cut=cfg.cut,
                       backend="scipy", prune=cfg.prune)
     np.testing.assert_array_equal(result.track_id, want)

@@ -695,7 +695,7 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
             event.num_hits,
             graph["edges"],
             graph["scores"],
-            cut=pipe.config.labeling.cut,
+            cut=pipe.config_for(event).labeling.cut,
             backends=names,
             repeats=args.repeats,
         )
