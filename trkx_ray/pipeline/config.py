@@ -700,7 +700,8 @@ def _validate_no_cells(cfg: PipelineConfig, where: str) -> None:
     try:
         no_cells_config(cfg)
     except ConfigError as exc:
-        raise ConfigError(f"{where}: no_cells (events without cells): {exc}") from exc
+        why = str(exc).removeprefix(f"{where}: ")  # named once, below
+        raise ConfigError(f"{where}: no_cells (events without cells): {why}") from exc
 
 
 def _validate_onnx(onnx: OnnxConfig, where: str) -> None:
