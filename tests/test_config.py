@@ -123,6 +123,22 @@ def test_int_widens_to_float():
         ),
         ({"labeling": {"cut": 1.5}}, r"labeling\.cut"),
         ({"labeling": {"prune": "walk"}}, r"labeling\.prune = 'walk' is not a prune mode"),
+        (
+            {"labeling": {"backend": "walk", "options": {"walk_min": 2}}},
+            r"labeling\.options\.walk_min = 2 must be a number in \[0, 1\]",
+        ),
+        (
+            {"labeling": {"backend": "walk", "options": {"attach": "high"}}},
+            r"labeling\.options\.attach = 'high' must be a number in \[0, 1\] \(or null",
+        ),
+        (
+            {"labeling": {"backend": "walk", "options": {"attach_max": 0}}},
+            r"labeling\.options\.attach_max = 0 must be an integer >= 1",
+        ),
+        (
+            {"labeling": {"backend": "walk", "options": {"attach_max": 5, "attach_min": 5}}},
+            r"labeling\.options\.attach_min = 5 must be larger than attach_max = 5",
+        ),
         ({"filter": {"cut": -0.1}}, r"filter\.cut"),
         ({"filter": {"chunk_size": 0}}, r"filter\.chunk_size"),
         ({"filter": {"hidden": True}}, r"filter\.hidden = True must be an integer"),

@@ -550,3 +550,102 @@ def test_walk_options_checked() -> None:
         label_hits(2, edges, scores, backend="walk", walk_add=float("nan"))
     with pytest.raises(ValueError, match="'walk' has no option"):
         label_hits(2, edges, scores, backend="walk", eps=0.1)
+
+
+# -- the walk's attach step ------------------------------------------------------------
+
+
+def reference_attach(
+    labels: np.ndarray, edges: np.ndarray, scores: np.ndarray, attach: float, amax: int, amin: int
+) -> np.ndarray:
+    """numpy reference of the attach step: one pass, best edge per hit, one hit per target."""
+    size = np.bincount(labels)[labels]
+    keep = scores > attach
+    a, b, s = edges[0][keep], edges[1][keep], scores[keep]
+    u, v, w = np.r_[a, b], np.r_[b, a], np.r_[s, s]
+    ok = (size[u] <= amax) & (size[v] >= amin) & (labels[u] != labels[v])
+    u, v, w = u[ok], v[ok], w[ok]
+    out = labels.copy()
+    if u.size:
+        o = np.lexsort((v, -w, u))  # per hit its best edge (ties: the smaller target)
+        u, v, w = u[o], v[o], w[o]
+        first = np.r_[True, u[1:] != u[:-1]]
+        u, v, w = u[first], v[first], w[first]
+        o = np.lexsort((u, -w, v))  # per target its best hit (ties: the smaller hit)
+        u, v = u[o], v[o]
+        first = np.r_[True, v[1:] != v[:-1]]
+        out[u[first]] = labels[v[first]]
+    return canonical_labels(out)
+
+
+def test_walk_attach_hand_built() -> None:
+    # hits 0-4: a 5-hit track (simple path); hit 5 hangs off hit 2 below the cut; hits 6-7:
+    # a 2-hit track whose hit 7 hangs off hit 3; hits 8-11: a 4-hit track, 12 hangs off it
+    edges = np.array([[0, 1, 2, 3, 2, 6, 3, 8, 9, 10, 9], [1, 2, 3, 4, 5, 7, 7, 9, 10, 11, 12]])
+    scores = np.array([0.9, 0.9, 0.9, 0.9, 0.45, 0.9, 0.6, 0.9, 0.9, 0.9, 0.8])
+    plain, kind = walk_tracks(13, edges, scores, cut=0.5)
+    np.testing.assert_array_equal(plain, [0, 0, 0, 0, 0, 1, 2, 2, 3, 3, 3, 3, 4])
+    labels, kind = walk_tracks(13, edges, scores, cut=0.5, attach=0.4)
+    # 5 and 7 join the 5-hit track (7 leaves its 2-hit track); the 4-hit track takes nothing
+    np.testing.assert_array_equal(labels, [0, 0, 0, 0, 0, 0, 1, 0, 2, 2, 2, 2, 3])
+    np.testing.assert_array_equal(np.flatnonzero(kind == 3), [5, 7])
+    # above the edge's score: hit 5 stays alone
+    labels, _ = walk_tracks(13, edges, scores, cut=0.5, attach=0.5)
+    assert labels[5] != labels[0] and labels[7] == labels[0]
+    # a 4-hit track takes hits once attach_min allows it
+    labels, _ = walk_tracks(13, edges, scores, cut=0.5, attach=0.4, attach_min=4)
+    assert labels[12] == labels[8]
+    # the 2-hit track's hits stay when attach_max is 1 (only singletons move)
+    labels, _ = walk_tracks(13, edges, scores, cut=0.5, attach=0.4, attach_max=1)
+    assert labels[7] == labels[6] and labels[5] == labels[0]
+    # label_hits passes the options through
+    np.testing.assert_array_equal(
+        label_hits(13, edges, scores, cut=0.5, backend="walk", attach=0.4),
+        [0, 0, 0, 0, 0, 0, 1, 0, 2, 2, 2, 2, 3],
+    )
+
+
+def test_walk_attach_one_hit_per_target_hit() -> None:
+    # hits 5 and 6 both hang off hit 2 of the 5-hit track 0-4: only the better one joins,
+    # in one pass (6 does not fall back to its second-best edge, nor chain through 5)
+    edges = np.array([[0, 1, 2, 3, 2, 2, 4, 5], [1, 2, 3, 4, 5, 6, 6, 7]])
+    scores = np.array([0.9, 0.9, 0.9, 0.9, 0.48, 0.47, 0.42, 0.46])
+    labels, kind = walk_tracks(8, edges, scores, cut=0.5, attach=0.4)
+    assert labels[5] == labels[0] and labels[6] != labels[0] and labels[7] != labels[0]
+    np.testing.assert_array_equal(np.flatnonzero(kind == 3), [5])
+    np.testing.assert_array_equal(labels, canonical_labels(labels))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_walk_attach_matches_reference_on_random_graphs(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    n = int(rng.integers(10, 60))
+    edges = np.sort(rng.integers(0, n, (2, int(rng.integers(n, 4 * n)))), axis=0)
+    scores = rng.random(edges.shape[1])
+    attach, amax = float(rng.uniform(0.1, 0.6)), int(rng.integers(1, 4))
+    amin = amax + int(rng.integers(1, 3))
+    plain, _ = walk_tracks(n, edges, scores, cut=0.3, walk_min=0.3, walk_add=0.8)
+    got, kind = walk_tracks(
+        n, edges, scores, cut=0.3, walk_min=0.3, walk_add=0.8,
+        attach=attach, attach_max=amax, attach_min=amin,
+    )
+    np.testing.assert_array_equal(got, reference_attach(plain, edges, scores, attach, amax, amin))
+    # the edge order does not matter, and only hits marked attached changed track
+    perm = rng.permutation(edges.shape[1])
+    again, _ = walk_tracks(
+        n, edges[:, perm], scores[perm], cut=0.3, walk_min=0.3, walk_add=0.8,
+        attach=attach, attach_max=amax, attach_min=amin,
+    )
+    np.testing.assert_array_equal(again, got)
+    stayed = kind != 3
+    np.testing.assert_array_equal(canonical_labels(got[stayed]), canonical_labels(plain[stayed]))
+
+
+def test_walk_attach_options_checked() -> None:
+    edges, scores = np.array([[0], [1]]), np.ones(1)
+    with pytest.raises(ValueError, match="'attach' must be a number in"):
+        label_hits(2, edges, scores, backend="walk", attach=1.5)
+    with pytest.raises(ValueError, match="'attach_max' must be an integer"):
+        label_hits(2, edges, scores, backend="walk", attach=0.4, attach_max=0)
+    with pytest.raises(ValueError, match="'attach_min' .* must be larger"):
+        label_hits(2, edges, scores, backend="walk", attach=0.4, attach_max=3, attach_min=3)

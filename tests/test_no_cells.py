@@ -73,6 +73,9 @@ def test_no_cells_walk_options_do_not_follow_another_backend():
     assert alt.labeling.options == {} and alt.labeling.cut == 0.6
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['walk_mn'\]"):
         load_config("default", {"no_cells": {"labeling": {"options": {"walk_mn": 0.6}}}})
+    # the values are checked too, in the configuration an event without cells runs with
+    with pytest.raises(ConfigError, match=r"labeling\.options\.attach = 1\.4 must be a number"):
+        load_config("default", {"no_cells": {"labeling": {"options": {"attach": 1.4}}}})
 
 
 @pytest.mark.parametrize(("no_cells", "match"), [

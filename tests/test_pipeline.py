@@ -91,12 +91,18 @@ def test_real_sample_end_to_end(sample, device):
     tid = result.track_id
     if pipe.labeling_backend == "walk":
         # the walk splits components into tracks: every hit of a multi-hit track is
-        # joined to its track by a kept edge, and some kept edges join two tracks
-        same = tid[g_src] == tid[g_dst]
+        # joined to its track by a kept edge or, if the attach step moved it, by an
+        # edge above the attach score; and some kept edges join two tracks
+        options = pipe.config.labeling.options
+        f_src, f_dst = graphs["filtering"]["edges"]
+        f_scores = graphs["filtering"]["scores"]
+        low = min(pipe.config.labeling.cut, options.get("attach") or 1.0)
+        link = (tid[f_src] == tid[f_dst]) & (f_scores > low)
         linked = np.zeros(n, dtype=bool)
-        linked[g_src[same]] = linked[g_dst[same]] = True
+        linked[f_src[link]] = linked[f_dst[link]] = True
         sizes = np.bincount(tid)
         assert np.all(linked[sizes[tid] > 1])
+        assert not np.all(tid[g_src] == tid[g_dst])
     else:  # connected components: hits joined by a kept GNN edge share a track
         assert np.array_equal(tid[g_src], tid[g_dst])
 

@@ -98,7 +98,7 @@ LABEL_BACKEND_OPTIONS: dict[str, frozenset[str]] = {
     "torch": frozenset(),
     "cugraph": frozenset(),
     "dbscan": frozenset({"eps", "min_samples"}),
-    "walk": frozenset({"walk_min", "walk_add"}),
+    "walk": frozenset({"walk_min", "walk_add", "attach", "attach_max", "attach_min"}),
 }
 
 #: Edge pruning modes before labeling (``labeling.prune``; ``none``: every edge above the cut).
@@ -620,6 +620,34 @@ def onnx_provider(name: str) -> str | None:
     return full if full in ONNX_PROVIDERS.values() else None
 
 
+def _validate_walk_options(options: Mapping[str, Any], where: str) -> None:
+    """The walk's option values (its names are checked with every backend's)."""
+    for key in ("walk_min", "walk_add", "attach"):
+        value = options.get(key, 0.5)
+        if key == "attach" and value is None:
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0.0 <= float(value) <= 1.0
+        ):
+            raise ConfigError(
+                f"{where}: labeling.options.{key} = {value!r} must be a number in [0, 1]"
+                + (" (or null: no attach step)" if key == "attach" else "")
+            )
+    sizes = {}
+    for key, default in (("attach_max", 3), ("attach_min", 5)):
+        value = options.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{where}: labeling.options.{key} = {value!r} must be an integer >= 1")
+        sizes[key] = value
+    if sizes["attach_min"] <= sizes["attach_max"]:
+        raise ConfigError(
+            f"{where}: labeling.options.attach_min = {sizes['attach_min']} must be larger than "
+            f"attach_max = {sizes['attach_max']} (a track that takes hits must not give any)"
+        )
+
+
 def _validate(cfg: PipelineConfig, where: str) -> None:
     def positive(value: float, key: str, strict: bool = True) -> None:
         if value < 0 or (strict and value == 0):
@@ -643,6 +671,8 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
                 f"{where}: {key}.options: unknown option(s) {bad} for backend {backend!r}; "
                 f"allowed: {sorted(table[backend])}"
             )
+    if cfg.labeling.backend == "walk":
+        _validate_walk_options(cfg.labeling.options, where)
     if cfg.labeling.prune not in PRUNE_MODES:
         raise ConfigError(
             f"{where}: labeling.prune = {cfg.labeling.prune!r} is not a prune mode; "

@@ -28,6 +28,13 @@ One entry point, :func:`label_hits`, with backends chosen by name:
   ties go to the larger summed score. The road's hits become a track; a hit
   whose road is only itself is a singleton. Options ``walk_min`` (default
   :data:`DEFAULT_WALK_MIN`) and ``walk_add`` (default :data:`DEFAULT_WALK_ADD`).
+  Option ``attach`` (off by default) then gives left-over hits a track: a hit
+  whose track has at most ``attach_max`` hits (default 3: a singleton or a
+  short road) joins the track of its best-scored neighbour over an edge scoring
+  above ``attach`` (any edge of the input, also below ``cut``) when that track
+  has at least ``attach_min`` hits (default 5, a candidate track); each hit of
+  such a track takes at most one hit, the best-scored one. One pass, so hits
+  never chain through each other and the result does not depend on edge order.
 
 Labels are canonical: components numbered 0..C-1 in order of their smallest
 hit index, so partitions from different backends compare with ``==``.
@@ -56,6 +63,8 @@ import numpy as np
 from trkx_ray.pipeline.config import LABEL_BACKEND_OPTIONS, PRUNE_MODES
 
 __all__ = [
+    "DEFAULT_ATTACH_MAX",
+    "DEFAULT_ATTACH_MIN",
     "DEFAULT_DBSCAN_EPS",
     "DEFAULT_DBSCAN_MIN_SAMPLES",
     "DEFAULT_WALK_ADD",
@@ -297,6 +306,10 @@ def _dbscan(
 DEFAULT_WALK_MIN = 0.1
 #: default score above which every outgoing edge opens a branch of the walk (``th_add``).
 DEFAULT_WALK_ADD = 0.6
+#: default largest track whose hits the attach step may move (``attach_max``).
+DEFAULT_ATTACH_MAX = 3
+#: default smallest track the attach step adds hits to (``attach_min``).
+DEFAULT_ATTACH_MIN = 5
 
 
 def _walk_kernel_py(n, src_in, dst_in, score_in, cut, walk_min, walk_add):  # pragma: no cover
@@ -555,12 +568,95 @@ def _walk_kernel_py(n, src_in, dst_in, score_in, cut, walk_min, walk_add):  # pr
     return labels, kind
 
 
+def _attach_kernel_py(labels, src, dst, score, attach, attach_max, attach_min):  # pragma: no cover
+    """Attach hits of short tracks to their best neighbour's track (compiled by numba).
+
+    ``labels`` are canonical; every edge scoring above ``attach`` counts, in both
+    directions. Returns ``(labels, moved)``: canonical labels and per hit whether it
+    moved. Ties go to the smaller hit index, so the result does not depend on edge order.
+    """
+    n = labels.shape[0]
+    n_tracks = 0
+    for u in range(n):
+        if labels[u] + 1 > n_tracks:
+            n_tracks = labels[u] + 1
+    size = np.zeros(n_tracks, np.int64)
+    for u in range(n):
+        size[labels[u]] += 1
+    best = np.full(n, -1.0)
+    target = np.full(n, -1, np.int64)
+    for k in range(src.shape[0]):
+        sk = score[k]
+        if not sk > attach:
+            continue
+        a = src[k]
+        b = dst[k]
+        la = labels[a]
+        lb = labels[b]
+        if la == lb:
+            continue
+        if size[la] <= attach_max and size[lb] >= attach_min:
+            if sk > best[a] or (sk == best[a] and b < target[a]):
+                best[a] = sk
+                target[a] = b
+        if size[lb] <= attach_max and size[la] >= attach_min:
+            if sk > best[b] or (sk == best[b] and a < target[b]):
+                best[b] = sk
+                target[b] = a
+    # each hit of a track takes at most one hit: the best-scored (then the smallest)
+    taken_score = np.full(n, -1.0)
+    taken_by = np.full(n, n, np.int64)
+    for u in range(n):
+        v = target[u]
+        if v >= 0 and (best[u] > taken_score[v] or (best[u] == taken_score[v] and u < taken_by[v])):
+            taken_score[v] = best[u]
+            taken_by[v] = u
+    out = labels.copy()
+    moved = np.zeros(n, np.bool_)
+    for u in range(n):
+        v = target[u]
+        if v >= 0 and taken_by[v] == u:
+            out[u] = labels[v]
+            moved[u] = True
+    # canonical again: tracks numbered in order of their smallest hit
+    label_of = np.full(n_tracks, -1, np.int64)
+    c = 0
+    for u in range(n):
+        t = out[u]
+        if label_of[t] < 0:
+            label_of[t] = c
+            c += 1
+        out[u] = label_of[t]
+    return out, moved
+
+
+@functools.lru_cache(maxsize=1)
+def _attach_kernel() -> Callable[..., Any]:
+    """The compiled attach kernel (numba imported on first use, compiled once and cached)."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_attach_kernel_py)
+
+
 @functools.lru_cache(maxsize=1)
 def _walk_kernel() -> Callable[..., Any]:
     """The compiled walk kernel (numba imported on first use, compiled once and cached)."""
     import numba
 
     return numba.njit(cache=True, nogil=True)(_walk_kernel_py)
+
+
+def check_attach_sizes(attach_max: Any, attach_min: Any) -> tuple[int, int]:
+    """Check the attach step's track sizes (positive ints, ``attach_min > attach_max``)."""
+    for name, value in (("attach_max", attach_max), ("attach_min", attach_min)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"walk option {name!r} must be an integer >= 1, got {value!r}")
+    if attach_min <= attach_max:
+        raise ValueError(
+            f"walk option 'attach_min' ({attach_min}) must be larger than 'attach_max' "
+            f"({attach_max}): a track that takes hits must not give any"
+        )
+    return int(attach_max), int(attach_min)
 
 
 def _check_unit(name: str, value: Any) -> float:
@@ -581,6 +677,9 @@ def walk_tracks(
     cut: float = -math.inf,
     walk_min: float = DEFAULT_WALK_MIN,
     walk_add: float = DEFAULT_WALK_ADD,
+    attach: float | None = None,
+    attach_max: int = DEFAULT_ATTACH_MAX,
+    attach_min: int = DEFAULT_ATTACH_MIN,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CC-and-walk track building (see :func:`label_hits`, backend ``walk``).
 
@@ -594,13 +693,23 @@ def walk_tracks(
         walk_min: a walk stops where a hit's best unused outer edge scores ``<= walk_min``.
         walk_add: outer edges scoring above this each open a branch of the walk
             (the longest branch wins); below it, the walk follows the best edge.
+        attach: ``None`` (off) or a score: afterwards, a hit of a track of at most
+            ``attach_max`` hits joins the track of its best neighbour over an edge
+            scoring above it, if that track has at least ``attach_min`` hits (one
+            hit per hit of that track; see the module docstring).
+        attach_max: largest track whose hits may move.
+        attach_min: smallest track that takes hits (``> attach_max``).
 
     Returns:
         ``(labels, kind)``: per hit its canonical int64 label and how its track was
-        made (int8: 0 = singleton, 1 = component that is a simple path, 2 = walked).
+        made (int8: 0 = singleton, 1 = component that is a simple path, 2 = walked,
+        3 = attached to a track by the attach step).
     """
     walk_min = _check_unit("walk_min", walk_min)
     walk_add = _check_unit("walk_add", walk_add)
+    if attach is not None:
+        attach = _check_unit("attach", attach)
+    attach_max, attach_min = check_attach_sizes(attach_max, attach_min)
     n = int(num_hits)
     edges = np.asarray(edges)
     if edges.dtype != np.int64:
@@ -608,25 +717,18 @@ def walk_tracks(
     scores = np.asarray(scores)
     if scores.dtype != np.float32:
         scores = scores.astype(np.float64)
-    return _walk_kernel()(
-        n,
-        np.ascontiguousarray(edges[0]),
-        np.ascontiguousarray(edges[1]),
-        np.ascontiguousarray(scores),
-        float(cut),
-        walk_min,
-        walk_add,
-    )
+    src = np.ascontiguousarray(edges[0])
+    dst = np.ascontiguousarray(edges[1])
+    scores = np.ascontiguousarray(scores)
+    labels, kind = _walk_kernel()(n, src, dst, scores, float(cut), walk_min, walk_add)
+    if attach is not None and n:
+        labels, moved = _attach_kernel()(labels, src, dst, scores, attach, attach_max, attach_min)
+        kind[moved] = 3
+    return labels, kind
 
 
-def _walk(
-    num_hits: int,
-    edges: np.ndarray,
-    scores: np.ndarray,
-    walk_min: float = DEFAULT_WALK_MIN,
-    walk_add: float = DEFAULT_WALK_ADD,
-) -> np.ndarray:
-    return walk_tracks(num_hits, edges, scores, walk_min=walk_min, walk_add=walk_add)[0]
+def _walk(num_hits: int, edges: np.ndarray, scores: np.ndarray, **options: Any) -> np.ndarray:
+    return walk_tracks(num_hits, edges, scores, **options)[0]
 
 
 #: Backend name -> implementation ``(num_hits, kept_edges, kept_scores, **opts) -> labels``;
@@ -741,7 +843,8 @@ def label_hits(
         **options: backend options; ``dbscan`` takes ``eps`` (distance
             ``1 - score``, default :data:`DEFAULT_DBSCAN_EPS`) and
             ``min_samples`` (default :data:`DEFAULT_DBSCAN_MIN_SAMPLES`);
-            ``walk`` takes ``walk_min`` and ``walk_add`` (see the module docstring).
+            ``walk`` takes ``walk_min``, ``walk_add``, ``attach``, ``attach_max`` and
+            ``attach_min`` (see the module docstring).
 
     Returns:
         int64 numpy array of ``num_hits`` canonical labels.
