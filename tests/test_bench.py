@@ -133,6 +133,15 @@ def test_backends_labeling(tmp_path):
     assert {"scipy", "dbscan"} <= set(report["backends"])
     for stats in report["backends"].values():
         assert stats["mean_s"] >= 0
+    # the configured backend (the default's walk) runs with the configured options: it
+    # makes exactly the pipeline's tracks
+    from trkx_ray.events import load_event
+    from trkx_ray.pipeline import Pipeline
+
+    pipe = Pipeline.from_config("default")
+    assert report["options"]["walk"] == dict(pipe.config.labeling.options)
+    result = pipe(load_event(REPO / "tests" / "data" / "event000000001"))
+    assert report["backends"]["walk"]["num_components"] == result.num_tracks
 
 
 def test_backends_edges(tmp_path):

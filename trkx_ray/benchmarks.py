@@ -691,15 +691,20 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
         assert graphs is not None
         graph = graphs["filtering"]  # the edges the filter kept, with the GNN's scores
         names = [b for b in LABEL_BACKENDS if b != "cugraph" or args.device != "cpu"]
+        lab = pipe.config_for(event).labeling
         timings = time_label_backends(
             event.num_hits,
             graph["edges"],
             graph["scores"],
-            cut=pipe.config_for(event).labeling.cut,
+            cut=lab.cut,
             backends=names,
             repeats=args.repeats,
+            # the configured backend runs with its configured options (the default's
+            # walk cuts and attach step); the others take theirs from their defaults
+            options={lab.backend: dict(lab.options)},
         )
         report["num_edges"] = int(graph["edges"].shape[1])
+        report["options"] = {lab.backend: dict(lab.options)}
     report["backends"] = timings
     return report
 
