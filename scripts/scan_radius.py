@@ -1,4 +1,4 @@
-"""Scan the embedding radius: edge efficiency (pT > 0.5 / 1 GeV) and edges per hit.
+"""Scan the embedding radius: edge efficiency (all particles, pT > 0.5 / 1 GeV) and edges per hit.
 
 Usage::
 
@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
     cfg = load_config(args.config, {"embedding": {"weights": args.weights}})
     model = EmbeddingMLP.from_config(cfg.embedding, cfg.embedding_in_dim)
-    rows: dict[float, list[tuple[float, float, float, float]]] = {r: [] for r in args.radii}
+    rows: dict[float, list[tuple[float, ...]]] = {r: [] for r in args.radii}
     for seed in args.seeds:
         event = simulate_event(pileup=args.pileup, seed=seed)
         with torch.no_grad():
@@ -50,15 +50,16 @@ def main() -> None:
             emb = model(x).numpy()
         for r in args.radii:
             edges = build_edges(emb, r, backend="frnn")
+            m0 = edge_metrics(event, edges, pt_min=0.0)
             m05 = edge_metrics(event, edges, pt_min=0.5)
             m1 = edge_metrics(event, edges, pt_min=1.0)
-            rows[r].append((m05["efficiency"], m1["efficiency"], m1["purity"],
+            rows[r].append((m0["efficiency"], m05["efficiency"], m1["efficiency"], m1["purity"],
                             edges.shape[1] / event.num_hits))
             print(f"seed {seed} radius {r}: {rows[r][-1]}", flush=True)
-    print(f"{'radius':>7} {'eff pT>0.5':>11} {'eff pT>1':>9} {'purity':>7} {'edges/hit':>10}")
+    print(f"{'radius':>7} {'eff all':>8} {'eff pT>0.5':>11} {'eff pT>1':>9} {'purity':>7} {'edges/hit':>10}")
     for r, vals in rows.items():
-        e05, e1, pur, per = np.mean(vals, axis=0)
-        print(f"{r:7.3f} {100 * e05:10.2f}% {100 * e1:8.2f}% {100 * pur:6.2f}% {per:10.1f}")
+        e0, e05, e1, pur, per = np.mean(vals, axis=0)
+        print(f"{r:7.3f} {100 * e0:7.2f}% {100 * e05:10.2f}% {100 * e1:8.2f}% {100 * pur:6.2f}% {per:10.1f}")
 
 
 if __name__ == "__main__":

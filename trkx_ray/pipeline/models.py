@@ -580,6 +580,11 @@ class InteractionGNN(nn.Module):
         )
         self.classifier = _EdgeBlock(hidden, hidden, hidden, 1, mlp_layers, eln, activation)
 
+    def _encode_nodes(self, x: Tensor) -> Tensor:
+        """The node encoder in float32, autocast or not (see :meth:`forward`)."""
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.node_encoder(x.float())
+
     @staticmethod
     def aggregate(messages: Tensor, edges: Tensor, num_nodes: int) -> tuple[Tensor, Tensor]:
         """Scatter-add edge messages onto hits (float32 accumulation).
@@ -622,7 +627,10 @@ class InteractionGNN(nn.Module):
         edges_t = edges.T
         num_edges = edges_t.shape[0]
         chunk = chunk_size
-        h = map_rows(self.node_encoder, num_nodes, chunk, x)
+        # the node encoder reads the hits' coordinates: under bf16 autocast they would
+        # round to 8 bits (~4 mm at z = 1 m), which cost 0.010 of score on validation
+        # events; it runs once per hit, so it always runs in float32
+        h = map_rows(self._encode_nodes, num_nodes, chunk, x)
         proj = self.edge_encoder.project(h)
         if self.edge_features:
             geo = (torch.cat([x[:, :3], x[:, -2:]], dim=1) if self.cluster_shape
