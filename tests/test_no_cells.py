@@ -70,7 +70,8 @@ def test_no_cells_walk_options_do_not_follow_another_backend():
     # with connected components keeps the no-cells cut only; a typo is still an error
     alt = no_cells_config(load_config("default", {"labeling": {"backend": "scipy"}}))
     assert alt is not None and alt.labeling.backend == "scipy"
-    assert alt.labeling.options == {} and alt.labeling.cut == 0.6
+    default_cut = load_config("default").no_cells["labeling"]["cut"]  # type: ignore[index]
+    assert alt.labeling.options == {} and alt.labeling.cut == default_cut
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['walk_mn'\]"):
         load_config("default", {"no_cells": {"labeling": {"options": {"walk_mn": 0.6}}}})
     # the values are checked too, in the configuration an event without cells runs with
@@ -159,3 +160,16 @@ def test_training_without_cells_sees_no_shapes():
     assert with_cells.shape[:, 1].sum() > 100  # pixel-barrel hits carry a shape ...
     assert not without.shape.any()  # ... and none without cells
     torch.testing.assert_close(with_cells.x, without.x)
+
+
+def test_no_cells_gnn_iterations():
+    # the shared-weight GNN may run more message-passing iterations for events without
+    # cells (same weights' shapes); the default's does, and its weights load
+    cfg = load_config("default")
+    alt = no_cells_config(cfg)
+    assert alt is not None and alt.gnn.iterations > cfg.gnn.iterations
+    assert alt.gnn.shared_weights
+    gnn = InteractionGNN.from_config(alt.gnn, alt.gnn_in_dim)
+    assert gnn.iterations == alt.gnn.iterations
+    with pytest.raises(ConfigError, match=r"no_cells \(events without cells\): .*gnn\.iterations"):
+        load_config("default", {"no_cells": {"gnn": {"iterations": -1}}})

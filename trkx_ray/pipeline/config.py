@@ -564,7 +564,7 @@ NO_CELLS_KEYS: dict[str, tuple[str, ...]] = {
     "embedding": ("weights",),
     "edges": ("radius", "k_max"),
     "filter": ("weights", "cut"),
-    "gnn": ("weights",),
+    "gnn": ("weights", "iterations"),
     "labeling": ("cut", "options"),
 }
 
@@ -573,9 +573,9 @@ def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
     """The configuration that runs an event without cells, or ``None`` when it is ``cfg``.
 
     ``cfg.no_cells`` changes a few keys for such events (:data:`NO_CELLS_KEYS`: the
-    models' weights, the radius, the cuts), e.g. a GNN fine-tuned on events without
-    cells; everything else, the models' architectures and inputs included, is
-    ``cfg``'s. Labeling options of another backend than ``cfg``'s are dropped (a
+    models' weights, the radius, the cuts, the GNN's number of message-passing
+    iterations), e.g. a GNN fine-tuned on events without cells; everything else, the
+    models' inputs and layers included, is ``cfg``'s. Labeling options of another backend than ``cfg``'s are dropped (a
     configuration that labels with ``scipy`` keeps the no-cells cut, not the walk's
     options). An ONNX export directory (``onnx.dir``) keeps that model set in its
     ``no_cells/`` subdirectory (``python -m trkx_ray.export`` writes both).
