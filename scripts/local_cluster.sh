@@ -20,7 +20,9 @@
 #   RAY             the ray CLI                          (default: .venv/bin/ray if present)
 #
 # Ray 2.60 uses token authentication for clusters made with `ray start`: this script
-# exports RAY_AUTH_MODE=token; export it as well for `ray job submit`.
+# exports RAY_AUTH_MODE=token; export it as well for `ray job submit`. Where no token
+# is given (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH) and ~/.ray/auth_token is missing, `start`
+# makes that file.
 # `stop` never runs a machine-wide `ray stop`: it ends the processes whose command
 # line names this cluster's temp folders (the head's and the worker's), by pid.
 set -euo pipefail
@@ -51,9 +53,28 @@ pids_of_cluster() {
   done
 }
 
+ensure_token() {
+  # `ray start` in token mode needs a token and, since Ray 2.60, does not make one. Where
+  # the user gives none (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH), make ~/.ray/auth_token,
+  # readable by this user only, as `ray get-auth-token --generate` would: `ray job submit`
+  # and every node on this machine read it from there.
+  [[ -n "${RAY_AUTH_TOKEN:-}" ]] && return 0
+  if [[ -n "${RAY_AUTH_TOKEN_PATH:-}" ]]; then
+    [[ -s "$RAY_AUTH_TOKEN_PATH" ]] && return 0
+    echo "RAY_AUTH_TOKEN_PATH=$RAY_AUTH_TOKEN_PATH: no token in that file" >&2
+    exit 1
+  fi
+  local path="$HOME/.ray/auth_token"
+  [[ -s "$path" ]] && return 0
+  mkdir -p "$(dirname "$path")"
+  (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$path")
+  echo "made a Ray auth token in $path" >&2
+}
+
 case "${1:-}" in
   start)
     mkdir -p "$CLUSTER_DIR/head" "$CLUSTER_DIR/worker"
+    ensure_token
     "$RAY" start --head --port "$PORT" --node-ip-address 127.0.0.1 \
       --num-cpus "$HEAD_CPUS" --num-gpus 0 \
       --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
