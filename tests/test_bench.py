@@ -99,7 +99,7 @@ def test_bench_only_subset(tmp_path):
 
 
 def test_bench_no_cells_runs_the_no_cells_configuration(tmp_path):
-    # the real sample without its cells: the default's no_cells radius (0.13 against 0.12)
+    # the real sample without its cells: the default's no_cells radius (0.14 against 0.12)
     # builds more edges than the same events with cells
     rows = {}
     for flag in ([], ["--no-cells"]):

@@ -64,7 +64,7 @@ def test_simulated_pileup200_floor(pipe):
     rnd_score, rnd_eff = _figures(event, _shuffled(result.track_id))
     assert rnd_score < 0.05 and rnd_eff < 0.05
     # without its cells the event runs the default's no_cells configuration (a GNN trained
-    # without cells, radius 0.13, its own walk cuts), which must beat the models and cuts
+    # without cells, radius 0.14, its own walk cuts), which must beat the models and cuts
     # made for events with cells on it (session 11: 0.535 against 0.499 in fp32, 0.517
     # against 0.486 in bf16)
     hits_only = Event(event.event_id, event.hits, truth=event.truth,
