@@ -50,8 +50,9 @@ __all__ = [
 
 log = logging.getLogger("trkx_ray.run")
 
-#: default number of measured events (about 1.5 minutes of streaming on 2 AVX2 cores, mu=200).
-DEFAULT_EVENTS = 20
+#: default number of measured events (about 1.8 minutes of streaming on the slowest 2-core AVX2
+#: machine seen, mu=200: `make run` stays near 3 minutes there; docs/benchmarks.md).
+DEFAULT_EVENTS = 12
 #: seconds between progress lines when the output is not a terminal.
 PROGRESS_EVERY_S = 10.0
 
