@@ -125,6 +125,44 @@ def test_gnn_matches_dense_reference(shared):
         torch.testing.assert_close(model(x, edges), _dense_gnn_reference(model, x, edges))
 
 
+@pytest.mark.parametrize("mlp_layers", [1, 2, 3])
+def test_relu_gnn_in_place_path_matches_dense_reference(mlp_layers):
+    # ReLU per-edge networks without LayerNorm (the shipped GNN's shape) run in place
+    # under inference: the same results as the dense reference, chunked or not
+    x, edges = _graph(n=40, e=150, seed=6)
+    model = InteractionGNN(5, hidden=8, iterations=3, mlp_layers=mlp_layers,
+                           activation="relu").eval()
+    assert model.edge_networks[0]._fast_layers is not None
+    with torch.inference_mode():
+        assert model.edge_networks[0].fast(x)
+        want = _dense_gnn_reference(model, x, edges)
+        torch.testing.assert_close(model(x, edges), want)
+        torch.testing.assert_close(model(x, edges, chunk_size=16), want)
+    # with autograd (training) the layer-by-layer form runs, with the same result
+    assert not model.edge_networks[0].fast(x)
+    torch.testing.assert_close(model(x, edges).detach(), want)
+
+
+def test_relu_gnn_in_place_path_matches_layer_by_layer(monkeypatch):
+    # with the pair geometry and cluster shapes too (the shipped configuration's inputs)
+    from trkx_ray.pipeline import models as m
+
+    x, edges = _graph(n=50, e=200, seed=7)
+    x[:, 4] = (x[:, 4] > 0).float()  # presence flag
+    model = InteractionGNN(5, hidden=16, iterations=4, activation="relu",
+                           edge_features=True, cluster_shape=True).eval()
+    with torch.inference_mode():
+        fast = [model(x, edges), model(x, edges, chunk_size=32)]
+        monkeypatch.setattr(m._EdgeBlock, "fast", lambda self, t: False)
+        slow = model(x, edges)
+    for got in fast:
+        torch.testing.assert_close(got, slow)
+    # LayerNorm or tanh in the per-edge networks: no in-place path
+    assert InteractionGNN(5, hidden=8, edge_layer_norm=True,
+                          activation="relu").edge_networks[0]._fast_layers is None
+    assert InteractionGNN(5, hidden=8, activation="tanh").classifier._fast_layers is None
+
+
 def test_filter_matches_concat_reference():
     x, edges = _graph(seed=9)
     model = FilterMLP(5, hidden=16, layers=2).eval()
