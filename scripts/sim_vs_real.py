@@ -1211,6 +1211,18 @@ shipped radius; right: efficiency against pT).
 
 FINDINGS = """## Findings (written by hand from the run with seeds 900000 and 900001, 2026-12-01)
 
+**Update (session 15, 2026-12-02): the stage tables re-run with the shipped models**
+(the third-round no-cells GNN and its walk cuts 0.75 / 0.75 / 0.9, docs/training.md
+"Session 15"; events without cells at radius 0.14 since session 14; `python
+scripts/sim_vs_real.py`, 31 s; session 14's figures in brackets). With cells nothing changed (same models): after the GNN real
+95.6%, thinned simulation 92.6-96.2%; score real 0.759, simulation 0.719-0.738. Without
+cells building pT > 1 is real 98.4%, thinned simulation 97.6-99.0% (mean 98.4%: no gap);
+after the GNN real 94.2% (94.2%), simulation 89.4-93.6% (89.4-93.9%); tracking efficiency
+pT > 1 real 96.2%, simulation 89.7-95.1% (91.4-95.1%); score real 0.773 (0.766),
+simulation 0.734-0.758, mean 0.745 (0.729-0.753, mean 0.742); fake rate real 5.7% (6.1%),
+simulation 2.6-8.3% (2.6-7.0%). Events without cells at this density score as well as
+events with cells; at full pile-up 200 they do not (docs/training.md, "Session 15").
+
 **Update (session 10, 2026-12-01): the embedding reads the cluster shapes too; building
 target met at 98%.** The shipped embedding now reads each pixel-barrel hit's |cot theta|
 estimate, as the filter and the GNN do (docs/training.md, "Session 10"). Building
