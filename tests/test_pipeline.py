@@ -92,17 +92,33 @@ def test_real_sample_end_to_end(sample, device):
     if pipe.labeling_backend == "walk":
         # the walk splits components into tracks: every hit of a multi-hit track is
         # joined to its track by a kept edge or, if the attach step moved it, by an
-        # edge above the attach score; and some kept edges join two tracks
-        options = pipe.config.labeling.options
+        # edge above the attach score; and some kept edges join two tracks. The helix
+        # extension then moves hits by geometry: the result is exactly its output on
+        # the walk's labels
+        from trkx_ray.pipeline.extend import extend_tracks
+        from trkx_ray.pipeline.labeling import label_hits
+
+        cfg = pipe.config.labeling
+        options = cfg.options
         f_src, f_dst = graphs["filtering"]["edges"]
         f_scores = graphs["filtering"]["scores"]
-        low = min(pipe.config.labeling.cut, options.get("attach") or 1.0)
-        link = (tid[f_src] == tid[f_dst]) & (f_scores > low)
+        walked = label_hits(n, graphs["filtering"]["edges"], f_scores, cut=cfg.cut,
+                            backend="walk", prune=cfg.prune, **options)
+        low = min(cfg.cut, options.get("attach") or 1.0)
+        link = (walked[f_src] == walked[f_dst]) & (f_scores > low)
         linked = np.zeros(n, dtype=bool)
         linked[f_src[link]] = linked[f_dst[link]] = True
-        sizes = np.bincount(tid)
-        assert np.all(linked[sizes[tid] > 1])
-        assert not np.all(tid[g_src] == tid[g_dst])
+        sizes = np.bincount(walked)
+        assert np.all(linked[sizes[walked] > 1])
+        assert not np.all(walked[g_src] == walked[g_dst])
+        if cfg.extend is None:
+            assert np.array_equal(tid, walked)
+        else:
+            layer = sample.hits["volume_id"].astype(np.int64) * 1000 + sample.hits["layer_id"]
+            extended = extend_tracks(sample.hits["x"], sample.hits["y"], sample.hits["z"],
+                                     walked, layer=layer, **cfg.extend)
+            assert np.array_equal(tid, extended)
+            assert not np.array_equal(tid, walked)  # it moved hits
     else:  # connected components: hits joined by a kept GNN edge share a track
         assert np.array_equal(tid[g_src], tid[g_dst])
 

@@ -84,6 +84,7 @@ __all__ = [
     "synthetic_scored_graph",
     "time_edge_backends",
     "time_label_backends",
+    "time_labeling_stage",
     "uniform_points",
 ]
 
@@ -509,6 +510,41 @@ def time_label_backends(
     return out
 
 
+def time_labeling_stage(event: Any, edges: Any, scores: Any, labeling: Any,
+                        repeats: int = 3) -> dict[str, float]:
+    """Time the configured labeling stage: its backend, then the helix extension
+    (:func:`~trkx_ray.pipeline.extend.extend_tracks`) on the event's hit positions.
+
+    Args:
+        event: the event whose graph ``edges`` / ``scores`` is.
+        edges, scores: the GNN-scored graph.
+        labeling: a :class:`~trkx_ray.pipeline.config.LabelingConfig` with ``extend`` set.
+        repeats: timed calls (>= 1), after one warm-up call.
+
+    Returns:
+        ``{"mean_s", "std_s", "min_s", "num_components"}`` as :func:`time_label_backends`.
+    """
+    from trkx_ray.pipeline.extend import extend_tracks
+    from trkx_ray.pipeline.labeling import label_hits
+    from trkx_ray.pipeline.pipeline import _layer_ids
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    hits = event.hits
+    layer = _layer_ids(event)
+
+    def call() -> Any:
+        labels = label_hits(event.num_hits, edges, scores, labeling.cut, backend=labeling.backend,
+                            prune=labeling.prune, **dict(labeling.options))
+        return extend_tracks(hits["x"], hits["y"], hits["z"], labels, layer=layer,
+                             **dict(labeling.extend or {}))
+
+    times, labels = _time(call, repeats)
+    out = {**_stats(times), "min_s": min(times), "num_components": float(labels.max(initial=-1) + 1)}
+    log.info("labeling stage (+ extend): %.4f s +- %.4f s", out["mean_s"], out["std_s"])
+    return out
+
+
 def _run_config(
     name: str,
     overrides: dict[str, Any],
@@ -703,8 +739,14 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
             # walk cuts and attach step); the others take theirs from their defaults
             options={lab.backend: dict(lab.options)},
         )
+        if lab.extend is not None:
+            # the whole labeling stage as configured: the backend, then the helix extension
+            timings[f"{lab.backend} + extend"] = time_labeling_stage(
+                event, graph["edges"], graph["scores"], lab, repeats=args.repeats)
         report["num_edges"] = int(graph["edges"].shape[1])
         report["options"] = {lab.backend: dict(lab.options)}
+        if lab.extend is not None:
+            report["extend"] = dict(lab.extend)
     report["backends"] = timings
     return report
 

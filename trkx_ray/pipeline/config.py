@@ -294,12 +294,17 @@ class LabelingConfig:
             :func:`trkx_ray.pipeline.labeling.best_edges`).
         options: extra keyword arguments for the backend (e.g. DBSCAN ``eps``;
             names in :data:`LABEL_BACKEND_OPTIONS`).
+        extend: ``None`` (off) or the options of the helix extension that follows
+            the backend, any backend (:func:`trkx_ray.pipeline.extend.extend_tracks`;
+            names and defaults in :data:`trkx_ray.pipeline.extend.EXTEND_DEFAULTS`,
+            ``{}`` = every default).
     """
 
     backend: str = "scipy"
     cut: float = 0.5
     prune: str = "none"
     options: dict[str, Any] = field(default_factory=dict)
+    extend: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -565,7 +570,7 @@ NO_CELLS_KEYS: dict[str, tuple[str, ...]] = {
     "edges": ("radius", "k_max"),
     "filter": ("weights", "cut"),
     "gnn": ("weights", "iterations"),
-    "labeling": ("cut", "options"),
+    "labeling": ("cut", "options", "extend"),
 }
 
 
@@ -673,6 +678,13 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
             )
     if cfg.labeling.backend == "walk":
         _validate_walk_options(cfg.labeling.options, where)
+    if cfg.labeling.extend is not None:
+        from trkx_ray.pipeline.extend import check_extend_options
+
+        try:
+            check_extend_options(cfg.labeling.extend)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if cfg.labeling.prune not in PRUNE_MODES:
         raise ConfigError(
             f"{where}: labeling.prune = {cfg.labeling.prune!r} is not a prune mode; "

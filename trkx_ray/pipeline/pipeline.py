@@ -195,6 +195,15 @@ def _check_coordinates(event: Event) -> None:
             )
 
 
+def _layer_ids(event: Event) -> np.ndarray | None:
+    """One detector-layer id per hit (``volume_id * 1000 + layer_id``), or ``None`` without them."""
+    hits = event.hits
+    if "volume_id" not in hits or "layer_id" not in hits:
+        return None
+    return (np.asarray(hits["volume_id"]).astype(np.int64) * 1000
+            + np.asarray(hits["layer_id"]).astype(np.int64))
+
+
 def orient_edges(edges: Any, r: Any) -> Any:
     """Orient each edge from the hit with smaller r to the larger (ties: smaller index first).
 
@@ -517,6 +526,7 @@ class Pipeline:
 
         cfg = self.config
         from trkx_ray.pipeline.edges import build_edges
+        from trkx_ray.pipeline.extend import extend_tracks
         from trkx_ray.pipeline.labeling import label_hits
         from trkx_ray.pipeline.models import model_inputs
 
@@ -604,6 +614,11 @@ class Pipeline:
                 prune=cfg.labeling.prune,
                 **dict(cfg.labeling.options),
             )
+            if cfg.labeling.extend is not None:
+                track_id = extend_tracks(
+                    event.hits["x"], event.hits["y"], event.hits["z"], track_id,
+                    layer=_layer_ids(event), **dict(cfg.labeling.extend),
+                )
             timer.lap("labeling")
             n_gnn = int((g_scores > cfg.labeling.cut).sum().item())
             if keep_graphs:

@@ -1,0 +1,417 @@
+"""Helix extension: the track builder's last step (``labeling.extend``).
+
+The GNN and the walk give track candidates; many particles come out split into a
+candidate and a few left-over hits or short pieces, because an edge the GNN needed was
+never built or scored low. This step completes them with the tracks' own geometry:
+
+1. **Fit.** Every track of at least ``fit_min`` hits gets a helix through the beam line
+   (the origin of the transverse plane): in the transverse plane a circle through the
+   origin, written as the hit's azimuth at radius ``r``, ``phi(r) = phi0 + asin(kappa r)``
+   (``kappa = q B / (2 pT)`` up to units: half the signed curvature), fitted by
+   Gauss-Newton on ``r * dphi`` (transverse distance), vectorised over tracks; along the
+   beam ``z = z0 + cot(theta) s`` with ``s(r) = asin(kappa r) / kappa`` the transverse
+   arc length, a straight-line fit.
+2. **Look up.** Tracks are binned by ``(kappa, phi0)``. For a hit at ``(r, phi)`` the
+   tracks through it lie on ``phi0 = phi - asin(kappa r)``: each ``kappa`` bin gives a
+   ``phi0`` window (widened by the tolerance), so every track within tolerance is found,
+   without a search over all tracks (compiled with numba).
+3. **Test.** A hit is compatible with a track when its distance from the track's circle
+   and its ``z`` residual, over the tolerances of its detector region (``tol_xy``,
+   ``tol_z``, by radius: pixels below ``regions[0]`` mm, short strips below
+   ``regions[1]``, long strips beyond), add in quadrature to less than 1, it lies on the
+   track's outgoing half-turn, and the track is longer than the hit's own. The ``z``
+   tolerance grows by ``grow_z`` mm per metre of extrapolation beyond the track's hits.
+4. **Move.** A track of ``merge_min`` to ``move_max`` hits joins the longer track that
+   at least ``merge_frac`` of its hits are compatible with (track fragments of one
+   particle merge); a hit of a shorter track joins the compatible track it fits best, at
+   most ``per_layer`` such hits per track and detector layer when layer ids are known
+   (a particle crosses a layer once, twice where modules overlap). One pass on the
+   input's tracks: moves never chain, the result does not depend on hit order.
+
+Chosen on validation seeds only (docs/training.md, "Session 16").
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "EXTEND_DEFAULTS",
+    "check_extend_options",
+    "extend_tracks",
+    "fit_helices",
+]
+
+#: Defaults of every option of :func:`extend_tracks` (``labeling.extend`` in a config).
+EXTEND_DEFAULTS: dict[str, Any] = {
+    "fit_min": 3,
+    "move_max": 10,
+    "merge_min": 3,
+    "merge_frac": 0.7,
+    "tol_xy": (2.0, 8.0, 24.0),
+    "tol_z": (3.0, 10.0, 30.0),
+    "grow_z": 30.0,
+    "per_layer": 2,
+    "regions": (200.0, 720.0),
+    "kappa_max": 0.0025,
+    "passes": 1,
+}
+
+_GN_ITERATIONS = 4
+_KAPPA_BINS = 32
+_PHI_BINS = 1024
+_MIN_COS = 0.2  # crossing-angle floor for the lookup window (tracks at their turning point)
+
+
+def _as_tuple(name: str, value: Any, size: int) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != size:
+        raise ValueError(f"labeling.extend option {name!r} must be a list of {size} numbers, got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            raise ValueError(
+                f"labeling.extend option {name!r} must hold {size} positive numbers, got {value!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``labeling.extend`` options; returns them merged over :data:`EXTEND_DEFAULTS`.
+
+    Raises:
+        ValueError: naming the option (unknown name, wrong type or range).
+    """
+    unknown = sorted(set(options) - set(EXTEND_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown labeling.extend option(s) {unknown}; known: {sorted(EXTEND_DEFAULTS)}")
+    out = dict(EXTEND_DEFAULTS)
+    out.update(options)
+    for name in ("fit_min", "move_max", "merge_min", "per_layer", "passes"):
+        v = out[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise ValueError(f"labeling.extend option {name!r} must be an integer >= 0, got {v!r}")
+        out[name] = int(v)
+    if out["passes"] < 1:
+        raise ValueError(f"labeling.extend option 'passes' must be >= 1, got {out['passes']}")
+    if out["fit_min"] < 2:
+        raise ValueError(f"labeling.extend option 'fit_min' must be >= 2, got {out['fit_min']}")
+    v = out["merge_frac"]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
+        raise ValueError(f"labeling.extend option 'merge_frac' must be in (0, 1], got {v!r}")
+    v = out["kappa_max"]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"labeling.extend option 'kappa_max' must be a number > 0, got {v!r}")
+    out["kappa_max"] = float(v)
+    v = out["grow_z"]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"labeling.extend option 'grow_z' must be a number >= 0, got {v!r}")
+    out["merge_frac"], out["grow_z"] = float(out["merge_frac"]), float(out["grow_z"])
+    out["tol_xy"] = _as_tuple("tol_xy", out["tol_xy"], 3)
+    out["tol_z"] = _as_tuple("tol_z", out["tol_z"], 3)
+    out["regions"] = _as_tuple("regions", out["regions"], 2)
+    if out["regions"][0] >= out["regions"][1]:
+        raise ValueError(f"labeling.extend option 'regions' must increase, got {list(out['regions'])}")
+    return out
+
+
+def _asinc(u: np.ndarray) -> np.ndarray:
+    """``asin(u) / u`` (1 at 0), ``u`` clipped to [-1, 1]."""
+    u = np.clip(u, -1.0, 1.0)
+    small = np.abs(u) < 1e-6
+    safe = np.where(small, 1.0, u)
+    return np.where(small, 1.0 + u * u / 6.0, np.arcsin(safe) / safe)
+
+
+def fit_helices(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray,
+                num_tracks: int) -> dict[str, np.ndarray]:
+    """Fit a helix through the beam line to each track's hits (vectorised over tracks).
+
+    Args:
+        x, y, z: hit positions (mm), float64.
+        track: per hit, its track in ``0..num_tracks-1``; every track has >= 2 hits.
+        num_tracks: number of tracks.
+
+    Returns:
+        per track: ``phi0`` (direction at the origin), ``kappa`` (1/mm, half the signed
+        curvature: ``phi(r) = phi0 + asin(kappa r)``), ``z0``, ``cot`` (dz / ds) and
+        ``s_first`` / ``s_last`` (the arc-length span of its hits, mm).
+    """
+    T = int(num_tracks)
+
+    def bc(values: np.ndarray) -> np.ndarray:
+        return np.bincount(track, values, minlength=T)
+
+    r = np.hypot(x, y)
+    phi = np.arctan2(y, x)
+    ref = np.arctan2(bc(np.sin(phi)), bc(np.cos(phi)))  # mean direction
+    dphi = np.remainder(phi - ref[track] + np.pi, 2 * np.pi) - np.pi
+    r_max = np.zeros(T)
+    np.maximum.at(r_max, track, r)
+    kappa_cap = 0.999 / np.maximum(r_max, 1e-9)  # every hit within reach (r <= 2R)
+    a = np.zeros(T)  # phi0 - ref
+    kappa = np.zeros(T)
+    w = r * r
+    for _ in range(_GN_ITERATIONS):
+        u = np.clip(kappa[track] * r, -0.999, 0.999)
+        res = dphi - a[track] - np.arcsin(u)
+        jk = r / np.sqrt(1.0 - u * u)
+        s11, s12, s22 = bc(w), bc(w * jk), bc(w * jk * jk)
+        b1, b2 = bc(w * res), bc(w * jk * res)
+        det = s11 * s22 - s12 * s12
+        ok = det > 1e-12 * np.maximum(s11 * s22, 1e-300)
+        det = np.where(ok, det, 1.0)
+        a = a + np.where(ok, (s22 * b1 - s12 * b2) / det, b1 / np.maximum(s11, 1e-300))
+        kappa = kappa + np.where(ok, (s11 * b2 - s12 * b1) / det, 0.0)
+        kappa = np.clip(kappa, -kappa_cap, kappa_cap)
+    phi0 = np.remainder(ref + a + np.pi, 2 * np.pi) - np.pi
+    s = r * _asinc(kappa[track] * r)
+    n = bc(np.ones_like(s))
+    ss, sz, sss, ssz = bc(s), bc(z), bc(s * s), bc(s * z)
+    dd = n * sss - ss * ss
+    okz = dd > 1e-9 * np.maximum(n * sss, 1e-300)
+    cot = np.where(okz, (n * ssz - ss * sz) / np.where(okz, dd, 1.0), 0.0)
+    z0 = (sz - cot * ss) / np.maximum(n, 1)
+    s_first = np.full(T, np.inf)
+    s_last = np.full(T, -np.inf)
+    np.minimum.at(s_first, track, s)
+    np.maximum.at(s_last, track, s)
+    return {"phi0": phi0, "kappa": kappa, "z0": z0, "cot": cot,
+            "s_first": s_first, "s_last": s_last}
+
+
+def _pairs_kernel_py(hx, hy, hz, hr, hphi, hreg, hown, hsize,  # noqa: PLR0913 - a kernel
+                     packed, cell_start, cell_tracks, kedges, nphi,
+                     tol_xy, tol_z, grow_z, min_cos, out_h, out_t, out_c):
+    """Compatible (hit, track) pairs written into ``out_*`` while they fit; returns their count."""
+    two_pi = 2.0 * math.pi
+    count = 0
+    for i in range(hx.size):
+        r = hr[i]
+        if r <= 0.0:
+            continue
+        txy = tol_xy[hreg[i]]
+        tz = tol_z[hreg[i]]
+        for b in range(kedges.size - 1):
+            k_lo = kedges[b]
+            k_hi = kedges[b + 1]
+            u_lo = k_lo * r
+            u_hi = k_hi * r
+            if u_lo >= 1.0 or u_hi <= -1.0:
+                continue
+            u_lo = max(u_lo, -1.0)
+            u_hi = min(u_hi, 1.0)
+            umax = max(abs(u_lo), abs(u_hi))
+            cosb = max(math.sqrt(max(1.0 - umax * umax, 0.0)), min_cos)
+            margin = txy / (r * cosb) + 1e-9
+            p_hi = hphi[i] - math.asin(u_lo) + margin
+            p_lo = hphi[i] - math.asin(u_hi) - margin
+            j_lo = int(math.floor((p_lo + math.pi) / two_pi * nphi))
+            j_hi = int(math.floor((p_hi + math.pi) / two_pi * nphi))
+            # the window's tracks: one or two (wrapping) runs of the bin's phi0-ordered rows
+            base = b * nphi
+            if j_hi - j_lo >= nphi - 1:
+                qa0, qb0, qa1, qb1 = cell_start[base], cell_start[base + nphi], 0, 0
+            else:
+                lo = j_lo % nphi
+                hi = j_hi % nphi
+                if lo <= hi:
+                    qa0, qb0, qa1, qb1 = cell_start[base + lo], cell_start[base + hi + 1], 0, 0
+                else:
+                    qa0, qb0 = cell_start[base + lo], cell_start[base + nphi]
+                    qa1, qb1 = cell_start[base], cell_start[base + hi + 1]
+            for part in range(2):
+                qa = qa0 if part == 0 else qa1
+                qb = qb0 if part == 0 else qb1
+                for q in range(qa, qb):
+                    # packed rows, in cell order: cos phi0, sin phi0, kappa, z0, cot,
+                    # s_first, s_last, size
+                    if packed[q, 7] <= hsize[i]:
+                        continue
+                    t = cell_tracks[q]
+                    if t == hown[i]:
+                        continue
+                    k = packed[q, 2]
+                    cp = packed[q, 0]
+                    sp = packed[q, 1]
+                    # forward half-turn: the hit lies ahead of the origin along phi0
+                    if hx[i] * cp + hy[i] * sp <= 0.0:
+                        continue
+                    # distance from the circle through the origin (stable as kappa -> 0)
+                    hn = -hx[i] * sp + hy[i] * cp
+                    gx = k * hx[i] + 0.5 * sp
+                    gy = k * hy[i] - 0.5 * cp
+                    d = abs(k * r * r - hn) / (math.sqrt(gx * gx + gy * gy) + 0.5)
+                    if d >= txy:
+                        continue
+                    u = k * r
+                    if u >= 1.0 or u <= -1.0:
+                        s = math.pi / (2.0 * abs(k))
+                    elif abs(u) < 1e-6:
+                        s = r
+                    else:
+                        s = math.asin(u) / k
+                    ext = max(0.0, s - packed[q, 6], packed[q, 5] - s) * 1e-3
+                    dz = hz[i] - packed[q, 3] - packed[q, 4] * s
+                    tzz = tz + grow_z * ext
+                    chi = (d / txy) ** 2 + (dz / tzz) ** 2
+                    if chi >= 1.0:
+                        continue
+                    if count < out_h.size:
+                        out_h[count] = i
+                        out_t[count] = t
+                        out_c[count] = chi
+                    count += 1
+    return count
+
+
+@functools.lru_cache(maxsize=1)
+def _pairs_kernel() -> Callable[..., Any]:
+    """The compiled lookup kernel (numba imported on first use, compiled once and cached)."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_pairs_kernel_py)
+
+
+def _compatible_pairs(x, y, z, region, own, size, hits, P, tsize, opts):
+    """(hit row, track, chi) of every compatible pair, hits restricted to ``hits``."""
+    kappa, phi0 = P["kappa"], P["phi0"]
+    # tracks that curl tighter than kappa_max are not extended (their hits may still move)
+    reach = np.nonzero(np.abs(kappa) <= opts["kappa_max"])[0]
+    if reach.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    kappa, phi0 = kappa[reach], phi0[reach]
+    # kappa bins of equal population (most tracks are stiff; a few curl hard)
+    kedges = np.unique(np.quantile(kappa, np.linspace(0.0, 1.0, _KAPPA_BINS + 1)))
+    if kedges.size < 2:
+        kedges = np.array([kappa[0] - 1e-9, kappa[0] + 1e-9])
+    kedges[0] -= 1e-12
+    kedges[-1] += 1e-12
+    nk = kedges.size - 1
+    kb = np.clip(np.searchsorted(kedges, kappa, side="right") - 1, 0, nk - 1)
+    pb = np.clip(((phi0 + np.pi) / (2 * np.pi) * _PHI_BINS).astype(np.int64), 0, _PHI_BINS - 1)
+    cell = kb * _PHI_BINS + pb
+    order = reach[np.argsort(cell, kind="stable")].astype(np.int64)
+    cell_start = np.zeros(nk * _PHI_BINS + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cell, minlength=nk * _PHI_BINS), out=cell_start[1:])
+    packed = np.ascontiguousarray(np.stack(
+        [np.cos(P["phi0"]), np.sin(P["phi0"]), P["kappa"], P["z0"], P["cot"], P["s_first"],
+         P["s_last"], tsize.astype(np.float64)], axis=1)[order])
+    hx, hy, hz = x[hits], y[hits], z[hits]
+    hr = np.hypot(hx, hy)
+    args = (hx, hy, hz, hr, np.arctan2(hy, hx), region[hits], own[hits], size[hits],
+            packed, cell_start, order, kedges, _PHI_BINS,
+            np.asarray(opts["tol_xy"], dtype=np.float64), np.asarray(opts["tol_z"], dtype=np.float64),
+            float(opts["grow_z"]), _MIN_COS)
+    kernel = _pairs_kernel()
+    cap = 2 * hits.size + 1024
+    while True:
+        out_h, out_t, out_c = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.float64)
+        n = kernel(*args, out_h, out_t, out_c)
+        if n <= cap:
+            break
+        cap = n
+    out_h, out_t, out_c = out_h[:n], out_t[:n], out_c[:n]
+    return hits[out_h], out_t, out_c
+
+
+def extend_tracks(x: Any, y: Any, z: Any, labels: Any, *, layer: Any = None,
+                  **options: Any) -> np.ndarray:
+    """Extend and merge track candidates along their fitted helices (see the module doc).
+
+    Args:
+        x, y, z: hit positions (mm), one per hit.
+        labels: one track label per hit (e.g. :func:`trkx_ray.pipeline.labeling.label_hits`).
+        layer: optional integer detector layer per hit (e.g. ``volume_id * 1000 +
+            layer_id``) for the ``per_layer`` cap; ``None``: no cap.
+        **options: see :data:`EXTEND_DEFAULTS` (validated by :func:`check_extend_options`).
+
+    Returns:
+        int64 canonical labels (0..C-1 in order of each track's first hit).
+    """
+    from trkx_ray.pipeline.labeling import canonical_labels
+
+    opts = check_extend_options(options)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    z = np.ascontiguousarray(z, dtype=np.float64)
+    lab = np.asarray(labels).astype(np.int64).reshape(-1)
+    n = lab.size
+    if not (x.shape == y.shape == z.shape == (n,)):
+        raise ValueError(f"extend_tracks: x, y, z and labels must have one value per hit ({n}), "
+                         f"got shapes {x.shape}, {y.shape}, {z.shape}")
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    lay = None
+    if layer is not None and opts["per_layer"] > 0:
+        lay = np.asarray(layer).astype(np.int64).reshape(-1)
+        if lay.size != n:
+            raise ValueError(f"extend_tracks: layer must have one value per hit ({n}), got {lay.size}")
+    for _ in range(opts["passes"]):
+        lab = _extend_once(x, y, z, lab, lay, opts)
+    return canonical_labels(lab)
+
+
+def _extend_once(x: np.ndarray, y: np.ndarray, z: np.ndarray, lab: np.ndarray,
+                 lay: np.ndarray | None, opts: dict[str, Any]) -> np.ndarray:
+    """One pass of :func:`extend_tracks` (fit, look up, move); labels 0..U-1 out."""
+    uniq, inv, cnt = np.unique(lab, return_inverse=True, return_counts=True)
+    size = cnt[inv]
+    fitted = cnt >= opts["fit_min"]
+    T = int(fitted.sum())
+    if T == 0 or opts["move_max"] == 0:
+        return inv
+    tmap = np.full(uniq.size, -1, dtype=np.int64)
+    tmap[fitted] = np.arange(T)
+    on_fit = fitted[inv]
+    P = fit_helices(x[on_fit], y[on_fit], z[on_fit], tmap[inv[on_fit]], T)
+    r = np.hypot(x, y)
+    region = np.searchsorted(np.asarray(opts["regions"]), r, side="right").astype(np.int64)
+    own = tmap[inv]
+    tsize = cnt[fitted].astype(np.int64)
+    movable = np.nonzero(size <= opts["move_max"])[0].astype(np.int64)
+    h, t, chi = _compatible_pairs(x, y, z, region, own, size.astype(np.int64), movable, P, tsize, opts)
+
+    out = inv.copy()  # work on track indices 0..U-1; fitted track t is uniq index fit_idx[t]
+    fit_idx = np.nonzero(fitted)[0]
+    merge_min = opts["merge_min"]
+    whole = (size[h] >= merge_min) if merge_min else np.zeros(h.size, dtype=bool)
+    if whole.any():
+        # whole tracks: the longer track most of their hits fit
+        src, tgt = inv[h[whole]], t[whole]
+        key, n_fit = np.unique(src * (T + 1) + tgt, return_counts=True)
+        src, tgt = key // (T + 1), key % (T + 1)
+        good = n_fit >= opts["merge_frac"] * cnt[src]
+        src, tgt, n_fit = src[good], tgt[good], n_fit[good]
+        order = np.lexsort((tgt, -n_fit, src))
+        src, tgt = src[order], tgt[order]
+        first = np.ones(src.size, dtype=bool)
+        first[1:] = src[1:] != src[:-1]
+        dest = np.full(uniq.size, -1, dtype=np.int64)
+        dest[src[first]] = fit_idx[tgt[first]]
+        moved = dest[inv] >= 0
+        out[moved] = dest[inv[moved]]
+    h, t, chi = h[~whole], t[~whole], chi[~whole]
+    # single hits: the best track, then at most per_layer per (track, layer)
+    order = np.lexsort((t, chi, h))
+    h, t, chi = h[order], t[order], chi[order]
+    first = np.ones(h.size, dtype=bool)
+    first[1:] = h[1:] != h[:-1]
+    h, t, chi = h[first], t[first], chi[first]
+    if lay is not None and h.size:
+        L = lay[h]
+        order = np.lexsort((h, chi, L, t))
+        h, t, L = h[order], t[order], L[order]
+        start = np.ones(h.size, dtype=bool)
+        start[1:] = (t[1:] != t[:-1]) | (L[1:] != L[:-1])
+        first_of_group = np.maximum.accumulate(np.where(start, np.arange(h.size), 0))
+        keep = np.arange(h.size) - first_of_group < opts["per_layer"]
+        h, t = h[keep], t[keep]
+    out[h] = fit_idx[t]
+    return out
