@@ -11,10 +11,12 @@ never built or scored low. This step completes them with the tracks' own geometr
    Gauss-Newton on ``r * dphi`` (transverse distance), vectorised over tracks; along the
    beam ``z = z0 + cot(theta) s`` with ``s(r) = asin(kappa r) / kappa`` the transverse
    arc length, a straight-line fit.
-2. **Look up.** Tracks are binned by ``(kappa, phi0)``. For a hit at ``(r, phi)`` the
-   tracks through it lie on ``phi0 = phi - asin(kappa r)``: each ``kappa`` bin gives a
-   ``phi0`` window (widened by the tolerance), so every track within tolerance is found,
-   without a search over all tracks (compiled with numba).
+2. **Look up.** The movable hits are gridded by radial slice (quantiles of their radii,
+   split at the regions' boundaries), azimuth and ``z``. Each track walks the slices it
+   reaches and visits only the cells its helix crosses there, widened by the slice's
+   tolerances (compiled with numba): every compatible pair is found without a search
+   over all hits (exactly the brute-force set, except within a fraction of a per cent
+   of hits at a track's turning point, ``|kappa r| ~ 1``).
 3. **Test.** A hit is compatible with a track when its distance from the track's circle
    and its ``z`` residual, over the tolerances of its detector region (``tol_xy``,
    ``tol_z``, by radius: pixels below ``regions[0]`` mm, short strips below
@@ -27,6 +29,7 @@ never built or scored low. This step completes them with the tracks' own geometr
    most ``per_layer`` such hits per track and detector layer when layer ids are known
    (a particle crosses a layer once, twice where modules overlap). One pass on the
    input's tracks: moves never chain, the result does not depend on hit order.
+   ``passes`` repeats 1-4 on the result (the grown tracks refitted).
 
 Chosen on validation seeds only (docs/training.md, "Session 16").
 """
@@ -64,9 +67,10 @@ EXTEND_DEFAULTS: dict[str, Any] = {
 }
 
 _GN_ITERATIONS = 4
-_KAPPA_BINS = 32
-_PHI_BINS = 1024
-_MIN_COS = 0.2  # crossing-angle floor for the lookup window (tracks at their turning point)
+_SLICES = 32  # radial slices of the hit grid (quantiles of the hits' radii)
+_PHI_BINS = 128
+_Z_BINS = 64
+_MIN_COS = 0.02  # crossing-angle floor for the lookup window (tracks at their turning point)
 
 
 def _as_tuple(name: str, value: Any, size: int) -> tuple[float, ...]:
@@ -186,88 +190,114 @@ def fit_helices(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray,
             "s_first": s_first, "s_last": s_last}
 
 
-def _pairs_kernel_py(hx, hy, hz, hr, hphi, hreg, hown, hsize,  # noqa: PLR0913 - a kernel
-                     packed, cell_start, cell_tracks, kedges, nphi,
-                     tol_xy, tol_z, grow_z, min_cos, out_h, out_t, out_c):
-    """Compatible (hit, track) pairs written into ``out_*`` while they fit; returns their count."""
+def _pairs_kernel_py(packed, tracks, edges, slice_tol_xy, slice_tol_z,  # noqa: PLR0913
+                     cell_start, hx, hy, hz, hr, hreg, hown, hsize, hrow,
+                     nphi, nz, z_lo, z_bin, tol_xy, tol_z, grow_z, min_cos,
+                     out_h, out_t, out_c):
+    """Compatible (hit, track) pairs written into ``out_*`` while they fit; returns their count.
+
+    Track-major: each track walks the radial slices of the hit grid it reaches and visits
+    the (phi, z) cells its helix crosses there, widened by the slice's tolerances.
+    ``packed`` rows: cos phi0, sin phi0, kappa, z0, cot, s_first, s_last, size.
+    """
     two_pi = 2.0 * math.pi
     count = 0
-    for i in range(hx.size):
-        r = hr[i]
-        if r <= 0.0:
-            continue
-        txy = tol_xy[hreg[i]]
-        tz = tol_z[hreg[i]]
-        for b in range(kedges.size - 1):
-            k_lo = kedges[b]
-            k_hi = kedges[b + 1]
-            u_lo = k_lo * r
-            u_hi = k_hi * r
-            if u_lo >= 1.0 or u_hi <= -1.0:
-                continue
-            u_lo = max(u_lo, -1.0)
-            u_hi = min(u_hi, 1.0)
+    nslice = edges.size - 1
+    reach_pad = 0.0
+    for v in tol_xy:
+        reach_pad = max(reach_pad, v)
+    for q in range(tracks.size):
+        t = tracks[q]
+        cp = packed[t, 0]
+        sp = packed[t, 1]
+        k = packed[t, 2]
+        z0 = packed[t, 3]
+        cot = packed[t, 4]
+        s_first = packed[t, 5]
+        s_last = packed[t, 6]
+        size_t = packed[t, 7]
+        phi0 = math.atan2(sp, cp)
+        ak = abs(k)
+        for j in range(nslice):
+            r_lo = edges[j]
+            r_hi = edges[j + 1]
+            if ak * (r_lo - reach_pad) >= 1.0:
+                break  # beyond the turning point and its tolerance (slices grow in r)
+            u_lo = max(min(k * r_lo, 1.0), -1.0)
+            u_hi = max(min(k * r_hi, 1.0), -1.0)
             umax = max(abs(u_lo), abs(u_hi))
             cosb = max(math.sqrt(max(1.0 - umax * umax, 0.0)), min_cos)
-            margin = txy / (r * cosb) + 1e-9
-            p_hi = hphi[i] - math.asin(u_lo) + margin
-            p_lo = hphi[i] - math.asin(u_hi) - margin
+            margin = slice_tol_xy[j] / (max(r_lo, 1e-3) * cosb) + 1e-9
+            a_lo = math.asin(u_lo)
+            a_hi = math.asin(u_hi)
+            p_lo = phi0 + min(a_lo, a_hi) - margin
+            p_hi = phi0 + max(a_lo, a_hi) + margin
+            # arc lengths at the slice's edges, the z range and its tolerance
+            if ak * r_lo < 1e-6:
+                s_lo = r_lo
+            else:
+                s_lo = a_lo / k
+            if ak * r_hi < 1e-6:
+                s_hi = r_hi
+            else:
+                s_hi = a_hi / k  # pi / (2 |kappa|) past the turning point, as for a hit
+            ext = max(0.0, s_hi - s_last, s_first - s_lo) * 1e-3
+            tzz = slice_tol_z[j] + grow_z * ext
+            za = z0 + cot * s_lo
+            zb = z0 + cot * s_hi
+            zmin = min(za, zb) - tzz
+            zmax = max(za, zb) + tzz
+            q_lo = int(math.floor((zmin - z_lo) / z_bin))
+            q_hi = int(math.floor((zmax - z_lo) / z_bin))
+            if q_hi < 0 or q_lo >= nz:
+                continue
+            q_lo = max(q_lo, 0)
+            q_hi = min(q_hi, nz - 1)
             j_lo = int(math.floor((p_lo + math.pi) / two_pi * nphi))
             j_hi = int(math.floor((p_hi + math.pi) / two_pi * nphi))
-            # the window's tracks: one or two (wrapping) runs of the bin's phi0-ordered rows
-            base = b * nphi
-            if j_hi - j_lo >= nphi - 1:
-                qa0, qb0, qa1, qb1 = cell_start[base], cell_start[base + nphi], 0, 0
-            else:
-                lo = j_lo % nphi
-                hi = j_hi % nphi
-                if lo <= hi:
-                    qa0, qb0, qa1, qb1 = cell_start[base + lo], cell_start[base + hi + 1], 0, 0
-                else:
-                    qa0, qb0 = cell_start[base + lo], cell_start[base + nphi]
-                    qa1, qb1 = cell_start[base], cell_start[base + hi + 1]
-            for part in range(2):
-                qa = qa0 if part == 0 else qa1
-                qb = qb0 if part == 0 else qb1
-                for q in range(qa, qb):
-                    # packed rows, in cell order: cos phi0, sin phi0, kappa, z0, cot,
-                    # s_first, s_last, size
-                    if packed[q, 7] <= hsize[i]:
-                        continue
-                    t = cell_tracks[q]
-                    if t == hown[i]:
-                        continue
-                    k = packed[q, 2]
-                    cp = packed[q, 0]
-                    sp = packed[q, 1]
-                    # forward half-turn: the hit lies ahead of the origin along phi0
-                    if hx[i] * cp + hy[i] * sp <= 0.0:
-                        continue
-                    # distance from the circle through the origin (stable as kappa -> 0)
-                    hn = -hx[i] * sp + hy[i] * cp
-                    gx = k * hx[i] + 0.5 * sp
-                    gy = k * hy[i] - 0.5 * cp
-                    d = abs(k * r * r - hn) / (math.sqrt(gx * gx + gy * gy) + 0.5)
-                    if d >= txy:
-                        continue
-                    u = k * r
-                    if u >= 1.0 or u <= -1.0:
-                        s = math.pi / (2.0 * abs(k))
-                    elif abs(u) < 1e-6:
-                        s = r
-                    else:
-                        s = math.asin(u) / k
-                    ext = max(0.0, s - packed[q, 6], packed[q, 5] - s) * 1e-3
-                    dz = hz[i] - packed[q, 3] - packed[q, 4] * s
-                    tzz = tz + grow_z * ext
-                    chi = (d / txy) ** 2 + (dz / tzz) ** 2
-                    if chi >= 1.0:
-                        continue
-                    if count < out_h.size:
-                        out_h[count] = i
-                        out_t[count] = t
-                        out_c[count] = chi
-                    count += 1
+            if j_hi - j_lo >= nphi:
+                j_lo = 0
+                j_hi = nphi - 1
+            for jj in range(j_lo, j_hi + 1):
+                pb = jj % nphi
+                base = (j * nphi + pb) * nz
+                for c in range(base + q_lo, base + q_hi + 1):
+                    for w in range(cell_start[c], cell_start[c + 1]):
+                        i = hrow[w]
+                        if size_t <= hsize[i] or hown[i] == t:
+                            continue
+                        x = hx[i]
+                        y = hy[i]
+                        # forward half-turn: the hit lies ahead of the origin along phi0
+                        if x * cp + y * sp <= 0.0:
+                            continue
+                        txy = tol_xy[hreg[i]]
+                        r = hr[i]
+                        # distance from the circle through the origin (stable as kappa -> 0)
+                        hn = -x * sp + y * cp
+                        gx = k * x + 0.5 * sp
+                        gy = k * y - 0.5 * cp
+                        d = abs(k * r * r - hn) / (math.sqrt(gx * gx + gy * gy) + 0.5)
+                        if d >= txy:
+                            continue
+                        u = k * r
+                        if u >= 1.0 or u <= -1.0:
+                            s = math.pi / (2.0 * ak)
+                        elif abs(u) < 1e-6:
+                            s = r
+                        else:
+                            s = math.asin(u) / k
+                        e = max(0.0, s - s_last, s_first - s) * 1e-3
+                        dz = hz[i] - z0 - cot * s
+                        tz = tol_z[hreg[i]] + grow_z * e
+                        chi = (d / txy) ** 2 + (dz / tz) ** 2
+                        if chi >= 1.0:
+                            continue
+                        if count < out_h.size:
+                            out_h[count] = i
+                            out_t[count] = t
+                            out_c[count] = chi
+                        count += 1
     return count
 
 
@@ -280,35 +310,45 @@ def _pairs_kernel() -> Callable[..., Any]:
 
 
 def _compatible_pairs(x, y, z, region, own, size, hits, P, tsize, opts):
-    """(hit row, track, chi) of every compatible pair, hits restricted to ``hits``."""
-    kappa, phi0 = P["kappa"], P["phi0"]
+    """(hit row, track, chi) of every compatible pair, hits restricted to ``hits``.
+
+    The hits are gridded by radial slice (quantiles of their radii, split at the
+    regions' boundaries), azimuth and ``z``; each track visits the cells its helix
+    crosses (:func:`_pairs_kernel_py`).
+    """
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     # tracks that curl tighter than kappa_max are not extended (their hits may still move)
-    reach = np.nonzero(np.abs(kappa) <= opts["kappa_max"])[0]
-    if reach.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    kappa, phi0 = kappa[reach], phi0[reach]
-    # kappa bins of equal population (most tracks are stiff; a few curl hard)
-    kedges = np.unique(np.quantile(kappa, np.linspace(0.0, 1.0, _KAPPA_BINS + 1)))
-    if kedges.size < 2:
-        kedges = np.array([kappa[0] - 1e-9, kappa[0] + 1e-9])
-    kedges[0] -= 1e-12
-    kedges[-1] += 1e-12
-    nk = kedges.size - 1
-    kb = np.clip(np.searchsorted(kedges, kappa, side="right") - 1, 0, nk - 1)
-    pb = np.clip(((phi0 + np.pi) / (2 * np.pi) * _PHI_BINS).astype(np.int64), 0, _PHI_BINS - 1)
-    cell = kb * _PHI_BINS + pb
-    order = reach[np.argsort(cell, kind="stable")].astype(np.int64)
-    cell_start = np.zeros(nk * _PHI_BINS + 1, dtype=np.int64)
-    np.cumsum(np.bincount(cell, minlength=nk * _PHI_BINS), out=cell_start[1:])
-    packed = np.ascontiguousarray(np.stack(
-        [np.cos(P["phi0"]), np.sin(P["phi0"]), P["kappa"], P["z0"], P["cot"], P["s_first"],
-         P["s_last"], tsize.astype(np.float64)], axis=1)[order])
+    reach = np.nonzero(np.abs(P["kappa"]) <= opts["kappa_max"])[0].astype(np.int64)
+    if reach.size == 0 or hits.size == 0:
+        return empty
     hx, hy, hz = x[hits], y[hits], z[hits]
     hr = np.hypot(hx, hy)
-    args = (hx, hy, hz, hr, np.arctan2(hy, hx), region[hits], own[hits], size[hits],
-            packed, cell_start, order, kedges, _PHI_BINS,
-            np.asarray(opts["tol_xy"], dtype=np.float64), np.asarray(opts["tol_z"], dtype=np.float64),
-            float(opts["grow_z"]), _MIN_COS)
+    regions = np.asarray(opts["regions"], dtype=np.float64)
+    edges = np.quantile(hr, np.linspace(0.0, 1.0, _SLICES + 1))
+    edges = np.unique(np.concatenate([edges, regions[(regions > edges[0]) & (regions < edges[-1])]]))
+    if edges.size < 2:
+        edges = np.array([edges[0], edges[0] + 1.0])
+    edges[-1] = np.nextafter(edges[-1], np.inf)
+    nslice = edges.size - 1
+    sl = np.clip(np.searchsorted(edges, hr, side="right") - 1, 0, nslice - 1)
+    slice_region = np.searchsorted(regions, edges[:-1], side="right")
+    tol_xy = np.asarray(opts["tol_xy"], dtype=np.float64)
+    tol_z = np.asarray(opts["tol_z"], dtype=np.float64)
+    z_lo = float(hz.min()) - 1.0
+    z_bin = (float(hz.max()) + 1.0 - z_lo) / _Z_BINS
+    pb = np.clip(((np.arctan2(hy, hx) + np.pi) / (2 * np.pi) * _PHI_BINS).astype(np.int64),
+                 0, _PHI_BINS - 1)
+    zb = np.clip(((hz - z_lo) / z_bin).astype(np.int64), 0, _Z_BINS - 1)
+    cell = (sl * _PHI_BINS + pb) * _Z_BINS + zb
+    hrow = np.argsort(cell, kind="stable").astype(np.int64)
+    cell_start = np.zeros(nslice * _PHI_BINS * _Z_BINS + 1, dtype=np.int64)
+    np.cumsum(np.bincount(cell, minlength=nslice * _PHI_BINS * _Z_BINS), out=cell_start[1:])
+    packed = np.ascontiguousarray(np.stack(
+        [np.cos(P["phi0"]), np.sin(P["phi0"]), P["kappa"], P["z0"], P["cot"], P["s_first"],
+         P["s_last"], tsize.astype(np.float64)], axis=1))
+    args = (packed, reach, edges, tol_xy[slice_region], tol_z[slice_region], cell_start,
+            hx, hy, hz, hr, region[hits], own[hits], size[hits], hrow,
+            _PHI_BINS, _Z_BINS, z_lo, z_bin, tol_xy, tol_z, float(opts["grow_z"]), _MIN_COS)
     kernel = _pairs_kernel()
     cap = 2 * hits.size + 1024
     while True:
@@ -317,8 +357,7 @@ def _compatible_pairs(x, y, z, region, own, size, hits, P, tsize, opts):
         if n <= cap:
             break
         cap = n
-    out_h, out_t, out_c = out_h[:n], out_t[:n], out_c[:n]
-    return hits[out_h], out_t, out_c
+    return hits[out_h[:n]], out_t[:n], out_c[:n]
 
 
 def extend_tracks(x: Any, y: Any, z: Any, labels: Any, *, layer: Any = None,
