@@ -25,6 +25,8 @@ bench's five configurations are defined from ``default``.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping
@@ -35,6 +37,7 @@ from typing import Any, Literal, TypeVar, Union
 __all__ = [
     "CONFIG_DIR",
     "EDGE_BACKEND_OPTIONS",
+    "EXTEND_DEFAULTS",
     "LABEL_BACKEND_OPTIONS",
     "ONNX_MANIFEST",
     "NO_CELLS_DIR",
@@ -54,6 +57,7 @@ __all__ = [
     "PipelineConfig",
     "available_configs",
     "build_dataclass",
+    "check_extend_options",
     "load_config",
     "merge_overrides",
     "no_cells_config",
@@ -109,6 +113,22 @@ ONNX_PROVIDERS: dict[str, str] = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
+}
+
+#: The helix extension's options (``labeling.extend``) and their defaults; implemented in
+#: :func:`trkx_ray.pipeline.extend.extend_tracks`.
+EXTEND_DEFAULTS: dict[str, Any] = {
+    "fit_min": 3,
+    "move_max": 10,
+    "merge_min": 3,
+    "merge_frac": 0.7,
+    "tol_xy": (2.0, 8.0, 24.0),
+    "tol_z": (3.0, 10.0, 30.0),
+    "grow_z": 30.0,
+    "per_layer": 2,
+    "regions": (200.0, 720.0),
+    "kappa_max": 0.0025,
+    "passes": 1,
 }
 
 #: The manifest of an ONNX export directory (``onnx.dir``), written beside the models.
@@ -296,7 +316,7 @@ class LabelingConfig:
             names in :data:`LABEL_BACKEND_OPTIONS`).
         extend: ``None`` (off) or the options of the helix extension that follows
             the backend, any backend (:func:`trkx_ray.pipeline.extend.extend_tracks`;
-            names and defaults in :data:`trkx_ray.pipeline.extend.EXTEND_DEFAULTS`,
+            names and defaults in :data:`EXTEND_DEFAULTS`,
             ``{}`` = every default).
     """
 
@@ -625,6 +645,58 @@ def onnx_provider(name: str) -> str | None:
     return full if full in ONNX_PROVIDERS.values() else None
 
 
+def _extend_tuple(name: str, value: Any, size: int) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != size:
+        raise ValueError(f"labeling.extend option {name!r} must be a list of {size} numbers, got {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+            raise ValueError(
+                f"labeling.extend option {name!r} must hold {size} positive numbers, got {value!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``labeling.extend`` options; returns them merged over :data:`EXTEND_DEFAULTS`.
+
+    Raises:
+        ValueError: naming the option (unknown name, wrong type or range).
+    """
+    unknown = sorted(set(options) - set(EXTEND_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown labeling.extend option(s) {unknown}; known: {sorted(EXTEND_DEFAULTS)}")
+    out = dict(EXTEND_DEFAULTS)
+    out.update(options)
+    for name in ("fit_min", "move_max", "merge_min", "per_layer", "passes"):
+        v = out[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
+            raise ValueError(f"labeling.extend option {name!r} must be an integer >= 0, got {v!r}")
+        out[name] = int(v)
+    if out["passes"] < 1:
+        raise ValueError(f"labeling.extend option 'passes' must be >= 1, got {out['passes']}")
+    if out["fit_min"] < 2:
+        raise ValueError(f"labeling.extend option 'fit_min' must be >= 2, got {out['fit_min']}")
+    v = out["merge_frac"]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
+        raise ValueError(f"labeling.extend option 'merge_frac' must be in (0, 1], got {v!r}")
+    v = out["kappa_max"]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+        raise ValueError(f"labeling.extend option 'kappa_max' must be a number > 0, got {v!r}")
+    out["kappa_max"] = float(v)
+    v = out["grow_z"]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"labeling.extend option 'grow_z' must be a number >= 0, got {v!r}")
+    out["merge_frac"], out["grow_z"] = float(out["merge_frac"]), float(out["grow_z"])
+    out["tol_xy"] = _extend_tuple("tol_xy", out["tol_xy"], 3)
+    out["tol_z"] = _extend_tuple("tol_z", out["tol_z"], 3)
+    out["regions"] = _extend_tuple("regions", out["regions"], 2)
+    if out["regions"][0] >= out["regions"][1]:
+        raise ValueError(f"labeling.extend option 'regions' must increase, got {list(out['regions'])}")
+    return out
+
+
 def _validate_walk_options(options: Mapping[str, Any], where: str) -> None:
     """The walk's option values (its names are checked with every backend's)."""
     for key in ("walk_min", "walk_add", "attach"):
@@ -679,8 +751,6 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
     if cfg.labeling.backend == "walk":
         _validate_walk_options(cfg.labeling.options, where)
     if cfg.labeling.extend is not None:
-        from trkx_ray.pipeline.extend import check_extend_options
-
         try:
             check_extend_options(cfg.labeling.extend)
         except ValueError as exc:

@@ -38,11 +38,12 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from trkx_ray.pipeline.config import EXTEND_DEFAULTS, check_extend_options
 
 __all__ = [
     "EXTEND_DEFAULTS",
@@ -51,78 +52,11 @@ __all__ = [
     "fit_helices",
 ]
 
-#: Defaults of every option of :func:`extend_tracks` (``labeling.extend`` in a config).
-EXTEND_DEFAULTS: dict[str, Any] = {
-    "fit_min": 3,
-    "move_max": 10,
-    "merge_min": 3,
-    "merge_frac": 0.7,
-    "tol_xy": (2.0, 8.0, 24.0),
-    "tol_z": (3.0, 10.0, 30.0),
-    "grow_z": 30.0,
-    "per_layer": 2,
-    "regions": (200.0, 720.0),
-    "kappa_max": 0.0025,
-    "passes": 1,
-}
-
 _GN_ITERATIONS = 4
 _SLICES = 32  # radial slices of the hit grid (quantiles of the hits' radii)
 _PHI_BINS = 128
 _Z_BINS = 64
 _MIN_COS = 0.02  # crossing-angle floor for the lookup window (tracks at their turning point)
-
-
-def _as_tuple(name: str, value: Any, size: int) -> tuple[float, ...]:
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != size:
-        raise ValueError(f"labeling.extend option {name!r} must be a list of {size} numbers, got {value!r}")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-            raise ValueError(
-                f"labeling.extend option {name!r} must hold {size} positive numbers, got {value!r}")
-        out.append(float(v))
-    return tuple(out)
-
-
-def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``labeling.extend`` options; returns them merged over :data:`EXTEND_DEFAULTS`.
-
-    Raises:
-        ValueError: naming the option (unknown name, wrong type or range).
-    """
-    unknown = sorted(set(options) - set(EXTEND_DEFAULTS))
-    if unknown:
-        raise ValueError(
-            f"unknown labeling.extend option(s) {unknown}; known: {sorted(EXTEND_DEFAULTS)}")
-    out = dict(EXTEND_DEFAULTS)
-    out.update(options)
-    for name in ("fit_min", "move_max", "merge_min", "per_layer", "passes"):
-        v = out[name]
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
-            raise ValueError(f"labeling.extend option {name!r} must be an integer >= 0, got {v!r}")
-        out[name] = int(v)
-    if out["passes"] < 1:
-        raise ValueError(f"labeling.extend option 'passes' must be >= 1, got {out['passes']}")
-    if out["fit_min"] < 2:
-        raise ValueError(f"labeling.extend option 'fit_min' must be >= 2, got {out['fit_min']}")
-    v = out["merge_frac"]
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
-        raise ValueError(f"labeling.extend option 'merge_frac' must be in (0, 1], got {v!r}")
-    v = out["kappa_max"]
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-        raise ValueError(f"labeling.extend option 'kappa_max' must be a number > 0, got {v!r}")
-    out["kappa_max"] = float(v)
-    v = out["grow_z"]
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"labeling.extend option 'grow_z' must be a number >= 0, got {v!r}")
-    out["merge_frac"], out["grow_z"] = float(out["merge_frac"]), float(out["grow_z"])
-    out["tol_xy"] = _as_tuple("tol_xy", out["tol_xy"], 3)
-    out["tol_z"] = _as_tuple("tol_z", out["tol_z"], 3)
-    out["regions"] = _as_tuple("regions", out["regions"], 2)
-    if out["regions"][0] >= out["regions"][1]:
-        raise ValueError(f"labeling.extend option 'regions' must increase, got {list(out['regions'])}")
-    return out
 
 
 def _asinc(u: np.ndarray) -> np.ndarray:
