@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -161,6 +164,124 @@ def test_relu_gnn_in_place_path_matches_layer_by_layer(monkeypatch):
     assert InteractionGNN(5, hidden=8, edge_layer_norm=True,
                           activation="relu").edge_networks[0]._fast_layers is None
     assert InteractionGNN(5, hidden=8, activation="tanh").classifier._fast_layers is None
+
+
+def test_relu_gnn_in_place_path_under_cpu_bf16_autocast(monkeypatch):
+    # under CPU bf16 autocast the per-edge networks also run in place, in bf16 with
+    # every operand cast as autocast would: the same scores as the layer-by-layer
+    # autocast form to bf16 rounding, chunked or not
+    from trkx_ray.pipeline import models as m
+
+    x, edges = _graph(n=60, e=400, seed=8)
+    x[:, 4] = (x[:, 4] > 0).float()
+    model = InteractionGNN(5, hidden=16, iterations=3, activation="relu",
+                           edge_features=True, cluster_shape=True).eval()
+    with torch.inference_mode():
+        ref32 = model(x, edges)
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            assert m.in_place_dtype(x) == torch.bfloat16
+            assert model.edge_networks[0].fast(x)
+            fast = [model(x, edges), model(x, edges, chunk_size=64)]
+            monkeypatch.setattr(m._EdgeBlock, "fast", lambda self, t: False)
+            slow = model(x, edges)
+    scale = max(ref32.abs().max().item(), 1.0)
+    for got in fast:
+        assert got.dtype == torch.float32
+        assert (got - slow).abs().max().item() < 0.05 * scale
+        assert (got - ref32).abs().max().item() < 0.05 * scale
+    torch.testing.assert_close(fast[0], fast[1])
+    # with autograd (training) no in-place path, autocast or not
+    assert m.in_place_dtype(x) is None
+
+
+@pytest.mark.parametrize("shape", [False, True])
+def test_pair_geometry_kernel_is_bitwise_torch(shape):
+    # at CPU inference pair_geometry runs one compiled pass; its float32 columns must be
+    # torch's bit for bit (phi wrapping, pairs at one radius, hits with and without shapes)
+    from trkx_ray.pipeline import models as m
+
+    g = torch.Generator().manual_seed(13)
+    n, e = 2000, 50000
+    geo = torch.stack([torch.rand(n, generator=g), torch.rand(n, generator=g) * 2 - 1,
+                       torch.randn(n, generator=g), torch.rand(n, generator=g) * 0.8,
+                       (torch.rand(n, generator=g) > 0.5).float()], 1)
+    geo[:100, 0] = geo[100:200, 0]  # pairs at one radius: the 5 mm floor
+    geo = geo if shape else geo[:, :3].contiguous()
+    et = torch.randint(0, n, (e, 2), generator=g)
+    et[:100] = torch.stack([torch.arange(100), torch.arange(100, 200)], 1)
+    want = m._pair_terms(geo.index_select(0, et[:, 0]), geo.index_select(0, et[:, 1]), shape)
+    with torch.inference_mode():
+        got = m.pair_geometry(geo, et, shape)
+    assert got.shape == (e, 8 if shape else 5)
+    assert torch.equal(got, want)
+    assert (want[:, 1].abs() <= 10 * math.pi + 1e-4).all()  # wrapped
+    # with autograd (training) the torch form runs
+    assert torch.equal(m.pair_geometry(geo, et, shape), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_linear_relu_fused_matches_unfused(monkeypatch, dtype):
+    from trkx_ray.pipeline import models as m
+
+    g = torch.Generator().manual_seed(4)
+    x, w, b = (torch.randn(*s, generator=g).to(dtype) for s in ((300, 16), (24, 16), (24,)))
+    with torch.inference_mode():
+        assert m._fused_linear_relu_ok()  # torch's CPU wheels ship oneDNN
+        fused = m.linear_relu(x, w, b)
+        monkeypatch.setattr(m, "FUSED_LINEAR_RELU", False)
+        plain = m.linear_relu(x, w, b)
+    assert fused.dtype == plain.dtype == dtype and fused.shape == (300, 24)
+    assert (fused >= 0).all()
+    tol = 1e-5 if dtype == torch.float32 else 0.05
+    torch.testing.assert_close(fused.float(), plain.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scatter_messages_matches_index_add(dtype):
+    from trkx_ray.pipeline.models import scatter_messages
+
+    g = torch.Generator().manual_seed(3)
+    n, e, h = 50, 700, 24  # repeated indices on both ends
+    edges_t = torch.randint(0, n, (e, 2), generator=g)
+    msg = torch.randn(e, h, generator=g).to(dtype)
+    want_in = torch.zeros(n, h).index_add_(0, edges_t[:, 1], msg.float())
+    want_out = torch.zeros(n, h).index_add_(0, edges_t[:, 0], msg.float())
+    with torch.inference_mode():
+        inc, out = torch.zeros(n, h), torch.zeros(n, h)
+        scatter_messages(edges_t, msg, inc, out)  # the compiled kernel
+    torch.testing.assert_close(inc, want_in)
+    torch.testing.assert_close(out, want_out)
+    # with autograd: index_add_, differentiable
+    src = msg.float().requires_grad_(True)
+    inc, out = torch.zeros(n, h), torch.zeros(n, h)
+    scatter_messages(edges_t, src, inc, out)
+    (inc.sum() + 2 * out.sum()).backward()
+    torch.testing.assert_close(src.grad, torch.full((e, h), 3.0))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_filter_in_place_path_matches_layer_by_layer(autocast):
+    # the shipped filter's shape (ReLU, no LayerNorm, pair geometry and shapes) runs
+    # its per-edge layers in place at inference, in fp32 or under CPU bf16 autocast
+    x, edges = _graph(n=60, e=500, seed=12)
+    x[:, 4] = (x[:, 4] > 0).float()
+    model = FilterMLP(5, hidden=16, layers=3, layer_norm=False, activation="relu",
+                      edge_features=True, cluster_shape=True).eval()
+    assert model._fast_layers is not None
+    ctx = (torch.autocast(device_type="cpu", dtype=torch.bfloat16) if autocast
+           else contextlib.nullcontext())
+    with torch.inference_mode(), ctx:
+        fast = [model(x, edges), model(x, edges, chunk_size=64)]
+        layers, model._fast_layers = model._fast_layers, None
+        slow = model(x, edges)
+        model._fast_layers = layers
+    tol = 0.05 * max(slow.abs().max().item(), 1.0) if autocast else 1e-5
+    for got in fast:
+        assert got.dtype == torch.float32
+        assert (got - slow).abs().max().item() < tol
+    # LayerNorm or tanh in the filter: the layer-by-layer form only
+    assert FilterMLP(5, hidden=8, layer_norm=True, activation="relu")._fast_layers is None
+    assert FilterMLP(5, hidden=8, layer_norm=False, activation="tanh")._fast_layers is None
 
 
 def test_filter_matches_concat_reference():

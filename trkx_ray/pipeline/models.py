@@ -296,6 +296,15 @@ def pair_geometry(geo: Tensor, edges_t: Tensor, shape: bool) -> Tensor:
     """:func:`edge_geometry` and, with ``shape``, :func:`shape_geometry` side by side
     (``E x 5`` or ``E x 8``), from one gather of ``geo`` (``N x 3`` or ``N x 5`` columns as
     those functions read them)."""
+    if (geo.device.type == "cpu" and geo.dtype == torch.float32 and edges_t.dtype == torch.int64
+            and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()):
+        # inference on CPU: one compiled pass, the same float32 columns bit for bit
+        from trkx_ray.pipeline import _model_kernels as k
+
+        out = torch.empty((edges_t.shape[0], 8 if shape else 5), dtype=torch.float32)
+        k.pair_terms(geo.contiguous().numpy(), edges_t[:, 0].contiguous().numpy(),
+                     edges_t[:, 1].contiguous().numpy(), shape, SHAPE_SCALE, out.numpy())
+        return out
     return _pair_terms(geo.index_select(0, edges_t[:, 0]), geo.index_select(0, edges_t[:, 1]),
                        shape)
 
@@ -348,11 +357,57 @@ def relu_linear_layers(seq: nn.Module) -> list[nn.Linear] | None:
     return mods[1::2]  # type: ignore[return-value]
 
 
+def in_place_dtype(x: Tensor) -> torch.dtype | None:
+    """The dtype intermediates are computed in when they may be updated in place, or
+    ``None`` when they may not: only at inference (no autograd) and not while exporting
+    to ONNX. Without autocast that is ``x``'s dtype; under CPU autocast it is the
+    autocast dtype (bf16), with every operand cast to it explicitly, as autocast would
+    (in-place ops are not autocast themselves). Under CUDA autocast: ``None``."""
+    if torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
+        return None
+    kind = x.device.type
+    if not torch.is_autocast_enabled(kind):
+        return x.dtype
+    if kind != "cpu":
+        return None
+    return torch.get_autocast_dtype(kind)
+
+
 def in_place_ok(x: Tensor) -> bool:
-    """Whether intermediates may be updated in place: inference (no autograd), no
-    autocast (in-place ops are not autocast) and no ONNX export."""
-    return (not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type)
-            and not torch.onnx.is_in_onnx_export())
+    """Whether intermediates may be updated in place for ``x`` (:func:`in_place_dtype`)."""
+    return in_place_dtype(x) is not None
+
+
+#: whether :func:`linear_relu` may use oneDNN's fused linear + ReLU on CPU (``None``:
+#: probe once on first use; set ``False`` to time or test the unfused form)
+FUSED_LINEAR_RELU: bool | None = None
+
+
+def _fused_linear_relu_ok() -> bool:
+    """Probe (once) that oneDNN's fused CPU linear + ReLU exists and agrees with
+    ``addmm`` + ``relu_`` (a private op of torch's CPU builds; absent: unfused)."""
+    global FUSED_LINEAR_RELU
+    if FUSED_LINEAR_RELU is None:
+        try:
+            g = torch.Generator().manual_seed(0)
+            x, w, b = (torch.randn(*s, generator=g) for s in ((8, 4), (3, 4), (3,)))
+            got = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+            FUSED_LINEAR_RELU = bool(torch.backends.mkldnn.is_available()) and bool(
+                torch.allclose(got, torch.addmm(b, x, w.t()).relu_(), atol=1e-5))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            FUSED_LINEAR_RELU = False
+    return FUSED_LINEAR_RELU
+
+
+def linear_relu(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """``relu(x @ w^T + b)`` in a new tensor: on CPU in float32 or bf16, oneDNN's fused
+    linear + ReLU (one pass; 0.75x the time of ``addmm`` then ``relu_`` on 16384 x 64
+    bf16 rows, docs/benchmarks.md "Session 17"), else ``addmm`` then ``relu_``."""
+    if (b is not None and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
+            and x.dtype == w.dtype == b.dtype and _fused_linear_relu_ok()):
+        return torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+    y = torch.addmm(b, x, w.t()) if b is not None else x @ w.t()
+    return y.relu_()
 
 
 def relu_layers_in_place(pre: Tensor, layers: list[nn.Linear],
@@ -360,19 +415,57 @@ def relu_layers_in_place(pre: Tensor, layers: list[nn.Linear],
     """``(ReLU, Linear)*`` of ``pre``, overwriting ``pre``: ReLU in place, each hidden
     layer's bias fused into its ``addmm``; with ``residual``, the last layer's output is
     added into it in place (returned). The same arithmetic as the layer-by-layer form
-    up to float rounding, without its temporaries (docs/benchmarks.md, "Session 15")."""
+    up to float rounding, without its temporaries (docs/benchmarks.md, "Session 15").
+    Weights are cast to ``pre``'s dtype (bf16 under CPU autocast, as autocast casts
+    them); ``residual`` must have that dtype too."""
+    dt = pre.dtype
     pre.relu_()
     for lin in layers[:-1]:
-        pre = (torch.addmm(lin.bias, pre, lin.weight.t()) if lin.bias is not None
-               else pre @ lin.weight.t())
-        pre.relu_()
+        pre = linear_relu(pre, lin.weight.to(dt), None if lin.bias is None else lin.bias.to(dt))
     last = layers[-1]
+    w = last.weight.to(dt)
     if residual is None:
-        return nn.functional.linear(pre, last.weight, last.bias)
-    residual.addmm_(pre, last.weight.t())
+        return nn.functional.linear(pre, w, None if last.bias is None else last.bias.to(dt))
+    residual.addmm_(pre, w.t())
     if last.bias is not None:
-        residual += last.bias
+        residual += last.bias.to(dt)
     return residual
+
+
+def scatter_messages(edges_t: Tensor, messages: Tensor, incoming: Tensor,
+                     outgoing: Tensor) -> None:
+    """Add each edge's message onto its target's ``incoming`` and its source's
+    ``outgoing`` row (both float32, accumulated in place).
+
+    At CPU inference with float32 or bf16 messages this is one compiled pass over the
+    edges (:mod:`trkx_ray.pipeline._model_kernels`, bf16 read directly: 0.3x the time of
+    two ``index_add_`` on one core, docs/benchmarks.md "Session 17"); elsewhere (autograd,
+    CUDA, other dtypes) two ``index_add_`` of the messages in float32.
+
+    Args:
+        edges_t: ``E x 2`` (src, dst), int64.
+        messages: ``E x H``.
+        incoming, outgoing: ``N x H`` float32 accumulators.
+    """
+    if (messages.device.type == "cpu" and not torch.is_grad_enabled()
+            and messages.dtype in (torch.float32, torch.bfloat16)
+            and incoming.dtype == torch.float32 and outgoing.dtype == torch.float32
+            and incoming.is_contiguous() and outgoing.is_contiguous()
+            and edges_t.dtype == torch.int64):
+        from trkx_ray.pipeline import _model_kernels as k
+
+        src = edges_t[:, 0].contiguous().numpy()
+        dst = edges_t[:, 1].contiguous().numpy()
+        m = messages.contiguous()
+        if m.dtype == torch.bfloat16:
+            k.scatter_rows_bf16(src, dst, m.view(torch.int16).numpy(), incoming.numpy(),
+                                outgoing.numpy())
+        else:
+            k.scatter_rows_f32(src, dst, m.numpy(), incoming.numpy(), outgoing.numpy())
+        return
+    m32 = messages.float()
+    incoming.index_add_(0, edges_t[:, 1], m32)
+    outgoing.index_add_(0, edges_t[:, 0], m32)
 
 
 class FilterMLP(nn.Module):
@@ -406,6 +499,9 @@ class FilterMLP(nn.Module):
         # per-hit columns are the shape), likewise
         self.shape = (nn.Linear(SHAPE_GEOMETRY_DIM, hidden, bias=False)
                       if cluster_shape else None)
+        # the Linear layers after the first when the rest is (ReLU, Linear)* (the shipped
+        # filter's shape): at inference they run in place (relu_layers_in_place)
+        self._fast_layers = relu_linear_layers(self.net[1:])
 
     def _geo(self, x: Tensor) -> Tensor:
         """The per-hit columns the pair terms read (contiguous, gathered per edge)."""
@@ -425,20 +521,35 @@ class FilterMLP(nn.Module):
         w_src, w_dst = first.weight[:, : self.node_dim], first.weight[:, self.node_dim :]
         return nn.functional.linear(x, w_src, first.bias), nn.functional.linear(x, w_dst)
 
-    def _logits(self, proj: tuple[Tensor, Tensor], edges_t: Tensor, x: Tensor) -> Tensor:
-        pre = proj[0].index_select(0, edges_t[:, 0]) + proj[1].index_select(0, edges_t[:, 1])
+    def _pair_terms(self, edges_t: Tensor, x: Tensor) -> tuple[Tensor, Tensor] | None:
+        """The pair terms of the first layer and their weights (``terms @ w^T`` is added
+        to its pre-activation), or ``None`` without edge features and shapes."""
         if self.edge is not None and self.shape is not None:
-            # both pair terms from one gather, in one pass: pre + terms @ [W_edge W_shape]^T
-            w = torch.cat([self.edge.weight, self.shape.weight], dim=1)
-            pre = torch.addmm(pre, pair_geometry(x, edges_t, shape=True).to(pre.dtype),
-                              w.t().to(pre.dtype))
-        elif self.edge is not None:
-            # pre + geometry @ W^T in one pass (no second E x hidden temporary)
-            pre = torch.addmm(pre, edge_geometry(x, edges_t).to(pre.dtype),
-                              self.edge.weight.t().to(pre.dtype))
-        elif self.shape is not None:
-            pre = torch.addmm(pre, shape_geometry(x, edges_t).to(pre.dtype),
-                              self.shape.weight.t().to(pre.dtype))
+            # both pair terms from one gather: terms @ [W_edge W_shape]^T
+            return (pair_geometry(x, edges_t, shape=True),
+                    torch.cat([self.edge.weight, self.shape.weight], dim=1))
+        if self.edge is not None:
+            return edge_geometry(x, edges_t), self.edge.weight
+        if self.shape is not None:
+            return shape_geometry(x, edges_t), self.shape.weight
+        return None
+
+    def _logits(self, proj: tuple[Tensor, Tensor], edges_t: Tensor, x: Tensor) -> Tensor:
+        terms = self._pair_terms(edges_t, x)
+        dt = in_place_dtype(proj[0]) if self._fast_layers is not None else None
+        if dt is not None:
+            # inference: one gather buffer updated in place (bf16 under CPU autocast),
+            # the pair terms fused into one addmm_, then the (ReLU, Linear)* rest in place
+            pre = proj[0].index_select(0, edges_t[:, 0]).to(dt)
+            pre += proj[1].index_select(0, edges_t[:, 1])
+            if terms is not None:
+                pre.addmm_(terms[0].to(dt), terms[1].to(dt).t())
+            assert self._fast_layers is not None
+            return relu_layers_in_place(pre, self._fast_layers).float().squeeze(-1)
+        pre = proj[0].index_select(0, edges_t[:, 0]) + proj[1].index_select(0, edges_t[:, 1])
+        if terms is not None:
+            # pre + terms @ W^T in one pass (no second E x hidden temporary)
+            pre = torch.addmm(pre, terms[0].to(pre.dtype), terms[1].t().to(pre.dtype))
         return self.net[1:](pre).float().squeeze(-1)
 
     def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -540,7 +651,11 @@ class _EdgeBlock(nn.Module):
         self._fast_layers = relu_linear_layers(self.rest)
 
     def project(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """Per-node terms ``(W_src h + b, W_dst h)``, computed once per node."""
+        """Per-node terms ``(W_src h + b, W_dst h)``, computed once per node (under CPU
+        autocast ``h`` is cast to bf16 once for both, not once per layer)."""
+        dt = in_place_dtype(h)
+        if dt is not None and dt != h.dtype:
+            h = h.to(dt)
         return self.src(h), self.dst(h)
 
     def fast(self, x: Tensor) -> bool:
@@ -556,10 +671,11 @@ class _EdgeBlock(nn.Module):
         buffer, the edge term fused into one ``addmm``, then :func:`relu_layers_in_place`
         (with ``residual``, the output added into it, returned)."""
         assert self._fast_layers is not None
-        pre = proj[0].index_select(0, edges_t[:, 0])
+        dt = in_place_dtype(proj[0])
+        pre = proj[0].index_select(0, edges_t[:, 0]).to(dt)
         pre += proj[1].index_select(0, edges_t[:, 1])
         if self.edge is not None and e is not None:
-            pre.addmm_(e, self.edge.weight.t())
+            pre.addmm_(e.to(dt), self.edge.weight.to(dt).t())
         return relu_layers_in_place(pre, self._fast_layers, residual)
 
     def edge_forward(
@@ -576,7 +692,7 @@ class _EdgeBlock(nn.Module):
     def residual_update(self, proj: tuple[Tensor, Tensor], edges_t: Tensor, e: Tensor) -> Tensor:
         """``e + edge_forward(proj, edges_t, e)``; in place on ``e`` (returned) where
         :meth:`fast` allows, else a new tensor."""
-        if self.fast(e):
+        if self.fast(e) and e.dtype == in_place_dtype(e):
             return self._fast_edge_forward(proj, edges_t, e, e)
         return e + self.edge_forward(proj, edges_t, e)
 
@@ -670,10 +786,11 @@ class InteractionGNN(nn.Module):
             ``(incoming, outgoing)``, each ``num_nodes x H``: the sum of the
             messages of the edges ending at / starting from each hit.
         """
-        m = messages.float()
-        incoming = torch.zeros(num_nodes, m.shape[1], dtype=m.dtype, device=m.device)
+        incoming = torch.zeros(num_nodes, messages.shape[1], dtype=torch.float32,
+                               device=messages.device)
         outgoing = torch.zeros_like(incoming)
         if torch.onnx.is_in_onnx_export():
+            m = messages.float()
             # the exporters map index_add_ to ScatterND without reduction, which is
             # wrong for repeated indices; emit ScatterND(reduction="add") ourselves
             # (row-wise, ~10x faster in onnxruntime than scatter_add_'s
@@ -681,8 +798,7 @@ class InteractionGNN(nn.Module):
             incoming = _ScatterAddRows.apply(incoming, edges[1], m)
             outgoing = _ScatterAddRows.apply(outgoing, edges[0], m)
         else:
-            incoming.index_add_(0, edges[1], m)
-            outgoing.index_add_(0, edges[0], m)
+            scatter_messages(edges.T, messages, incoming, outgoing)
         return incoming, outgoing
 
     def forward(self, x: Tensor, edges: Tensor, chunk_size: int | None = None) -> Tensor:
@@ -724,18 +840,22 @@ class InteractionGNN(nn.Module):
                 e = net.residual_update(proj, edges_t, e)
                 incoming, outgoing = self.aggregate(e, edges, num_nodes)
             else:
-                # update the edges chunk by chunk in place, accumulating messages
-                incoming = torch.zeros(num_nodes, self.hidden, dtype=torch.float32, device=x.device)
-                outgoing = torch.zeros_like(incoming)
+                # update the edges chunk by chunk in place, accumulating messages (the
+                # accumulators are reused across iterations: no fresh pages to fault in)
+                if it == 0:
+                    incoming = torch.zeros(num_nodes, self.hidden, dtype=torch.float32,
+                                           device=x.device)
+                    outgoing = torch.zeros_like(incoming)
+                else:
+                    incoming.zero_()
+                    outgoing.zero_()
                 for start in range(0, num_edges, chunk):
                     part = edges_t[start : start + chunk]
                     e_part = e[start : start + chunk]
                     new = net.residual_update(proj, part, e_part)
                     if new is not e_part:
                         e[start : start + chunk] = new
-                    new32 = new.float()
-                    incoming.index_add_(0, part[:, 1], new32)
-                    outgoing.index_add_(0, part[:, 0], new32)
+                    scatter_messages(part, new, incoming, outgoing)
             node_net = self.node_networks[k]
 
             def node_update(
@@ -743,7 +863,14 @@ class InteractionGNN(nn.Module):
             ) -> Tensor:
                 return hh + node_net(torch.cat([hh.to(inc.dtype), inc, out], 1))
 
-            h = map_rows(node_update, num_nodes, chunk, h, incoming, outgoing)
+            if in_place_dtype(h) is not None and chunk is not None:
+                # inference: each chunk of hits updated in place (h is not needed after)
+                for start in range(0, num_nodes, chunk):
+                    rows = slice(start, start + chunk)
+                    hh = h[rows]
+                    hh += node_net(torch.cat([hh, incoming[rows], outgoing[rows]], 1))
+            else:
+                h = map_rows(node_update, num_nodes, chunk, h, incoming, outgoing)
         proj = self.classifier.project(h)
         return map_rows(
             lambda et, ee: self.classifier.edge_forward(proj, et, ee).float().squeeze(-1),
