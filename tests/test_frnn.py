@@ -150,6 +150,32 @@ def test_parallel_kernel_matches_serial(threads: int) -> None:
     np.testing.assert_array_equal(frnn_edges(x, 0.1, threads=threads), frnn_edges(x, 0.1))
 
 
+_THREAD_CHECK = """
+import numpy as np, torch
+torch.set_num_threads(1)
+torch.ones(512, 512) @ torch.ones(512, 512)  # torch's OpenMP pool in use first
+from trkx_ray.pipeline.frnn import frnn_edges
+x = np.random.default_rng(0).random((5000, 4)).astype(np.float32)
+frnn_edges(x, 0.05, threads={threads})
+print(torch.get_num_threads())
+"""
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_parallel_kernel_leaves_torch_threads_alone(threads) -> None:
+    # numba's OpenMP layer shares the OpenMP runtime with torch: launching it and its
+    # parallel regions used to leave torch (set to 1 thread) on numba's thread count
+    import os
+    import subprocess
+    import sys
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two cores for numba's parallel kernel")
+    out = subprocess.run([sys.executable, "-c", _THREAD_CHECK.format(threads=threads)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "1", out.stderr[-2000:]
+
+
 def test_torch_matches_numba(device: str) -> None:
     x, _ = clustered_points(num_particles=600, seed=11)
     ref = frnn_edges(x, 0.1)

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,21 +340,32 @@ def frnn_edges(
     r2 = float(r) ** 2
     import numba
 
-    if threads is None:
-        threads = numba.get_num_threads()
-    if int(threads) > 1:
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-        try:
-            ii, jj, e = k.pairs_parallel(
-                xs, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2
+    # numba's OpenMP layer shares the process's OpenMP runtime with torch: launching it
+    # (numba's first thread call) and its parallel regions leave torch's intra-op thread
+    # count at numba's (measured: torch set to 1 thread ran on 2 after this function,
+    # docs/benchmarks.md "Session 17"); torch's count is put back at the end
+    torch_mod = sys.modules.get("torch")
+    torch_threads = torch_mod.get_num_threads() if torch_mod is not None else None
+    try:
+        if threads is None:
+            threads = numba.get_num_threads()
+        if int(threads) > 1:
+            before = numba.get_num_threads()
+            numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+            try:
+                ii, jj, e = k.pairs_parallel(
+                    xs, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2
+                )
+            finally:
+                numba.set_num_threads(before)
+        else:
+            ii, jj, e = k.pairs_serial(
+                xs, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2,
+                16 * n
             )
-        finally:
-            numba.set_num_threads(before)
-    else:
-        ii, jj, e = k.pairs_serial(
-            xs, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2, 16 * n
-        )
+    finally:
+        if torch_mod is not None and torch_mod.get_num_threads() != torch_threads:
+            torch_mod.set_num_threads(torch_threads)
     logger.debug(
         "frnn: n=%d grid dims=%s cells=%d occupied=%d edges=%d",
         n,
