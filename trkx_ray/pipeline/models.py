@@ -438,8 +438,8 @@ def scatter_messages(edges_t: Tensor, messages: Tensor, incoming: Tensor,
     ``outgoing`` row (both float32, accumulated in place).
 
     At CPU inference with float32 or bf16 messages this is one compiled pass over the
-    edges (:mod:`trkx_ray.pipeline._model_kernels`, bf16 read directly: 0.3x the time of
-    two ``index_add_`` on one core, docs/benchmarks.md "Session 17"); elsewhere (autograd,
+    edges (:mod:`trkx_ray.pipeline._model_kernels`, bf16 read directly: 0.3-0.5x the time of
+    the cast and two ``index_add_`` on one core, docs/benchmarks.md "Session 17"); elsewhere (autograd,
     CUDA, other dtypes) two ``index_add_`` of the messages in float32.
 
     Args:
