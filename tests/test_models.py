@@ -225,8 +225,11 @@ def test_linear_relu_fused_matches_unfused(monkeypatch, dtype):
 
     g = torch.Generator().manual_seed(4)
     x, w, b = (torch.randn(*s, generator=g).to(dtype) for s in ((300, 16), (24, 16), (24,)))
-    with torch.inference_mode():
+    # the probe runs once, at first use: under the pipeline's bf16 autocast too
+    monkeypatch.setattr(m, "FUSED_LINEAR_RELU", None)
+    with torch.inference_mode(), torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         assert m._fused_linear_relu_ok()  # torch's CPU wheels ship oneDNN
+    with torch.inference_mode():
         fused = m.linear_relu(x, w, b)
         monkeypatch.setattr(m, "FUSED_LINEAR_RELU", False)
         plain = m.linear_relu(x, w, b)

@@ -391,9 +391,12 @@ def _fused_linear_relu_ok() -> bool:
         try:
             g = torch.Generator().manual_seed(0)
             x, w, b = (torch.randn(*s, generator=g) for s in ((8, 4), (3, 4), (3,)))
-            got = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+            # in float32 whatever the caller's autocast (first use is under it)
+            with torch.autocast(device_type="cpu", enabled=False):
+                got = torch.ops.mkldnn._linear_pointwise(x, w, b, "relu", [], "")
+                want = torch.addmm(b, x, w.t()).relu_()
             FUSED_LINEAR_RELU = bool(torch.backends.mkldnn.is_available()) and bool(
-                torch.allclose(got, torch.addmm(b, x, w.t()).relu_(), atol=1e-5))
+                torch.allclose(got, want, atol=1e-5))
         except (AttributeError, RuntimeError, NotImplementedError):
             FUSED_LINEAR_RELU = False
     return FUSED_LINEAR_RELU
