@@ -117,3 +117,19 @@ def test_set_overrides(tmp_path):
 def test_set_unknown_key_is_an_error(capsys):
     assert main(["--pileup", "3", "--events", "1", "--set", "edges.bogus=1"]) == 2
     assert "edges.bogus" in capsys.readouterr().err
+
+
+def test_threads_limit_every_pool(tmp_path, monkeypatch, capsys):
+    # --threads limits torch's, numba's (the FRNN's) and faiss's pools, as bench and the
+    # actors do: torch alone left the FRNN on all cores (recorded here, not applied, so
+    # the test process keeps its own pools)
+    from trkx_ray.scaling import resources
+
+    calls: list[int] = []
+    monkeypatch.setattr(resources, "apply_thread_limits", calls.append)
+    assert main(["--pileup", "3", "--seed", "5", "--events", "1", "--threads", "1",
+                 "--json", str(tmp_path / "e.json")]) == 0
+    assert calls == [1]
+    with pytest.raises(SystemExit):
+        main(["--threads", "-1"])
+    assert "--threads" in capsys.readouterr().err

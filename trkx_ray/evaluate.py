@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trkx_ray.cli import setup_logging
+from trkx_ray.cli import non_negative_int, setup_logging
 
 __all__ = ["main"]
 
@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a configuration key, e.g. --set edges.radius=0.12 "
                         "(YAML value; repeatable)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="CPU threads of torch, numba and faiss (0 = their defaults)")
     p.add_argument("--no-cells", action="store_true",
                    help="drop every event's cells (as a data set without cells files)")
     p.add_argument("--save-tracks", help="write TrackML submissions into this directory")
@@ -73,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     from trkx_ray.pipeline.config import ConfigError
 
     if args.threads:
-        import torch
+        # torch's, numba's (FRNN) and faiss's pools alike, as bench and the actors do
+        from trkx_ray.scaling.resources import apply_thread_limits
 
-        torch.set_num_threads(args.threads)
+        apply_thread_limits(args.threads)
     t0 = time.perf_counter()
     try:
         config: Any = args.config
