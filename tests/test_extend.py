@@ -10,6 +10,7 @@ from trkx_ray.pipeline.extend import (
     EXTEND_DEFAULTS,
     _asinc,
     _compatible_pairs,
+    _junction_chi,
     check_extend_options,
     extend_tracks,
     fit_helices,
@@ -185,6 +186,74 @@ def test_lookup_finds_every_compatible_pair():
     assert np.allclose([got[key] for key in ref], list(ref.values()), rtol=1e-9, atol=1e-12)
 
 
+def kinked(phi0, kappa, z0, cot, delta, at=4, dcot=0.0):
+    """A helix's hits (RADII) with those beyond hit ``at`` turned by ``delta`` radians about
+    it (a scattering kink) and their ``z`` sloped by ``dcot`` more."""
+    x, y, z = helix_hits(phi0, kappa, z0, cot)
+    px, py = x[at], y[at]
+    c, s = np.cos(delta), np.sin(delta)
+    ox, oy = x[at + 1:] - px, y[at + 1:] - py
+    x[at + 1:], y[at + 1:] = px + c * ox - s * oy, py + s * ox + c * oy
+    z[at + 1:] = z[at + 1:] + dcot * np.hypot(ox, oy)
+    return x, y, z
+
+
+@pytest.mark.parametrize("kappa", [2e-4, -6e-4])
+@pytest.mark.parametrize("inner", [4, 5, 6])
+def test_stitch_joins_the_pieces_of_a_scattered_particle(kappa, inner):
+    # the particle scatters by 50 mrad between its hit inner - 1 and the next
+    x, y, z = kinked(0.3, kappa, 10.0, 0.5, 0.05, at=inner - 1, dcot=0.02)
+    layer = np.arange(10)
+    labels = np.r_[[0] * inner, [1] * (10 - inner)]
+    # neither piece's helix takes the other's hits: the extension leaves them apart
+    assert same_partition(extend_tracks(x, y, z, labels, layer=layer, passes=2), labels)
+    out = extend_tracks(x, y, z, labels, layer=layer, stitch_max=12)
+    assert np.unique(out).size == 1
+    # pieces longer than stitch_max stay as they are
+    short = extend_tracks(x, y, z, labels, layer=layer, stitch_max=min(inner, 10 - inner) - 1)
+    assert same_partition(short, labels)
+
+
+def test_stitch_keeps_other_particles_apart():
+    layer = np.arange(10)
+    labels = np.r_[[0] * 5, [1] * 5]
+    tol = check_extend_options({})
+    # the inner half of one particle and the outer half of its opposite charge: the inner
+    # piece's hits lie within the search window (3 x the tolerances) of the outer piece's
+    # helix, but the six hits at the junction lie on no circle bent like the pieces
+    xa, ya, za = helix_hits(0.3, 2e-4, 10.0, 0.5)
+    xb, yb, zb = helix_hits(0.3, -2e-4, 10.0, 0.5)
+    x, y, z = np.r_[xa[:5], xb[5:]], np.r_[ya[:5], yb[5:]], np.r_[za[:5], zb[5:]]
+    P = fit_helices(x, y, z, labels, 2)
+    r = np.hypot(x[:5], y[:5])
+    dxy = np.abs(np.remainder(np.arctan2(y[:5], x[:5]) - P["phi0"][1]
+                              - np.arcsin(P["kappa"][1] * r) + np.pi, 2 * np.pi) - np.pi) * r
+    assert dxy[2] < 3 * tol["tol_xy"][0]  # a candidate
+    rows = np.arange(2, 8)
+    reg = np.searchsorted(tol["regions"], np.hypot(x, y)[rows])
+    chi, kappa = _junction_chi(x[rows][None], y[rows][None], z[rows][None],
+                               np.asarray(tol["tol_xy"])[reg][None],
+                               np.asarray(tol["tol_z"])[reg][None])
+    assert chi[0] > 3.0 and abs(kappa[0] - 2e-4) > 2e-4
+    assert same_partition(extend_tracks(x, y, z, labels, layer=layer, stitch_max=12), labels)
+    # one particle, but the pieces claim two common layers: apart (without layer ids: joined)
+    x, y, z = kinked(0.3, 2e-4, 10.0, 0.5, 0.01)
+    twice = np.r_[np.arange(5), [3, 4, 5, 6, 7]]
+    assert same_partition(extend_tracks(x, y, z, labels, layer=twice, stitch_max=12), labels)
+    assert np.unique(extend_tracks(x, y, z, labels, stitch_max=12)).size == 1
+
+
+def test_pair_seeds_keep_only_what_grows_enough():
+    x, y, z, pid, layer = event(PARAMS[:1], jitter=0.05)
+    labels = np.r_[[0, 0], 1 + np.arange(8)]  # a pair and eight left-over hits of one helix
+    assert same_partition(extend_tracks(x, y, z, labels, layer=layer, passes=2), labels)
+    grown = extend_tracks(x, y, z, labels, layer=layer, fit_min=2, pair_grow=8, passes=2)
+    assert np.unique(grown).size == 1
+    assert same_partition(
+        extend_tracks(x, y, z, labels, layer=layer, fit_min=2, pair_grow=11, passes=2), labels)
+    assert np.unique(extend_tracks(x, y, z, labels, layer=layer, fit_min=2, passes=2)).size == 1
+
+
 def test_options_are_checked_by_name():
     assert check_extend_options({})["tol_xy"] == tuple(EXTEND_DEFAULTS["tol_xy"])
     for bad, match in (
@@ -196,6 +265,10 @@ def test_options_are_checked_by_name():
         ({"per_layer": -1}, r"'per_layer' must be an integer >= 0"),
         ({"regions": [700, 200]}, r"'regions' must increase"),
         ({"kappa_max": 0}, r"'kappa_max' must be a number > 0"),
+        ({"pair_grow": -1}, r"'pair_grow' must be an integer >= 0"),
+        ({"stitch_max": 2.5}, r"'stitch_max' must be an integer >= 0"),
+        ({"stitch_search": 0.5}, r"'stitch_search' must be a number >= 1"),
+        ({"stitch_tol": 0}, r"'stitch_tol' must be a number > 0"),
     ):
         with pytest.raises(ValueError, match=match):
             check_extend_options(bad)

@@ -129,6 +129,10 @@ EXTEND_DEFAULTS: dict[str, Any] = {
     "regions": (200.0, 720.0),
     "kappa_max": 0.0025,
     "passes": 1,
+    "pair_grow": 0,
+    "stitch_max": 0,
+    "stitch_search": 3.0,
+    "stitch_tol": 3.0,
 }
 
 #: The manifest of an ONNX export directory (``onnx.dir``), written beside the models.
@@ -669,7 +673,8 @@ def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
             f"unknown labeling.extend option(s) {unknown}; known: {sorted(EXTEND_DEFAULTS)}")
     out = dict(EXTEND_DEFAULTS)
     out.update(options)
-    for name in ("fit_min", "move_max", "merge_min", "per_layer", "passes"):
+    for name in ("fit_min", "move_max", "merge_min", "per_layer", "passes", "pair_grow",
+                 "stitch_max"):
         v = out[name]
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0:
             raise ValueError(f"labeling.extend option {name!r} must be an integer >= 0, got {v!r}")
@@ -689,6 +694,13 @@ def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
         raise ValueError(f"labeling.extend option 'grow_z' must be a number >= 0, got {v!r}")
     out["merge_frac"], out["grow_z"] = float(out["merge_frac"]), float(out["grow_z"])
+    for name, low in (("stitch_search", 1.0), ("stitch_tol", 0.0)):
+        v = out[name]
+        if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)
+                or v < low or (low == 0.0 and v == 0.0)):
+            raise ValueError(f"labeling.extend option {name!r} must be a number "
+                             f"{'>= 1' if low else '> 0'}, got {v!r}")
+        out[name] = float(v)
     out["tol_xy"] = _extend_tuple("tol_xy", out["tol_xy"], 3)
     out["tol_z"] = _extend_tuple("tol_z", out["tol_z"], 3)
     out["regions"] = _extend_tuple("regions", out["regions"], 2)

@@ -29,7 +29,22 @@ never built or scored low. This step completes them with the tracks' own geometr
    most ``per_layer`` such hits per track and detector layer when layer ids are known
    (a particle crosses a layer once, twice where modules overlap). One pass on the
    input's tracks: moves never chain, the result does not depend on hit order.
-   ``passes`` repeats 1-4 on the result (the grown tracks refitted).
+   ``passes`` repeats 1-4 on the result (the grown tracks refitted). With ``fit_min`` 2,
+   a pair of hits gets a helix too (two hits and the beam line fix it); a track grown
+   from a pair keeps what it gathered only when it reaches ``pair_grow`` hits (0: any).
+5. **Stitch** (``stitch_max`` > 0, after the passes). Soft particles scatter away from one
+   helix, so the pieces of one particle that the GNN left apart often fail the test of
+   step 3 against each other's helix. A track of 3 to ``stitch_max`` hits joins a longer
+   track (or one of equal size with a higher label) when the two meet at a junction:
+   candidates are the tracks that any of its hits fits within ``stitch_search`` times
+   the tolerances (the lookup of step 2); the two lie one beyond the other in radius
+   (at most one hit of overlap), share at most one detector layer, and the three hits
+   on each side of the junction lie on one circle (not forced through the beam line)
+   and one straight line in ``z`` against arc length (fits weighted by the tolerances),
+   every hit's ``(dxy / tol_xy)^2 + (dz / tol_z)^2`` below ``stitch_tol``, and that circle
+   bends as the partner's helix does (``|kappa|`` within the partner's ``|kappa|`` or
+   2e-4 / mm of it, whichever is larger: there is no energy loss at a junction). Each
+   track takes its best junction; chains of joins follow through.
 
 Chosen on validation seeds only (docs/training.md, "Session 16").
 """
@@ -57,6 +72,9 @@ _SLICES = 32  # radial slices of the hit grid (quantiles of the hits' radii)
 _PHI_BINS = 128
 _Z_BINS = 64
 _MIN_COS = 0.02  # crossing-angle floor for the lookup window (tracks at their turning point)
+_JUNCTION = 3  # hits on each side of a stitch's junction (and the shortest track stitched)
+_STITCH_SHARED = 1  # detector layers two stitched tracks may share
+_STITCH_KAPPA = 2e-4  # 1/mm: a junction circle's |kappa| within max(partner's |kappa|, this) of it
 
 
 def _asinc(u: np.ndarray) -> np.ndarray:
@@ -132,7 +150,8 @@ def _pairs_kernel_py(packed, tracks, edges, slice_tol_xy, slice_tol_z,  # noqa: 
 
     Track-major: each track walks the radial slices of the hit grid it reaches and visits
     the (phi, z) cells its helix crosses there, widened by the slice's tolerances.
-    ``packed`` rows: cos phi0, sin phi0, kappa, z0, cot, s_first, s_last, size.
+    ``packed`` rows: cos phi0, sin phi0, kappa, z0, cot, s_first, s_last, size, and a
+    radial range whose slices the track skips (``inf, -inf``: none).
     """
     two_pi = 2.0 * math.pi
     count = 0
@@ -150,11 +169,15 @@ def _pairs_kernel_py(packed, tracks, edges, slice_tol_xy, slice_tol_z,  # noqa: 
         s_first = packed[t, 5]
         s_last = packed[t, 6]
         size_t = packed[t, 7]
+        skip_lo = packed[t, 8]
+        skip_hi = packed[t, 9]
         phi0 = math.atan2(sp, cp)
         ak = abs(k)
         for j in range(nslice):
             r_lo = edges[j]
             r_hi = edges[j + 1]
+            if r_lo >= skip_lo and r_hi <= skip_hi:
+                continue
             if ak * (r_lo - reach_pad) >= 1.0:
                 break  # beyond the turning point and its tolerance (slices grow in r)
             u_lo = max(min(k * r_lo, 1.0), -1.0)
@@ -243,12 +266,15 @@ def _pairs_kernel() -> Callable[..., Any]:
     return numba.njit(cache=True, nogil=True)(_pairs_kernel_py)
 
 
-def _compatible_pairs(x, y, z, region, own, size, hits, P, tsize, opts):
+def _compatible_pairs(x, y, z, region, own, size, hits, P, tsize, opts, skip=None,
+                      per_hit=2):
     """(hit row, track, chi) of every compatible pair, hits restricted to ``hits``.
 
     The hits are gridded by radial slice (quantiles of their radii, split at the
     regions' boundaries), azimuth and ``z``; each track visits the cells its helix
-    crosses (:func:`_pairs_kernel_py`).
+    crosses (:func:`_pairs_kernel_py`); ``skip``, per track a radial range ``(lo, hi)``
+    whose slices (wholly inside it) the track does not visit; ``per_hit``, the pairs per
+    hit to make room for (more are found on a second run).
     """
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
     # tracks that curl tighter than kappa_max are not extended (their hits may still move)
@@ -279,12 +305,14 @@ def _compatible_pairs(x, y, z, region, own, size, hits, P, tsize, opts):
     np.cumsum(np.bincount(cell, minlength=nslice * _PHI_BINS * _Z_BINS), out=cell_start[1:])
     packed = np.ascontiguousarray(np.stack(
         [np.cos(P["phi0"]), np.sin(P["phi0"]), P["kappa"], P["z0"], P["cot"], P["s_first"],
-         P["s_last"], tsize.astype(np.float64)], axis=1))
+         P["s_last"], tsize.astype(np.float64),
+         *(skip if skip is not None else (np.full(tsize.size, np.inf), np.full(tsize.size, -np.inf)))],
+        axis=1))
     args = (packed, reach, edges, tol_xy[slice_region], tol_z[slice_region], cell_start,
             hx, hy, hz, hr, region[hits], own[hits], size[hits], hrow,
             _PHI_BINS, _Z_BINS, z_lo, z_bin, tol_xy, tol_z, float(opts["grow_z"]), _MIN_COS)
     kernel = _pairs_kernel()
-    cap = 2 * hits.size + 1024
+    cap = per_hit * hits.size + 1024
     while True:
         out_h, out_t, out_c = np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.float64)
         n = kernel(*args, out_h, out_t, out_c)
@@ -328,6 +356,8 @@ def extend_tracks(x: Any, y: Any, z: Any, labels: Any, *, layer: Any = None,
             raise ValueError(f"extend_tracks: layer must have one value per hit ({n}), got {lay.size}")
     for _ in range(opts["passes"]):
         lab = _extend_once(x, y, z, lab, lay, opts)
+    if opts["stitch_max"] >= _JUNCTION:
+        lab = _stitch(x, y, z, lab, lay, opts)  # labels in 0..U-1 from the passes
     return canonical_labels(lab)
 
 
@@ -387,4 +417,136 @@ def _extend_once(x: np.ndarray, y: np.ndarray, z: np.ndarray, lab: np.ndarray,
         keep = np.arange(h.size) - first_of_group < opts["per_layer"]
         h, t = h[keep], t[keep]
     out[h] = fit_idx[t]
+    pair = fitted & (cnt == 2)
+    if opts["pair_grow"] and pair.any():
+        # a track grown from a pair keeps its gains only when it reached pair_grow hits
+        undo = pair & (np.bincount(out, minlength=uniq.size) < opts["pair_grow"])
+        back = undo[out] & (out != inv)
+        out[back] = inv[back]
     return out
+
+
+def _track_ends(r: np.ndarray, lab: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per track, its ``_JUNCTION`` innermost and outermost hits (``T x _JUNCTION`` rows,
+    innermost / outermost first; a shorter track repeats its last one)."""
+    order = np.argsort(lab * 4096.0 + np.minimum(r, 4000.0))  # by track, then radius
+    ids = np.arange(T)
+    start = np.searchsorted(lab[order], ids)
+    stop = np.searchsorted(lab[order], ids, side="right")
+    k = np.arange(_JUNCTION)[None, :]
+    inner = order[np.minimum(start[:, None] + k, stop[:, None] - 1)]
+    outer = order[np.maximum(stop[:, None] - 1 - k, start[:, None])]
+    return inner, outer
+
+
+def _junction_chi(x: np.ndarray, y: np.ndarray, z: np.ndarray, txy: np.ndarray,
+                  tz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of hits -> per row the largest ``(dxy / txy)^2 + (dz / tz)^2`` about one circle
+    (algebraic fit, centred on the row's mean) and one line in ``z`` against arc length,
+    both fitted with weights ``1 / tol^2``, and the circle's ``|kappa|`` (``1 / 2R``)."""
+    wxy, wz = 1.0 / (txy * txy), 1.0 / (tz * tz)
+    x = x - x.mean(axis=1, keepdims=True)
+    y = y - y.mean(axis=1, keepdims=True)
+    A = np.stack([x, y, np.ones_like(x)], axis=2)  # D x + E y + F = -(x^2 + y^2)
+    AtA = np.einsum("pmi,pm,pmj->pij", A, wxy, A)
+    AtA += np.eye(3)[None] * (1e-9 * np.trace(AtA, axis1=1, axis2=2) + 1e-12)[:, None, None]
+    Atb = np.einsum("pmi,pm,pm->pi", A, wxy, -(x * x + y * y))
+    D, E, F = np.linalg.solve(AtA, Atb[..., None])[..., 0].T
+    cx, cy = -0.5 * D, -0.5 * E
+    R = np.sqrt(np.maximum(cx * cx + cy * cy - F, 1e-12))
+    dx, dy = x - cx[:, None], y - cy[:, None]
+    dxy = np.abs(np.hypot(dx, dy) - R[:, None])
+    ang = np.arctan2(dy, dx)
+    s = R[:, None] * np.unwrap(ang - ang[:, :1], axis=1)
+    sw = wz.sum(axis=1, keepdims=True)
+    s = s - (wz * s).sum(axis=1, keepdims=True) / sw
+    zc = z - (wz * z).sum(axis=1, keepdims=True) / sw
+    ss = (wz * s * s).sum(axis=1)
+    slope = np.where(ss > 1e-12, (wz * s * zc).sum(axis=1) / np.maximum(ss, 1e-12), 0.0)
+    dz = zc - slope[:, None] * s
+    return ((dxy * dxy) * wxy + (dz * dz) * wz).max(axis=1), 0.5 / R
+
+
+def _shared_layers(a: np.ndarray, b: np.ndarray, lab: np.ndarray, lay: np.ndarray) -> np.ndarray:
+    """Per pair of tracks ``(a[i], b[i])``, the number of detector layers both have hits on."""
+    involved = np.zeros(int(lab.max()) + 1, dtype=bool)
+    involved[a] = True
+    involved[b] = True
+    mine = involved[lab]
+    L = int(lay.max()) + 1
+    keys = np.unique(lab[mine] * L + lay[mine])
+    track_of, layer_of = keys // L, keys % L
+    first = np.searchsorted(track_of, a)
+    count = np.searchsorted(track_of, a, side="right") - first
+    rows = np.repeat(np.arange(a.size), count)
+    pos = np.arange(rows.size) - np.repeat(np.cumsum(count) - count, count) + first[rows]
+    probe = b[rows] * L + layer_of[pos]
+    at = np.minimum(np.searchsorted(keys, probe), keys.size - 1)
+    return np.bincount(rows, keys[at] == probe, minlength=a.size).astype(np.int64)
+
+
+def _stitch(x: np.ndarray, y: np.ndarray, z: np.ndarray, lab: np.ndarray,
+            lay: np.ndarray | None, opts: dict[str, Any]) -> np.ndarray:
+    """Join track pieces that meet at a junction (step 5 of the module doc); labels in/out."""
+    T = int(lab.max()) + 1
+    cnt = np.bincount(lab, minlength=T)
+    fitted = cnt >= _JUNCTION
+    F_ = int(fitted.sum())
+    if F_ < 2:
+        return lab
+    tmap = np.full(T, -1, dtype=np.int64)
+    tmap[fitted] = np.arange(F_)
+    fit_idx = np.nonzero(fitted)[0]
+    on = fitted[lab]
+    P = fit_helices(x[on], y[on], z[on], tmap[lab[on]], F_)
+    r = np.hypot(x, y)
+    region = np.searchsorted(np.asarray(opts["regions"]), r, side="right").astype(np.int64)
+    wide = dict(opts)
+    wide["tol_xy"] = tuple(v * opts["stitch_search"] for v in opts["tol_xy"])
+    wide["tol_z"] = tuple(v * opts["stitch_search"] for v in opts["tol_z"])
+    size = cnt[lab].astype(np.int64)
+    inner, outer = _track_ends(r, lab, T)
+    # a piece meets its partner at its ends: only its end hits are looked up, and a
+    # partner skips the slices between its own second-innermost and second-outermost hit
+    piece = fitted & (cnt <= opts["stitch_max"])
+    ends = np.unique(np.concatenate([inner[piece], outer[piece]], axis=1)).astype(np.int64)
+    skip = (r[inner[fit_idx, 1]], r[outer[fit_idx, 1]])
+    # sizes doubled (+1 for the tracks): the lookup then pairs equal sizes too
+    h, t, _ = _compatible_pairs(x, y, z, region, tmap[lab], 2 * size, ends, P,
+                                2 * cnt[fitted].astype(np.int64) + 1, wide, skip, per_hit=16)
+    if h.size == 0:
+        return lab
+    key = np.unique(lab[h] * T + fit_idx[t])
+    a, b = key // T, key % T  # piece a, partner b
+    bigger = (cnt[b] > cnt[a]) | ((cnt[b] == cnt[a]) & (b > a))
+    a, b = a[bigger], b[bigger]
+    beyond = r[inner[a, 0]] >= r[outer[b, 1]]  # a starts past b's second-outermost hit
+    before = r[outer[a, 0]] <= r[inner[b, 1]]  # a ends before b's second-innermost hit
+    ok = beyond | before
+    a, b, beyond = a[ok], b[ok], beyond[ok]
+    if lay is not None and a.size:
+        ok = _shared_layers(a, b, lab, lay) <= _STITCH_SHARED
+        a, b, beyond = a[ok], b[ok], beyond[ok]
+    if a.size == 0:
+        return lab
+    rows = np.where(beyond[:, None], np.concatenate([outer[b], inner[a]], axis=1),
+                    np.concatenate([inner[b], outer[a]], axis=1))
+    reg = region[rows]
+    chi, kj = _junction_chi(x[rows], y[rows], z[rows], np.asarray(opts["tol_xy"])[reg],
+                            np.asarray(opts["tol_z"])[reg])
+    # no energy loss between the pieces: the junction circle bends as the partner does
+    kb = np.abs(P["kappa"][tmap[b]])
+    good = (chi < opts["stitch_tol"]) & (np.abs(kj - kb) <= np.maximum(kb, _STITCH_KAPPA))
+    a, b, chi = a[good], b[good], chi[good]
+    order = np.lexsort((b, chi, a))
+    a, b = a[order], b[order]
+    first = np.ones(a.size, dtype=bool)
+    first[1:] = a[1:] != a[:-1]
+    parent = np.arange(T)
+    parent[a[first]] = b[first]  # each piece its best junction; parents are bigger: no cycles
+    while True:
+        nxt = parent[parent]
+        if np.array_equal(nxt, parent):
+            break
+        parent = nxt
+    return parent[lab]
