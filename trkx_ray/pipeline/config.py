@@ -684,7 +684,7 @@ def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if out["fit_min"] < 2:
         raise ValueError(f"labeling.extend option 'fit_min' must be >= 2, got {out['fit_min']}")
     v = out["merge_frac"]
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v <= 1:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < float(v) <= 1:
         raise ValueError(f"labeling.extend option 'merge_frac' must be in (0, 1], got {v!r}")
     v = out["kappa_max"]
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
