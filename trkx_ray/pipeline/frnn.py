@@ -336,7 +336,7 @@ def frnn_edges(
     plan = plan_grid(lo, hi, r, grid_dims, max_cells, n, subdiv, margin)
     cid = k.assign_cells(y, plan.dims, plan.lo, plan.cell, plan.ncell, plan.strides, plan.pad)
     order, cstart, occupied, bits, wrank = k.build_cells(cid, plan.num_cells)
-    xs = x[order]
+    xt = np.ascontiguousarray(x[order].T)  # D x N: the kernels scan runs of points per dimension
     r2 = float(r) ** 2
     import numba
 
@@ -354,13 +354,13 @@ def frnn_edges(
             numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
             try:
                 ii, jj, e = k.pairs_parallel(
-                    xs, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2
+                    xt, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2
                 )
             finally:
                 numba.set_num_threads(before)
         else:
             ii, jj, e = k.pairs_serial(
-                xs, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2,
+                xt, cstart, occupied, bits, wrank, plan.rows, plan.reach, plan.subdiv, r2,
                 16 * n
             )
     finally:
