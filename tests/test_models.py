@@ -262,6 +262,28 @@ def test_scatter_messages_matches_index_add(dtype):
     torch.testing.assert_close(src.grad, torch.full((e, h), 3.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gather_sum_matches_index_select(dtype, monkeypatch):
+    from trkx_ray.pipeline import _model_kernels
+    from trkx_ray.pipeline.models import gather_sum
+
+    g = torch.Generator().manual_seed(4)
+    n, e, h = 40, 900, 24
+    a, b = torch.randn(n, h, generator=g).to(dtype), torch.randn(n, h, generator=g).to(dtype)
+    edges_t = torch.randint(0, n, (e, 2), generator=g)
+    want = a.index_select(0, edges_t[:, 0]) + b.index_select(0, edges_t[:, 1])
+    calls = []
+    real = _model_kernels.gather_add_rows_f32
+    monkeypatch.setattr(_model_kernels, "gather_add_rows_f32",
+                        lambda *args: calls.append(1) or real(*args))
+    with torch.inference_mode():
+        got = gather_sum(a, b, edges_t, dtype)
+    assert got.dtype == dtype and torch.equal(got, want)  # bit for bit
+    assert len(calls) == (dtype == torch.float32)  # the compiled pass runs in float32
+    with torch.inference_mode(), pytest.raises(IndexError):  # out of range: torch raises
+        gather_sum(a, b, torch.tensor([[0, n]]), dtype)
+
+
 @pytest.mark.parametrize("autocast", [False, True])
 def test_filter_in_place_path_matches_layer_by_layer(autocast):
     # the shipped filter's shape (ReLU, no LayerNorm, pair geometry and shapes) runs

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -471,6 +471,30 @@ def scatter_messages(edges_t: Tensor, messages: Tensor, incoming: Tensor,
     outgoing.index_add_(0, edges_t[:, 0], m32)
 
 
+def gather_sum(a: Tensor, b: Tensor, edges_t: Tensor, dtype: Any) -> Tensor:
+    """``a[src] + b[dst]`` per edge (``edges_t``: ``E x 2``) in ``dtype``, a new tensor.
+
+    At CPU inference in float32 one compiled pass
+    (:func:`~trkx_ray.pipeline._model_kernels.gather_add_rows_f32`); elsewhere two
+    ``index_select`` and an in-place add (the same values, bit for bit; indices out of
+    range raise there).
+    """
+    if (a.device.type == "cpu" and not torch.is_grad_enabled() and dtype == torch.float32
+            and a.dtype == torch.float32 and b.dtype == torch.float32 and a.dim() == 2
+            and a.shape[1] == b.shape[1] and a.is_contiguous() and b.is_contiguous()
+            and edges_t.dtype == torch.int64 and edges_t.numel()
+            and int(edges_t.min()) >= 0 and int(edges_t.max()) < min(a.shape[0], b.shape[0])):
+        from trkx_ray.pipeline import _model_kernels as k
+
+        out = torch.empty((edges_t.shape[0], a.shape[1]), dtype=torch.float32)
+        k.gather_add_rows_f32(a.numpy(), b.numpy(), edges_t[:, 0].contiguous().numpy(),
+                              edges_t[:, 1].contiguous().numpy(), out.numpy())
+        return out
+    pre = a.index_select(0, edges_t[:, 0]).to(dtype)
+    pre += b.index_select(0, edges_t[:, 1])
+    return pre
+
+
 class FilterMLP(nn.Module):
     """Edge filter: MLP on the concatenated inputs of both hits -> edge logit.
 
@@ -675,8 +699,7 @@ class _EdgeBlock(nn.Module):
         (with ``residual``, the output added into it, returned)."""
         assert self._fast_layers is not None
         dt = in_place_dtype(proj[0])
-        pre = proj[0].index_select(0, edges_t[:, 0]).to(dt)
-        pre += proj[1].index_select(0, edges_t[:, 1])
+        pre = gather_sum(proj[0], proj[1], edges_t, dt)
         if self.edge is not None and e is not None:
             pre.addmm_(e.to(dt), self.edge.weight.to(dt).t())
         return relu_layers_in_place(pre, self._fast_layers, residual)
