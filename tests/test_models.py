@@ -262,6 +262,24 @@ def test_scatter_messages_matches_index_add(dtype):
     torch.testing.assert_close(src.grad, torch.full((e, h), 3.0))
 
 
+def test_cast_param_is_remembered_until_the_weight_changes():
+    from trkx_ray.pipeline.models import cast_param
+
+    lin = nn.Linear(4, 3)
+    with torch.inference_mode():
+        first = cast_param(lin.weight, torch.bfloat16)
+        assert first.dtype == torch.bfloat16 and torch.equal(first, lin.weight.to(torch.bfloat16))
+        assert cast_param(lin.weight, torch.bfloat16) is first  # remembered
+        assert cast_param(lin.weight, torch.float32) is lin.weight
+    with torch.no_grad():
+        lin.weight.add_(1.0)  # a training step: a new version
+    with torch.inference_mode():
+        again = cast_param(lin.weight, torch.bfloat16)
+        assert again is not first and torch.equal(again, lin.weight.to(torch.bfloat16))
+        made_here = torch.ones(2, 2)  # an inference tensor: cast every time
+        assert cast_param(made_here, torch.bfloat16).dtype == torch.bfloat16
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gather_sum_matches_index_select(dtype, monkeypatch):
     from trkx_ray.pipeline import _model_kernels
