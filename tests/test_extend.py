@@ -243,6 +243,23 @@ def test_stitch_keeps_other_particles_apart():
     assert np.unique(extend_tracks(x, y, z, labels, stitch_max=12)).size == 1
 
 
+@pytest.mark.parametrize("offset", [10.0, 30.0])
+def test_refit_finds_the_own_hits_of_a_track_with_a_foreign_hit(offset):
+    x, y, z = helix_hits(0.3, 2e-4, 10.0, 0.5)
+    # the track: the particle's six inner hits and another particle's hit at 172 mm,
+    # offset mm away in r-phi; the particle's four outer hits are left over
+    phi = np.arctan2(y[3], x[3])
+    x = np.r_[x, x[3] - offset * np.sin(phi)]
+    y = np.r_[y, y[3] + offset * np.cos(phi)]
+    z = np.r_[z, z[3]]
+    labels = np.r_[[0] * 6, 1, 2, 3, 4, 0]
+    layer = np.r_[np.arange(10), 3]
+    plain = extend_tracks(x, y, z, labels, layer=layer)
+    assert np.unique(plain).size > 1  # the pulled helix misses outer hits
+    out = extend_tracks(x, y, z, labels, layer=layer, refit=1.5)
+    assert np.unique(out).size == 1  # the foreign hit stays; the own hits join
+
+
 def test_pair_seeds_keep_only_what_grows_enough():
     x, y, z, pid, layer = event(PARAMS[:1], jitter=0.05)
     labels = np.r_[[0, 0], 1 + np.arange(8)]  # a pair and eight left-over hits of one helix
@@ -269,6 +286,7 @@ def test_options_are_checked_by_name():
         ({"stitch_max": 2.5}, r"'stitch_max' must be an integer >= 0"),
         ({"stitch_search": 0.5}, r"'stitch_search' must be a number >= 1"),
         ({"stitch_tol": 0}, r"'stitch_tol' must be a number > 0"),
+        ({"refit": -1.0}, r"'refit' must be a number >= 0"),
     ):
         with pytest.raises(ValueError, match=match):
             check_extend_options(bad)

@@ -133,6 +133,7 @@ EXTEND_DEFAULTS: dict[str, Any] = {
     "stitch_max": 0,
     "stitch_search": 3.0,
     "stitch_tol": 3.0,
+    "refit": 0.0,
 }
 
 #: The manifest of an ONNX export directory (``onnx.dir``), written beside the models.
@@ -694,6 +695,10 @@ def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
         raise ValueError(f"labeling.extend option 'grow_z' must be a number >= 0, got {v!r}")
     out["merge_frac"], out["grow_z"] = float(out["merge_frac"]), float(out["grow_z"])
+    v = out["refit"]
+    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
+        raise ValueError(f"labeling.extend option 'refit' must be a number >= 0, got {v!r}")
+    out["refit"] = float(v)
     for name, low in (("stitch_search", 1.0), ("stitch_tol", 0.0)):
         v = out[name]
         if (isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v)

@@ -29,7 +29,9 @@ never built or scored low. This step completes them with the tracks' own geometr
    most ``per_layer`` such hits per track and detector layer when layer ids are known
    (a particle crosses a layer once, twice where modules overlap). One pass on the
    input's tracks: moves never chain, the result does not depend on hit order.
-   ``passes`` repeats 1-4 on the result (the grown tracks refitted). With ``fit_min`` 2,
+   ``passes`` repeats 1-4 on the result (the grown tracks refitted). With ``refit`` > 0
+   a track's helix is fitted again without its hits beyond ``refit`` tolerances (a
+   track that took another particle's hits keeps looking for its own). With ``fit_min`` 2,
    a pair of hits gets a helix too (two hits and the beam line fix it); a track grown
    from a pair keeps what it gathered only when it reaches ``pair_grow`` hits (0: any).
 5. **Stitch** (``stitch_max`` > 0, after the passes). Soft particles scatter away from one
@@ -140,6 +142,34 @@ def fit_helices(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray,
     np.maximum.at(s_last, track, s)
     return {"phi0": phi0, "kappa": kappa, "z0": z0, "cot": cot,
             "s_first": s_first, "s_last": s_last}
+
+
+def _fit(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray, num_tracks: int,
+         opts: dict[str, Any]) -> dict[str, np.ndarray]:
+    """:func:`fit_helices`, then (``refit`` > 0) each track of >= 3 hits with hits beyond
+    ``refit`` tolerances of its helix (``(dxy / tol_xy)^2 + (dz / tol_z)^2 >= refit^2``)
+    fitted again without them, when >= 3 hits remain: a track that picked up another
+    particle's hits keeps the helix of its own (the hits themselves stay on it)."""
+    P = fit_helices(x, y, z, track, num_tracks)
+    k = float(opts["refit"])
+    if k <= 0 or track.size == 0:
+        return P
+    r = np.hypot(x, y)
+    reg = np.searchsorted(np.asarray(opts["regions"]), r, side="right")
+    kap = P["kappa"][track]
+    cp, sp = np.cos(P["phi0"][track]), np.sin(P["phi0"][track])
+    hn = -x * sp + y * cp
+    d = np.abs(kap * r * r - hn) / (np.hypot(kap * x + 0.5 * sp, kap * y - 0.5 * cp) + 0.5)
+    dz = z - P["z0"][track] - P["cot"][track] * (r * _asinc(kap * r))
+    chi = (d / np.asarray(opts["tol_xy"])[reg]) ** 2 + (dz / np.asarray(opts["tol_z"])[reg]) ** 2
+    inlier = chi < k * k
+    n_in = np.bincount(track, inlier, minlength=num_tracks)
+    redo = (n_in < np.bincount(track, minlength=num_tracks)) & (n_in >= 3)
+    if not redo.any():
+        return P
+    keep = inlier | ~redo[track]
+    P2 = fit_helices(x[keep], y[keep], z[keep], track[keep], num_tracks)
+    return {key: np.where(redo, P2[key], P[key]) for key in P}
 
 
 def _pairs_kernel_py(packed, tracks, edges, slice_tol_xy, slice_tol_z,  # noqa: PLR0913
@@ -373,7 +403,7 @@ def _extend_once(x: np.ndarray, y: np.ndarray, z: np.ndarray, lab: np.ndarray,
     tmap = np.full(uniq.size, -1, dtype=np.int64)
     tmap[fitted] = np.arange(T)
     on_fit = fitted[inv]
-    P = fit_helices(x[on_fit], y[on_fit], z[on_fit], tmap[inv[on_fit]], T)
+    P = _fit(x[on_fit], y[on_fit], z[on_fit], tmap[inv[on_fit]], T, opts)
     r = np.hypot(x, y)
     region = np.searchsorted(np.asarray(opts["regions"]), r, side="right").astype(np.int64)
     own = tmap[inv]
@@ -498,7 +528,7 @@ def _stitch(x: np.ndarray, y: np.ndarray, z: np.ndarray, lab: np.ndarray,
     tmap[fitted] = np.arange(F_)
     fit_idx = np.nonzero(fitted)[0]
     on = fitted[lab]
-    P = fit_helices(x[on], y[on], z[on], tmap[lab[on]], F_)
+    P = _fit(x[on], y[on], z[on], tmap[lab[on]], F_, opts)
     r = np.hypot(x, y)
     region = np.searchsorted(np.asarray(opts["regions"]), r, side="right").astype(np.int64)
     wide = dict(opts)
