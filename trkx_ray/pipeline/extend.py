@@ -167,9 +167,14 @@ def _fit(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray, num_tra
     redo = (n_in < np.bincount(track, minlength=num_tracks)) & (n_in >= 3)
     if not redo.any():
         return P
-    keep = inlier | ~redo[track]
-    P2 = fit_helices(x[keep], y[keep], z[keep], track[keep], num_tracks)
-    return {key: np.where(redo, P2[key], P[key]) for key in P}
+    keep = inlier & redo[track]  # only the refitted tracks' inliers, numbered 0..R-1
+    which = np.nonzero(redo)[0]
+    local = np.full(num_tracks, -1, dtype=np.int64)
+    local[which] = np.arange(which.size)
+    P2 = fit_helices(x[keep], y[keep], z[keep], local[track[keep]], int(which.size))
+    for key in P:
+        P[key][which] = P2[key]
+    return P
 
 
 def _pairs_kernel_py(packed, tracks, edges, slice_tol_xy, slice_tol_z,  # noqa: PLR0913
