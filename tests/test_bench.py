@@ -133,9 +133,10 @@ def test_backends_labeling(tmp_path):
     assert {"scipy", "dbscan"} <= set(report["backends"])
     for stats in report["backends"].values():
         assert stats["mean_s"] >= 0
-    # the configured backend (the default's walk) runs with the configured options, and
-    # then the helix extension: together they make exactly the pipeline's tracks (the
-    # extension only moves hits into longer tracks, so there are fewer)
+    # the configured backend (the default's walk) runs with the configured options, then
+    # the helix extension (it only moves hits into longer tracks, so there are fewer) and
+    # the quality selection (it dissolves tracks, so there are more): together they make
+    # exactly the pipeline's tracks
     from trkx_ray.events import load_event
     from trkx_ray.pipeline import Pipeline
 
@@ -143,8 +144,12 @@ def test_backends_labeling(tmp_path):
     assert report["options"]["walk"] == dict(pipe.config.labeling.options)
     assert report["extend"] == dict(pipe.config.labeling.extend)
     result = pipe(load_event(REPO / "tests" / "data" / "event000000001"))
-    assert report["backends"]["walk + extend"]["num_components"] == result.num_tracks
-    assert report["backends"]["walk"]["num_components"] > result.num_tracks
+    assert report["quality"] == dict(pipe.config.labeling.quality)
+    whole = report["backends"]["walk + extend + quality"]["num_components"]
+    assert whole == result.num_tracks
+    assert report["backends"]["walk"]["num_components"] > report["backends"]["walk + extend"][
+        "num_components"]
+    assert report["backends"]["walk + extend"]["num_components"] < whole
 
 
 def test_backends_edges(tmp_path):

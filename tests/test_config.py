@@ -179,6 +179,19 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
         load_config(lst)
 
 
+def test_duplicate_yaml_key_refused(tmp_path):
+    """A key given twice in one mapping is an error (plain YAML keeps the last silently)."""
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("extends: default\nlabeling:\n  cut: 0.8\n  options: {}\n  cut: 0.9\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'cut' \(first at line 3\) at line 5"):
+        load_config(dup)
+    # the same key in different mappings is fine
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("extends: default\nfilter:\n  cut: 0.3\nlabeling:\n  cut: 0.8\n")
+    cfg = load_config(ok)
+    assert cfg.filter.cut == 0.3 and cfg.labeling.cut == 0.8
+
+
 def test_unsafe_yaml_refused(tmp_path):
     """yaml.safe_load: python object tags are an error, never executed."""
     evil = tmp_path / "evil.yaml"

@@ -40,6 +40,11 @@ EXTEND_GAIN_FLOOR = 0.08
 # session 18's pair seeds, junction stitch and refit over session 16's extension (+0.023 on
 # this event in bf16, +0.025 on the validation seeds)
 BUILDER_18_GAIN_FLOOR = 0.008
+# session 19's track quality selection: the fake rate it leaves on this event, how much it
+# removes, and the most score it may cost (bf16 on this event: see docs/training.md)
+QUALITY_FAKE_CEILING = 0.08
+QUALITY_FAKE_DROP_FLOOR = 0.08
+QUALITY_SCORE_COST_CEILING = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +92,16 @@ def test_simulated_pileup200_floor(pipe):
     old_score, _ = _figures(event, old)
     print(f"  session 16's extension: {old_score:.3f}")
     assert score >= old_score + BUILDER_18_GAIN_FLOOR
+    # ... and the quality selection (session 19) removes most fakes for little score
+    built = extend_tracks(event.hits["x"], event.hits["y"], event.hits["z"], walked,
+                          layer=_layer_ids(event), **dict(lab.extend))
+    m_built = tracking_metrics(event, built)
+    fake = float(tracking_metrics(event, result.track_id)["fake_rate"])
+    print(f"  fake rate {fake:.1%} (without the quality selection {m_built['fake_rate']:.1%}, "
+          f"score {m_built['trackml_score']:.3f})")
+    assert fake <= QUALITY_FAKE_CEILING
+    assert m_built["fake_rate"] - fake >= QUALITY_FAKE_DROP_FLOOR
+    assert score >= m_built["trackml_score"] - QUALITY_SCORE_COST_CEILING
     # the floor means something: the same track sizes with shuffled hits score ~0
     rnd_score, rnd_eff = _figures(event, _shuffled(result.track_id))
     assert rnd_score < 0.05 and rnd_eff < 0.05

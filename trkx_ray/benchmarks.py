@@ -511,15 +511,18 @@ def time_label_backends(
 
 
 def time_labeling_stage(event: Any, edges: Any, scores: Any, labeling: Any,
-                        repeats: int = 3) -> dict[str, float]:
+                        repeats: int = 3, quality: bool = True) -> dict[str, float]:
     """Time the configured labeling stage: its backend, then the helix extension
-    (:func:`~trkx_ray.pipeline.extend.extend_tracks`) on the event's hit positions.
+    (:func:`~trkx_ray.pipeline.extend.extend_tracks`) on the event's hit positions, then
+    (``quality`` and configured) the track quality selection
+    (:func:`~trkx_ray.pipeline.quality.apply_quality`).
 
     Args:
         event: the event whose graph ``edges`` / ``scores`` is.
         edges, scores: the GNN-scored graph.
         labeling: a :class:`~trkx_ray.pipeline.config.LabelingConfig` with ``extend`` set.
         repeats: timed calls (>= 1), after one warm-up call.
+        quality: include the quality selection when ``labeling.quality`` is set.
 
     Returns:
         ``{"mean_s", "std_s", "min_s", "num_components"}`` as :func:`time_label_backends`.
@@ -533,15 +536,24 @@ def time_labeling_stage(event: Any, edges: Any, scores: Any, labeling: Any,
     hits = event.hits
     layer = _layer_ids(event)
 
+    from trkx_ray.pipeline.quality import apply_quality
+
+    select = quality and labeling.quality is not None
+
     def call() -> Any:
         labels = label_hits(event.num_hits, edges, scores, labeling.cut, backend=labeling.backend,
                             prune=labeling.prune, **dict(labeling.options))
-        return extend_tracks(hits["x"], hits["y"], hits["z"], labels, layer=layer,
-                             **dict(labeling.extend or {}))
+        labels = extend_tracks(hits["x"], hits["y"], hits["z"], labels, layer=layer,
+                               **dict(labeling.extend or {}))
+        if select:
+            labels = apply_quality(hits["x"], hits["y"], hits["z"], labels, layer, edges, scores,
+                                   labeling.quality, labeling.extend)
+        return labels
 
     times, labels = _time(call, repeats)
     out = {**_stats(times), "min_s": min(times), "num_components": float(labels.max(initial=-1) + 1)}
-    log.info("labeling stage (+ extend): %.4f s +- %.4f s", out["mean_s"], out["std_s"])
+    log.info("labeling stage (+ extend%s): %.4f s +- %.4f s", " + quality" if select else "",
+             out["mean_s"], out["std_s"])
     return out
 
 
@@ -742,11 +754,17 @@ def run_backends(args: BenchSettings) -> dict[str, Any]:
         if lab.extend is not None:
             # the whole labeling stage as configured: the backend, then the helix extension
             timings[f"{lab.backend} + extend"] = time_labeling_stage(
-                event, graph["edges"], graph["scores"], lab, repeats=args.repeats)
+                event, graph["edges"], graph["scores"], lab, repeats=args.repeats,
+                quality=False)
+            if lab.quality is not None:  # ... and the quality selection: the whole stage
+                timings[f"{lab.backend} + extend + quality"] = time_labeling_stage(
+                    event, graph["edges"], graph["scores"], lab, repeats=args.repeats)
         report["num_edges"] = int(graph["edges"].shape[1])
         report["options"] = {lab.backend: dict(lab.options)}
         if lab.extend is not None:
             report["extend"] = dict(lab.extend)
+        if lab.quality is not None:
+            report["quality"] = dict(lab.quality)
     report["backends"] = timings
     return report
 

@@ -5,10 +5,16 @@ Examples::
     python -m trkx_ray.train --stage all --config default --out runs/train
     python -m trkx_ray.train --stage gnn --out runs/train --resume
     python -m trkx_ray.train --stage all --pileup 20 --events 2 --epochs 1 --steps 5 --out /tmp/t
+    python -m trkx_ray.train --stage quality --seed 2000 --events 12 --threads 1 --out runs/q
 
 Each stage trains on the previous stage's output (read from ``--out``) and writes
 ``<stage>.pt`` (weights), ``<stage>.ckpt`` (resumable checkpoint), ``pipeline.yaml``
 (a pipeline configuration using the new weights) and ``train_log.json``.
+
+``--stage quality`` trains the track quality classifier on the tracks that a pipeline
+(``--pipeline``, default ``default``) builds on ``2 x --events`` simulated events (the
+first half with cells, the second without; seeds from ``--seed``), and writes
+``track_quality.pt`` and ``quality_log.json`` (:mod:`trkx_ray.training.quality`).
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m trkx_ray.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", default="all", choices=["embedding", "filter", "gnn", "all"],
-                   help="stage to train (default: all, in order)")
+    p.add_argument("--stage", default="all", choices=["embedding", "filter", "gnn", "all", "quality"],
+                   help="stage to train (default: all: embedding, filter, gnn in order; "
+                        "quality: the track quality classifier, on its own)")
+    p.add_argument("--pipeline", default="default",
+                   help="--stage quality: the pipeline configuration whose tracks it learns")
     p.add_argument("--config", default="default",
                    help="training configuration: a name in configs/train/ or a YAML path")
     p.add_argument("--out", required=True, help="output directory (weights, checkpoints, logs)")
@@ -85,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     from trkx_ray.pipeline.config import ConfigError
     from trkx_ray.training.config import load_train_config
 
+    if args.stage == "quality":
+        return _train_quality(args)
     try:
         cfg = load_train_config(args.config, _overrides(args))
         if args.device.startswith("cuda"):
@@ -105,6 +116,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     secs = ", ".join(f"{k} {v:.0f} s" for k, v in result["seconds"].items())
     print(f"trained {', '.join(stages)} in {secs}; weights and pipeline.yaml in {args.out}")
+    return 0
+
+
+def _train_quality(args: argparse.Namespace) -> int:
+    from trkx_ray.events.event import EventFormatError
+    from trkx_ray.pipeline.config import ConfigError
+    from trkx_ray.training.quality import train_quality
+
+    if args.device != "cpu":
+        print("trkx_ray.train: error: --stage quality trains on the CPU (--device cpu)",
+              file=sys.stderr)
+        return 2
+    if args.threads is not None:
+        from trkx_ray.scaling.resources import apply_thread_limits
+
+        apply_thread_limits(args.threads)
+    kwargs: dict[str, Any] = {"pipeline": args.pipeline, "progress": not args.quiet}
+    for name in ("seed", "events", "pileup", "epochs"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    try:
+        result = train_quality(args.out, **kwargs)
+    except (ConfigError, EventFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"trkx_ray.train: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"trained quality on {result['tracks']} tracks ({100 * result['true_fraction']:.1f}% "
+          f"true) in {result['seconds']:.0f} s; track_quality.pt in {args.out}")
     return 0
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "CONFIG_DIR",
     "EDGE_BACKEND_OPTIONS",
     "EXTEND_DEFAULTS",
+    "QUALITY_DEFAULTS",
     "LABEL_BACKEND_OPTIONS",
     "ONNX_MANIFEST",
     "NO_CELLS_DIR",
@@ -58,6 +59,7 @@ __all__ = [
     "available_configs",
     "build_dataclass",
     "check_extend_options",
+    "check_quality_options",
     "load_config",
     "merge_overrides",
     "no_cells_config",
@@ -134,6 +136,14 @@ EXTEND_DEFAULTS: dict[str, Any] = {
     "stitch_search": 3.0,
     "stitch_tol": 3.0,
     "refit": 0.0,
+}
+
+#: The track quality selection's options (``labeling.quality``) and their defaults;
+#: implemented in :mod:`trkx_ray.pipeline.quality`.
+QUALITY_DEFAULTS: dict[str, Any] = {
+    "weights": "track_quality",
+    "cut": 0.5,
+    "min_hits": 5,
 }
 
 #: The manifest of an ONNX export directory (``onnx.dir``), written beside the models.
@@ -323,6 +333,10 @@ class LabelingConfig:
             the backend, any backend (:func:`trkx_ray.pipeline.extend.extend_tracks`;
             names and defaults in :data:`EXTEND_DEFAULTS`,
             ``{}`` = every default).
+        quality: ``None`` (off) or the options of the track quality selection that
+            comes last (:mod:`trkx_ray.pipeline.quality`; names and defaults in
+            :data:`QUALITY_DEFAULTS`): tracks of ``min_hits`` or more hits that its
+            classifier (``weights``) gives a probability below ``cut`` are dissolved.
     """
 
     backend: str = "scipy"
@@ -330,6 +344,7 @@ class LabelingConfig:
     prune: str = "none"
     options: dict[str, Any] = field(default_factory=dict)
     extend: dict[str, Any] | None = None
+    quality: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -595,7 +610,7 @@ NO_CELLS_KEYS: dict[str, tuple[str, ...]] = {
     "edges": ("radius", "k_max"),
     "filter": ("weights", "cut"),
     "gnn": ("weights", "iterations"),
-    "labeling": ("cut", "options", "extend"),
+    "labeling": ("cut", "options", "extend", "quality"),
 }
 
 
@@ -660,6 +675,36 @@ def _extend_tuple(name: str, value: Any, size: int) -> tuple[float, ...]:
                 f"labeling.extend option {name!r} must hold {size} positive numbers, got {value!r}")
         out.append(float(v))
     return tuple(out)
+
+
+def check_quality_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``labeling.quality`` options; returns them merged over :data:`QUALITY_DEFAULTS`.
+
+    Raises:
+        ValueError: an unknown name or a bad value (named), or a weights file that does
+            not exist.
+    """
+    if not isinstance(options, Mapping):
+        raise ValueError(f"labeling.quality must be a mapping or null, got {options!r}")
+    unknown = sorted(set(options) - set(QUALITY_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"unknown labeling.quality option(s) {unknown}; known: {sorted(QUALITY_DEFAULTS)}")
+    out = {**QUALITY_DEFAULTS, **options}
+    cut = out["cut"]
+    if isinstance(cut, bool) or not isinstance(cut, numbers.Real) or not 0.0 <= float(cut) <= 1.0:
+        raise ValueError(f"labeling.quality option 'cut' must be a number in [0, 1], got {cut!r}")
+    out["cut"] = float(cut)
+    m = out["min_hits"]
+    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 3:
+        raise ValueError(f"labeling.quality option 'min_hits' must be an integer >= 3, got {m!r}")
+    out["min_hits"] = int(m)
+    w = out["weights"]
+    if not isinstance(w, (str, Path)) or not str(w):
+        raise ValueError(f"labeling.quality option 'weights' must be a name or a path, got {w!r}")
+    if not (path := weights_path(str(w))).is_file():
+        raise ValueError(f"labeling.quality option 'weights': weights file {str(path)!r} does not exist")
+    return out
 
 
 def check_extend_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -772,6 +817,11 @@ def _validate(cfg: PipelineConfig, where: str) -> None:
             check_extend_options(cfg.labeling.extend)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+    if cfg.labeling.quality is not None:
+        try:
+            check_quality_options(cfg.labeling.quality)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if cfg.labeling.prune not in PRUNE_MODES:
         raise ConfigError(
             f"{where}: labeling.prune = {cfg.labeling.prune!r} is not a prune mode; "
@@ -878,12 +928,34 @@ def _yaml_error_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
+def _unique_key_loader() -> Any:
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps
+    the last silently, so a duplicated section would override the first unseen)."""
+    import yaml
+
+    class UniqueKeySafeLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) and key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"duplicate key {key!r} (first at line {seen[key].line + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeySafeLoader
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML configuration file (``yaml.safe_load``) that must hold a mapping.
+    """Read a YAML configuration file (safe loading, duplicate keys refused) that must
+    hold a mapping.
 
     Raises:
-        ConfigError: unreadable file, invalid YAML (with line and column) or
-            not a mapping, naming the file.
+        ConfigError: unreadable file, invalid YAML (with line and column; a key given
+            twice in one mapping) or not a mapping, naming the file.
     """
     import yaml
 
@@ -892,7 +964,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read pipeline configuration: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {_yaml_error_line(exc)}") from exc
     if data is None:

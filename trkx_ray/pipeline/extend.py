@@ -154,14 +154,7 @@ def _fit(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray, num_tra
     k = float(opts["refit"])
     if k <= 0 or track.size == 0:
         return P
-    r = np.hypot(x, y)
-    reg = np.searchsorted(np.asarray(opts["regions"]), r, side="right")
-    kap = P["kappa"][track]
-    cp, sp = np.cos(P["phi0"][track]), np.sin(P["phi0"][track])
-    hn = -x * sp + y * cp
-    d = np.abs(kap * r * r - hn) / (np.hypot(kap * x + 0.5 * sp, kap * y - 0.5 * cp) + 0.5)
-    dz = z - P["z0"][track] - P["cot"][track] * (r * _asinc(kap * r))
-    chi = (d / np.asarray(opts["tol_xy"])[reg]) ** 2 + (dz / np.asarray(opts["tol_z"])[reg]) ** 2
+    chi, _ = _helix_chi2(x, y, z, track, P, opts)
     inlier = chi < k * k
     n_in = np.bincount(track, inlier, minlength=num_tracks)
     redo = (n_in < np.bincount(track, minlength=num_tracks)) & (n_in >= 3)
@@ -175,6 +168,21 @@ def _fit(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray, num_tra
     for key in P:
         P[key][which] = P2[key]
     return P
+
+
+def _helix_chi2(x: np.ndarray, y: np.ndarray, z: np.ndarray, track: np.ndarray,
+                P: dict[str, np.ndarray], opts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per hit, ``(dxy / tol_xy)^2 + (dz / tol_z)^2`` about its track's helix ``P`` (the
+    transverse distance from the circle, to first order), and the hit's detector region."""
+    r = np.hypot(x, y)
+    reg = np.searchsorted(np.asarray(opts["regions"]), r, side="right")
+    kap = P["kappa"][track]
+    cp, sp = np.cos(P["phi0"][track]), np.sin(P["phi0"][track])
+    hn = -x * sp + y * cp
+    d = np.abs(kap * r * r - hn) / (np.hypot(kap * x + 0.5 * sp, kap * y - 0.5 * cp) + 0.5)
+    dz = z - P["z0"][track] - P["cot"][track] * (r * _asinc(kap * r))
+    chi = (d / np.asarray(opts["tol_xy"])[reg]) ** 2 + (dz / np.asarray(opts["tol_z"])[reg]) ** 2
+    return chi, reg
 
 
 def _pairs_kernel_py(packed, tracks, edges, slice_tol_xy, slice_tol_z,  # noqa: PLR0913

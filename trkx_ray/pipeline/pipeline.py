@@ -533,6 +533,7 @@ class Pipeline:
         from trkx_ray.pipeline.extend import extend_tracks
         from trkx_ray.pipeline.labeling import label_hits
         from trkx_ray.pipeline.models import model_inputs
+        from trkx_ray.pipeline.quality import apply_quality
 
         if cfg.features.cell_features and not event.cells and not self._warned_no_cells:
             log.warning("%s has no cells: cell features are zero", event.source or event.event_id)
@@ -622,6 +623,12 @@ class Pipeline:
                 track_id = extend_tracks(
                     event.hits["x"], event.hits["y"], event.hits["z"], track_id,
                     layer=_layer_ids(event), **dict(cfg.labeling.extend),
+                )
+            if cfg.labeling.quality is not None:
+                track_id = apply_quality(
+                    event.hits["x"], event.hits["y"], event.hits["z"], track_id,
+                    _layer_ids(event), f_edges, g_scores, cfg.labeling.quality,
+                    cfg.labeling.extend,
                 )
             timer.lap("labeling")
             n_gnn = int((g_scores > cfg.labeling.cut).sum().item())
