@@ -142,6 +142,10 @@ def test_options_are_checked_by_name(tmp_path):
         check_quality_options({"cutt": 0.5})
     with pytest.raises(ValueError, match="'cut' must be a number in \\[0, 1\\]"):
         check_quality_options({"cut": 1.5})
+    with pytest.raises(ValueError, match="'high_pt_cut' must be a number in \\[0, 1\\]"):
+        check_quality_options({"high_pt_cut": -0.1})
+    with pytest.raises(ValueError, match="'field' must be a number"):
+        check_quality_options({"field": 0})
     with pytest.raises(ValueError, match="'min_hits' must be an integer >= 3"):
         check_quality_options({"min_hits": 2})
     with pytest.raises(ValueError, match="weights file .*nope.pt.* does not exist"):
@@ -178,6 +182,14 @@ def test_selection_keeps_a_clean_track_and_drops_a_mixture(tmp_path):
     out_t = apply_quality(x, y, z, lab + 7, layer, torch.from_numpy(edges),
                           torch.from_numpy(scores).float(), quality, cfg.labeling.extend)
     assert np.array_equal(out, out_t)
+    # a separate cut for tracks whose helix has high pT: every track here is above 0.01 GeV,
+    # none above 1 TeV
+    every = apply_quality(x, y, z, lab, layer, edges, scores,
+                          {**quality, "high_pt": 0.01, "high_pt_cut": 0.0}, cfg.labeling.extend)
+    assert len(np.unique(every)) == 3
+    none = apply_quality(x, y, z, lab, layer, edges, scores,
+                         {**quality, "high_pt": 1000.0, "high_pt_cut": 0.0}, cfg.labeling.extend)
+    assert np.array_equal(none, out)
     # min_hits 7: the 6-hit mixture is not judged
     kept = apply_quality(x, y, z, lab, layer, edges, scores, {**quality, "min_hits": 7},
                          cfg.labeling.extend)

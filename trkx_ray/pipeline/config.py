@@ -144,6 +144,9 @@ QUALITY_DEFAULTS: dict[str, Any] = {
     "weights": "track_quality",
     "cut": 0.5,
     "min_hits": 5,
+    "high_pt": 0.0,
+    "high_pt_cut": 0.5,
+    "field": 2.0,
 }
 
 #: The manifest of an ONNX export directory (``onnx.dir``), written beside the models.
@@ -336,7 +339,9 @@ class LabelingConfig:
         quality: ``None`` (off) or the options of the track quality selection that
             comes last (:mod:`trkx_ray.pipeline.quality`; names and defaults in
             :data:`QUALITY_DEFAULTS`): tracks of ``min_hits`` or more hits that its
-            classifier (``weights``) gives a probability below ``cut`` are dissolved.
+            classifier (``weights``) gives a probability below ``cut`` are dissolved
+            (below ``high_pt_cut`` for tracks whose helix has pT >= ``high_pt`` GeV in a
+            ``field`` of that many tesla; ``high_pt`` 0: one cut for all).
     """
 
     backend: str = "scipy"
@@ -695,6 +700,13 @@ def check_quality_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(cut, bool) or not isinstance(cut, numbers.Real) or not 0.0 <= float(cut) <= 1.0:
         raise ValueError(f"labeling.quality option 'cut' must be a number in [0, 1], got {cut!r}")
     out["cut"] = float(cut)
+    for name, lo, hi in (("high_pt_cut", 0.0, 1.0), ("high_pt", 0.0, math.inf),
+                         ("field", 1e-9, math.inf)):
+        v = out[name]
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not lo <= float(v) <= hi:
+            raise ValueError(f"labeling.quality option {name!r} must be a number in "
+                             f"[{lo:g}, {hi:g}], got {v!r}")
+        out[name] = float(v)
     m = out["min_hits"]
     if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 3:
         raise ValueError(f"labeling.quality option 'min_hits' must be an integer >= 3, got {m!r}")

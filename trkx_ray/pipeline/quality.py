@@ -17,10 +17,12 @@ classifier does it from each track's own measurements:
   edges above 0.5 that leave the track.
 
 A track of at least ``min_hits`` hits whose probability to be a true track is below
-``cut`` is dissolved: its hits become unassigned (one label each), which is what the
-walk does with the hits it leaves. The TrackML score can only lose by it (a dissolved
-track that matched a particle loses its weight); the cut trades that against the fake
-rate, and is chosen on validation seeds (docs/training.md, "Session 19").
+``cut`` (below ``high_pt_cut`` when its helix has pT >= ``high_pt`` GeV: the fakes are
+soft, and the tracks above 1 GeV matter most) is dissolved: its hits become unassigned
+(one label each), which is what the walk does with the hits it leaves. The TrackML score
+can only lose by it (a dissolved track that matched a particle loses its weight); the
+cuts trade that against the fake rate, and are chosen on validation seeds
+(docs/training.md, "Session 19").
 
 The classifier (``QualityNet``: features normalised, two hidden layers) is trained by
 ``python -m trkx_ray.train --stage quality`` on the shipped models' tracks of simulated
@@ -54,6 +56,7 @@ QUALITY_FEATURES = (
     "edges_in", "edge_score", "no_edge_frac", "edges_out",
 )
 _EDGE_SCORE = 0.5  # GNN edges counted as "seen by the GNN"
+K_GEV_PER_T_MM = 0.299792458e-3  # pT [GeV] = K * B [T] * R [mm]
 
 
 def track_features(x: Any, y: Any, z: Any, labels: Any, layer: Any, edges: Any, scores: Any,
@@ -99,8 +102,14 @@ def track_features(x: Any, y: Any, z: Any, labels: Any, layer: Any, edges: Any, 
     # size and layers
     if layer is not None:
         lay = np.asarray(layer, dtype=np.int64)[hits]
-        L = int(lay.max()) + 1
-        n_layers = np.bincount(np.unique(t * L + lay) // L, minlength=T).astype(np.float64)
+        lay = lay - lay.min()
+        present = np.zeros(int(lay.max()) + 1, dtype=bool)
+        present[lay] = True
+        dense = np.cumsum(present) - 1  # layer id -> 0..L-1
+        L = int(present.sum())
+        seen = np.zeros(T * L, dtype=bool)
+        seen[t * L + dense[lay]] = True
+        n_layers = seen.reshape(T, L).sum(axis=1).astype(np.float64)
     else:
         n_layers = n
     # helix
@@ -239,8 +248,9 @@ def apply_quality(x: Any, y: Any, z: Any, labels: Any, layer: Any, edges: Any, s
     Args:
         x, y, z, layer: hits (``layer`` may be ``None``); labels: one per hit.
         edges, scores: the GNN's scored graph (2 x E, E), numpy or torch.
-        quality: ``labeling.quality`` options; extend: ``labeling.extend`` options (the
-            helix tolerances; ``None``: the defaults).
+        quality: ``labeling.quality`` options (tracks whose helix has pT >= ``high_pt``
+            GeV are dissolved below ``high_pt_cut``, the others below ``cut``); extend:
+            ``labeling.extend`` options (the helix tolerances; ``None``: the defaults).
     """
     from trkx_ray.pipeline.config import check_extend_options, check_quality_options, weights_path
     from trkx_ray.pipeline.labeling import canonical_labels
@@ -256,4 +266,14 @@ def apply_quality(x: Any, y: Any, z: Any, labels: Any, layer: Any, edges: Any, s
         lab = canonical_labels(lab)  # track_features needs small non-negative labels
     tracks, X = track_features(x, y, z, lab, layer, edges, scores, min_hits=q["min_hits"], opts=opts)
     net = load_quality_net(str(weights_path(str(q["weights"]))))
-    return select_tracks(lab, tracks, net.probability(X), q["cut"])
+    p = net.probability(X)
+    if q["high_pt"] > 0 and tracks.size:
+        # the helix's pT (GeV) = K B R, R = 1 / (2 |kappa|) mm: high-pT tracks need the
+        # classifier's surer verdict to go
+        kappa = np.maximum(10.0 ** X[:, QUALITY_FEATURES.index("log_kappa")].astype(np.float64)
+                           - 1e-5, 1e-12)
+        pt = K_GEV_PER_T_MM * q["field"] / (2.0 * kappa)
+        high = pt >= q["high_pt"]
+        keep = np.where(high, p >= q["high_pt_cut"], p >= q["cut"])
+        return select_tracks(lab, tracks, keep.astype(np.float64), 0.5)
+    return select_tracks(lab, tracks, p, q["cut"])
