@@ -97,6 +97,7 @@ def test_real_sample_end_to_end(sample, device):
         # the walk's labels
         from trkx_ray.pipeline.extend import extend_tracks
         from trkx_ray.pipeline.labeling import label_hits
+        from trkx_ray.pipeline.quality import apply_quality
 
         cfg = pipe.config.labeling
         options = cfg.options
@@ -117,8 +118,21 @@ def test_real_sample_end_to_end(sample, device):
             layer = sample.hits["volume_id"].astype(np.int64) * 1000 + sample.hits["layer_id"]
             extended = extend_tracks(sample.hits["x"], sample.hits["y"], sample.hits["z"],
                                      walked, layer=layer, **cfg.extend)
-            assert np.array_equal(tid, extended)
-            assert not np.array_equal(tid, walked)  # it moved hits
+            assert not np.array_equal(extended, walked)  # it moved hits
+            if cfg.quality is None:
+                assert np.array_equal(tid, extended)
+            else:  # then the quality selection dissolved some tracks
+                selected = apply_quality(sample.hits["x"], sample.hits["y"], sample.hits["z"],
+                                         extended, layer, graphs["filtering"]["edges"],
+                                         f_scores, cfg.quality, cfg.extend)
+                assert np.array_equal(tid, selected)
+                assert len(np.unique(tid)) > len(np.unique(extended))
+                # every track it kept is one of the extension's, hit for hit
+                kept = np.bincount(tid)[tid] > 1
+                pairs = np.unique(np.stack([tid[kept], extended[kept]]), axis=1)
+                assert len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+                assert np.array_equal(np.bincount(tid)[tid][kept],
+                                      np.bincount(extended)[extended][kept])
     else:  # connected components: hits joined by a kept GNN edge share a track
         assert np.array_equal(tid[g_src], tid[g_dst])
 

@@ -22,8 +22,8 @@ from trkx_ray.pipeline.quality import (
     save_quality_net,
     select_tracks,
     track_features,
-    track_truth,
 )
+from trkx_ray.training.quality import track_truth
 
 COL = {name: i for i, name in enumerate(QUALITY_FEATURES)}
 RADII = np.array([32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0, 660.0, 820.0, 1020.0])

@@ -940,25 +940,30 @@ def _yaml_error_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def _unique_key_loader() -> Any:
-    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (plain YAML keeps
-    the last silently, so a duplicated section would override the first unseen)."""
+def _check_duplicate_keys(text: str) -> None:
+    """Raise ``yaml.YAMLError`` for a key given twice in one mapping (plain YAML keeps the
+    last silently, so a duplicated section would override the first unseen). Composes the
+    node graph only (``SafeLoader``), nothing is constructed."""
     import yaml
 
-    class UniqueKeySafeLoader(yaml.SafeLoader):
-        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-            seen: dict[Any, Any] = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=deep)
-                if isinstance(key, (str, int, float, bool)) and key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"duplicate key {key!r} (first at line {seen[key].line + 1})",
-                        key_node.start_mark)
-                seen[key] = key_node.start_mark
-            return super().construct_mapping(node, deep=deep)
-
-    return UniqueKeySafeLoader
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], Any] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    ident = (key.tag, key.value)
+                    if ident in seen:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"duplicate key {key.value!r} (first at line {seen[ident].line + 1})",
+                            key.start_mark)
+                    seen[ident] = key.start_mark
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -976,7 +981,8 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read pipeline configuration: {exc}") from exc
     try:
-        data = yaml.load(text, Loader=_unique_key_loader())  # noqa: S506 (a SafeLoader)
+        _check_duplicate_keys(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {_yaml_error_line(exc)}") from exc
     if data is None:

@@ -47,7 +47,6 @@ __all__ = [
     "save_quality_net",
     "select_tracks",
     "track_features",
-    "track_truth",
 ]
 
 QUALITY_FEATURES = (
@@ -158,15 +157,6 @@ def track_features(x: Any, y: Any, z: Any, labels: Any, layer: Any, edges: Any, 
     X[:, 15] = bc(~touched[hits]) / n
     X[:, 16] = e_out / n
     return tracks, X
-
-
-def track_truth(labels: np.ndarray, particle_id: np.ndarray, tracks: np.ndarray) -> np.ndarray:
-    """Per track in ``tracks``: 1.0 when it matches a particle by double majority, else 0."""
-    from trkx_ray.metrics import match_tracks
-
-    m = match_tracks(particle_id, labels)
-    index = np.searchsorted(m["track_id"], tracks)
-    return m["double_majority"][index].astype(np.float32)
 
 
 class QualityNet(nn.Module):

@@ -20,9 +20,18 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["quality_rows", "train_quality"]
+__all__ = ["quality_rows", "track_truth", "train_quality"]
 
 log = logging.getLogger(__name__)
+
+
+def track_truth(labels: np.ndarray, particle_id: np.ndarray, tracks: np.ndarray) -> np.ndarray:
+    """Per track in ``tracks``: 1.0 when it matches a particle by double majority, else 0."""
+    from trkx_ray.metrics import match_tracks
+
+    m = match_tracks(particle_id, labels)
+    index = np.searchsorted(m["track_id"], tracks)
+    return m["double_majority"][index].astype(np.float32)
 
 
 def quality_rows(pipe: Any, event: Any, min_hits: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +39,7 @@ def quality_rows(pipe: Any, event: Any, min_hits: int) -> tuple[np.ndarray, np.n
     from trkx_ray.metrics import _event_truth_arrays
     from trkx_ray.pipeline.config import check_extend_options
     from trkx_ray.pipeline.pipeline import _layer_ids
-    from trkx_ray.pipeline.quality import track_features, track_truth
+    from trkx_ray.pipeline.quality import track_features
 
     res = pipe(event, keep_graphs=True)
     cfg = pipe.config_for(event)
