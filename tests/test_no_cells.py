@@ -65,6 +65,18 @@ def test_no_cells_config(tmp_path):
     assert shipped is not None and shipped.gnn.weights != load_config("default").gnn.weights
 
 
+def test_no_cells_keeps_switched_off_steps_off():
+    # the default's no_cells section tunes the quality selection's cut; a configuration
+    # that switches the selection (or the extension) off keeps it off without cells too
+    shipped = no_cells_config(load_config("default"))
+    assert shipped is not None and shipped.labeling.quality is not None
+    for step in ("quality", "extend"):
+        cfg = load_config("default", {"labeling": {step: None}})
+        alt = no_cells_config(cfg)
+        assert alt is not None and getattr(alt.labeling, step) is None
+        assert alt.gnn.weights == shipped.gnn.weights  # the rest of the section still applies
+
+
 def test_no_cells_walk_options_do_not_follow_another_backend():
     # the default's no-cells walk options are the walk's: a configuration that labels
     # with connected components keeps the no-cells cut only; a typo is still an error

@@ -625,7 +625,8 @@ def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
     ``cfg.no_cells`` changes a few keys for such events (:data:`NO_CELLS_KEYS`: the
     models' weights, the radius, the cuts, the GNN's number of message-passing
     iterations), e.g. a GNN fine-tuned on events without cells; everything else, the
-    models' inputs and layers included, is ``cfg``'s. Labeling options of another backend than ``cfg``'s are dropped (a
+    models' inputs and layers included, is ``cfg``'s. A labeling step that ``cfg`` switches
+    off (``labeling.extend`` or ``labeling.quality`` null) stays off without cells. Labeling options of another backend than ``cfg``'s are dropped (a
     configuration that labels with ``scipy`` keeps the no-cells cut, not the walk's
     options). An ONNX export directory (``onnx.dir``) keeps that model set in its
     ``no_cells/`` subdirectory (``python -m trkx_ray.export`` writes both).
@@ -646,7 +647,14 @@ def no_cells_config(cfg: PipelineConfig) -> PipelineConfig | None:
         own = LABEL_BACKEND_OPTIONS.get(cfg.labeling.backend, frozenset())
         known = frozenset().union(*LABEL_BACKEND_OPTIONS.values())
         kept = {k: v for k, v in lab["options"].items() if k in own or k not in known}
-        overrides["labeling"] = {**lab, "options": kept}
+        overrides["labeling"] = lab = {**lab, "options": kept}
+    # a step that the configuration switched off (extend, quality: null) stays off: the
+    # no-cells section only tunes the steps that run
+    if isinstance(lab, Mapping):
+        off = [step for step in ("extend", "quality")
+               if step in lab and getattr(cfg.labeling, step) is None]
+        if off:
+            overrides["labeling"] = {k: v for k, v in lab.items() if k not in off}
     if cfg.onnx.dir is not None:
         overrides["onnx"] = {"dir": str(Path(cfg.onnx.dir).expanduser() / NO_CELLS_DIR)}
     data = {**cfg.to_dict(), "no_cells": None, "name": f"{cfg.name} (no cells)"}
