@@ -23,7 +23,7 @@ from trkx_ray.pipeline.quality import (
     select_tracks,
     track_features,
 )
-from trkx_ray.training.quality import track_truth
+from trkx_ray.training.quality import track_score_share, track_truth
 
 COL = {name: i for i, name in enumerate(QUALITY_FEATURES)}
 RADII = np.array([32.0, 72.0, 116.0, 172.0, 260.0, 360.0, 500.0, 660.0, 820.0, 1020.0])
@@ -105,6 +105,23 @@ def test_track_truth_is_double_majority():
     assert track_truth(lab, pid, np.array([0, 1])).tolist() == [1.0, 1.0]
     lab2 = np.array([0] * 6 + [1] * 4 + [2] * 3 + [1] * 2)  # 8 split 4 / 3: track 1 has 4 of 6
     assert track_truth(lab2, pid, np.array([1, 2])).tolist() == [1.0, 0.0]
+
+
+def test_track_score_share_is_the_matched_particles_weight_in_the_track():
+    # particle 7: 6 hits, all in track 0; particle 8: 5 hits, 3 in track 1 with 2 noise
+    # hits (matched: 3 of 5 track hits, 3 of 5 particle hits); track 2: 2 of 8 + 2 of 9
+    pid = np.array([7] * 6 + [8] * 3 + [0] * 2 + [8] * 2 + [9] * 2)
+    lab = np.array([0] * 6 + [1] * 3 + [1] * 2 + [2] * 2 + [2] * 2)
+    w = np.array([0.1] * 6 + [0.05] * 3 + [0.0] * 2 + [0.05] * 2 + [0.025] * 2)
+    total = w.sum()
+    share = track_score_share(lab, pid, w, np.array([0, 1, 2]))
+    assert share.dtype == np.float32
+    np.testing.assert_allclose(share, [0.6 / total, 0.15 / total, 0.0], rtol=1e-6)
+    # a subset of tracks, in the order asked
+    np.testing.assert_allclose(track_score_share(lab, pid, w, np.array([1])), [0.15 / total],
+                               rtol=1e-6)
+    # an event without weight gives shares of 0, not NaN
+    assert not track_score_share(lab, pid, np.zeros_like(w), np.array([0, 1])).any()
 
 
 def test_select_tracks_dissolves_only_those_below_the_cut():
@@ -224,3 +241,23 @@ def test_train_quality_writes_weights_the_pipeline_loads(tmp_path):
     res = pipe(event)
     assert res.track_id.shape == (event.num_hits,)
     assert main(["--stage", "quality", "--events", "0", "--quiet", "--out", str(tmp_path)]) == 2
+    assert main(["--stage", "quality", "--events", "1", "--score-weight", "1.5", "--quiet",
+                 "--out", str(tmp_path)]) == 2
+
+
+def test_score_weighted_training_changes_the_classifier(tmp_path):
+    """--score-weight weighs true tracks by their share of the score: a different net from
+    the same rows (and the log says which weighting made it)."""
+    import json
+
+    from trkx_ray.train import main
+
+    args = ["--stage", "quality", "--seed", "77", "--events", "1", "--pileup", "5",
+            "--epochs", "3", "--threads", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--score-weight", "1", "--out", str(tmp_path / "b")]) == 0
+    a = torch.load(tmp_path / "a" / "track_quality.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "track_quality.pt", weights_only=True)
+    state_a, state_b = a["state_dict"], b["state_dict"]
+    assert any(not torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert json.loads((tmp_path / "b" / "quality_log.json").read_text())["score_weight"] == 1.0

@@ -239,12 +239,15 @@ def _particle_pt(event: Event, particle_ids: np.ndarray) -> np.ndarray:
     return pt[index]
 
 
-def match_tracks(particle_id: np.ndarray, track_id: np.ndarray) -> dict[str, np.ndarray]:
+def match_tracks(particle_id: np.ndarray, track_id: np.ndarray,
+                 weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Majority matching of tracks to particles.
 
     Args:
         particle_id: per hit, the true particle (0 = noise).
         track_id: per hit, the reconstructed track.
+        weight: per hit, its TrackML weight; given, the result also has
+            ``major_weight`` (the majority particle's weight in the track).
 
     Returns:
         Per track (arrays aligned): ``track_id``, ``nhits``,
@@ -256,8 +259,10 @@ def match_tracks(particle_id: np.ndarray, track_id: np.ndarray) -> dict[str, np.
     """
     particle_id = np.asarray(particle_id, dtype=np.int64)
     track_id = np.asarray(track_id, dtype=np.int64)
-    tracks = _analyze_tracks(particle_id, np.zeros(particle_id.size), track_id)
-    tracks.pop("major_weight")
+    w = np.zeros(particle_id.size) if weight is None else np.asarray(weight, dtype=np.float64)
+    tracks = _analyze_tracks(particle_id, w, track_id)
+    if weight is None:
+        tracks.pop("major_weight")
     real = tracks["major_particle_id"] != 0
     tracks["track_majority"] = real & (2 * tracks["major_nhits"] > tracks["nhits"])
     tracks["double_majority"] = tracks["track_majority"] & (

@@ -5,7 +5,7 @@ Examples::
     python -m trkx_ray.train --stage all --config default --out runs/train
     python -m trkx_ray.train --stage gnn --out runs/train --resume
     python -m trkx_ray.train --stage all --pileup 20 --events 2 --epochs 1 --steps 5 --out /tmp/t
-    python -m trkx_ray.train --stage quality --seed 2000 --events 12 --threads 1 --out runs/q
+    python -m trkx_ray.train --stage quality --seed 3000 --events 24 --score-weight 1 --threads 1 --out runs/q
 
 Each stage trains on the previous stage's output (read from ``--out``) and writes
 ``<stage>.pt`` (weights), ``<stage>.ckpt`` (resumable checkpoint), ``pipeline.yaml``
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
                         "epochs that fit (the learning-rate schedule follows)")
     p.add_argument("--init", metavar="DIR",
                    help="start each stage that does not resume from DIR/<stage>.pt (fine-tuning)")
+    p.add_argument("--score-weight", type=float, metavar="A",
+                   help="--stage quality: weigh each true track (1 - A) + A x its share of the "
+                        "score over the mean share (0..1; default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -133,7 +136,7 @@ def _train_quality(args: argparse.Namespace) -> int:
 
         apply_thread_limits(args.threads)
     kwargs: dict[str, Any] = {"pipeline": args.pipeline, "progress": not args.quiet}
-    for name in ("seed", "events", "pileup", "epochs"):
+    for name in ("seed", "events", "pileup", "epochs", "score_weight"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
     try:
