@@ -109,3 +109,29 @@ def test_train_cli_bad_config(tmp_path, capsys):
 
     assert main(["--config", str(tmp_path / "missing.yaml"), "--out", str(tmp_path)]) == 2
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_gnn_steps_under_bf16_autocast(trained, tmp_path):
+    """``gnn.bf16_fraction: 1`` runs every GNN step's forward under bf16 autocast: the
+    weights stay float32, train, and differ from the float32 run's; out of [0, 1] is
+    refused by name."""
+    import shutil
+
+    trainer, _ = trained
+    (tmp_path / "h").mkdir()
+    for stage in ("embedding", "filter"):
+        shutil.copy(trainer.out / f"{stage}.pt", tmp_path / "h" / f"{stage}.pt")
+    _, log = _train(tmp_path, "h", {"gnn": {**TINY["gnn"], "bf16_fraction": 1.0}},
+                    stages=("gnn",))
+    assert log["history"]["gnn"][0]["loss"] > 0
+    a = torch.load(trainer.out / "gnn.pt", weights_only=True)
+    b = torch.load(tmp_path / "h" / "gnn.pt", weights_only=True)
+    assert all(v.dtype == torch.float32 and bool(torch.isfinite(v).all()) for v in b.values())
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    # the same run but float32: the fixture's weights exactly (the draw is skipped at 0)
+    _, _ = _train(tmp_path, "f", {"gnn": {**TINY["gnn"], "bf16_fraction": 0.0}})
+    c = torch.load(tmp_path / "f" / "gnn.pt", weights_only=True)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(ConfigError, match=r"gnn\.bf16_fraction = 1\.5 must be in \[0, 1\]"):
+        load_train_config("default", {"gnn": {"bf16_fraction": 1.5}})

@@ -137,6 +137,11 @@ class GNNTrainConfig:
             context, so wider than the embedding's).
         shape_dropout: with ``gnn.cluster_shape`` on, the fraction of steps that see
             their window as an event without cells (as the filter's).
+        bf16_fraction: the fraction of steps whose forward pass runs under bf16
+            autocast, as the pipeline runs the GNN at ``precision: bf16`` (the weights
+            and the optimiser stay float32): the net learns scores that bf16 rounding
+            does not move (docs/training.md, "Session 22"). ``0`` draws nothing, so a
+            configuration without it trains exactly as before.
     """
 
     epochs: int = 6
@@ -145,6 +150,7 @@ class GNNTrainConfig:
     pos_weight: float | None = None
     crop_width: float = 1.5
     shape_dropout: float = 0.3
+    bf16_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -208,7 +214,8 @@ def load_train_config(
             raise ConfigError(f"{where}: {key} = {value!r} must be > 0")
     for key, frac in (("embedding.shape_dropout", cfg.embedding.shape_dropout),
                       ("filter.shape_dropout", cfg.filter.shape_dropout),
-                      ("gnn.shape_dropout", cfg.gnn.shape_dropout)):
+                      ("gnn.shape_dropout", cfg.gnn.shape_dropout),
+                      ("gnn.bf16_fraction", cfg.gnn.bf16_fraction)):
         if not 0.0 <= frac <= 1.0:
             raise ConfigError(f"{where}: {key} = {frac!r} must be in [0, 1]")
     return TrainConfig(**{**cfg.__dict__, "source": where})

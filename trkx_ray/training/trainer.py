@@ -519,7 +519,12 @@ class Trainer:
             x = self._gnn_x(sub)
             if shape and rng.random() < c.shape_dropout:
                 x[:, -SHAPE_COLUMNS:] = 0.0  # this step as an event without cells
-            logits = model(x.to(dev), e[:, ok].to(dev))
+            if c.bf16_fraction and rng.random() < c.bf16_fraction:
+                # as the pipeline runs it at precision bf16 (weights stay float32)
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+                    logits = model(x.to(dev), e[:, ok].to(dev)).float()
+            else:
+                logits = model(x.to(dev), e[:, ok].to(dev))
             return _bce(logits, g.y[ok].to(dev), pw), {"edges": float(ok.sum())}
 
         def validate(m: nn.Module) -> dict[str, float]:
